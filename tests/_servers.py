@@ -1,0 +1,154 @@
+"""Real servers for the tests: an `mlflow server` process and throw-away PostgreSQL databases.
+
+Nothing here is mocked: the MLflow server is the `mlflow server` command on 127.0.0.1 and a free
+port; PostgreSQL is the machine's server on 127.0.0.1:5432 (user ``postgres``, trust auth), in
+which each test creates its own database and drops it afterwards.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+PG_HOST = os.environ.get("MLX_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("MLX_TEST_PG_PORT", "5432"))
+PG_ADMIN = os.environ.get("MLX_TEST_PG_USER", "postgres")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _admin_connection():
+    import psycopg2
+
+    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_ADMIN, dbname="postgres")
+    conn.autocommit = True
+    return conn
+
+
+def require_postgres():
+    """Skip when no PostgreSQL server answers, unless CI demands one (then fail loudly)."""
+    try:
+        _admin_connection().close()
+    except Exception as exc:
+        if os.environ.get("MLX_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL on {PG_HOST}:{PG_PORT} is required but unreachable: {exc}")
+        pytest.skip(f"no PostgreSQL server on {PG_HOST}:{PG_PORT}: {exc}")
+
+
+def pg_url(dbname, user=PG_ADMIN, password=None, driver="psycopg2"):
+    auth = user if password is None else f"{user}:{password}"
+    return f"postgresql+{driver}://{auth}@{PG_HOST}:{PG_PORT}/{dbname}"
+
+
+@contextlib.contextmanager
+def postgres_database(prefix="mlx_test", owner=None):
+    """Create a fresh database, yield its name, drop it (and its connections) afterwards."""
+    require_postgres()
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = _admin_connection()
+    try:
+        with conn.cursor() as cur:
+            owner_sql = f" OWNER {owner}" if owner else ""
+            cur.execute(f"CREATE DATABASE {name}{owner_sql}")
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.close()
+
+
+@contextlib.contextmanager
+def postgres_role(password):
+    """A password-protected login role (for the secrets tests), dropped afterwards."""
+    require_postgres()
+    name = f"mlx_role_{uuid.uuid4().hex[:8]}"
+    conn = _admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE ROLE {name} LOGIN PASSWORD %s CREATEDB", (password,))
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP OWNED BY {name}")
+            cur.execute(f"DROP ROLE IF EXISTS {name}")
+        conn.close()
+
+
+class MlflowServer:
+    """An `mlflow server` process on 127.0.0.1 with served artifacts."""
+
+    def __init__(self, backend_store_uri, artifacts_dir, cwd, port=None):
+        self.backend_store_uri = backend_store_uri
+        self.artifacts_dir = Path(artifacts_dir)
+        self.cwd = Path(cwd)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.cwd / f"mlflow-server-{self.port}.log"
+        self.process = None
+
+    def start(self, timeout=120):
+        mlflow_cli = Path(sys.executable).with_name("mlflow")
+        cmd = [
+            str(mlflow_cli),
+            "server",
+            "--backend-store-uri",
+            self.backend_store_uri,
+            "--artifacts-destination",
+            str(self.artifacts_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (lives as long as the server)
+        self.process = subprocess.Popen(
+            cmd, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited early:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer in {timeout} s:\n{self.log_text()}")
+
+    def log_text(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            # The server forks workers: end the whole process group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
