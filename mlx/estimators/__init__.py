@@ -4,4 +4,13 @@ They know neither MLflow nor Optuna: each one drops into ``Pipeline``, ``GridSea
 ``clone`` and pickle like a scikit-learn estimator.
 """
 
-__all__ = []
+from mlx.estimators.kmeans import KMeans, KSelection, select_k
+from mlx.estimators.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+__all__ = [
+    "KMeans",
+    "KSelection",
+    "KNeighborsClassifier",
+    "KNeighborsRegressor",
+    "select_k",
+]
