@@ -5,6 +5,7 @@ They know neither MLflow nor Optuna: each one drops into ``Pipeline``, ``GridSea
 """
 
 from mlx.estimators.kmeans import KMeans, KSelection, select_k
+from mlx.estimators.linear import LinearRegression
 from mlx.estimators.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
 __all__ = [
@@ -12,5 +13,6 @@ __all__ = [
     "KSelection",
     "KNeighborsClassifier",
     "KNeighborsRegressor",
+    "LinearRegression",
     "select_k",
 ]
