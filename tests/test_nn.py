@@ -114,7 +114,7 @@ def test_initialisation_bound_and_seed(activation):
     again = _nn.Network((30, 20, 5), np.float32).initialise(activation, np.random.RandomState(0))
     assert_allclose(network.params, again.params)
     W = network.coefs[0]
-    bound = _nn.INITIALISERS[activation](30, 20, activation)
+    bound = _nn.glorot_uniform_bound(30, 20, activation)
     assert np.abs(W).max() <= bound
     assert np.abs(W).max() > 0.9 * bound  # uniform over the whole interval, not a narrower one
 
@@ -174,7 +174,7 @@ def test_train_epoch_lowers_the_loss_and_reports_the_mean_batch_objective():
     assert first == pytest.approx(before)  # one full batch: the loss before its step
     for _ in range(50):
         last = _nn.train_epoch(
-            network, adam, X, Y, batch_size=16, order=np.arange(64), rng=rng, **kwargs
+            network, adam, X, Y, batch_size=16, order=rng.permutation(64), **kwargs
         )
     assert last < 0.5 * first
 

