@@ -1,0 +1,298 @@
+"""The data side of an experiment: loading, the audit, the one split and split fingerprints.
+
+Row identity is a 64-bit hash per row (pandas' ``hash_pandas_object``, vectorised and stable
+across processes). A split's *fingerprint* is the sha256 of its sorted row hashes (rows combined
+with their labels), so the same rows in another order have the same fingerprint: that is what
+lets the test ledger recognise a test set that was already evaluated, even reshuffled.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.utils import _safe_indexing
+
+from mlx.exceptions import DataError
+
+__all__ = [
+    "Dataset",
+    "Split",
+    "audit",
+    "fingerprint",
+    "load",
+    "row_hashes",
+    "split",
+    "split_summary",
+    "take",
+]
+
+# Above this max/min class-count ratio the audit warns about imbalance.
+_IMBALANCE_WARN = 10.0
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass
+class Dataset:
+    X: object
+    y: object = None
+    groups: object = None
+
+    @property
+    def n_rows(self):
+        return len(self.X)
+
+
+@dataclass
+class Split:
+    """Row indices of the train, validation and test splits."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def items(self):
+        return (("train", self.train), ("val", self.val), ("test", self.test))
+
+
+def load(data, task):
+    """Call the experiment's ``data`` callable and check what it returns.
+
+    Raises
+    ------
+    DataError
+        Wrong return shape, mismatched lengths, an empty data set, NaN labels, missing labels
+        for a supervised task or a single class.
+    """
+    try:
+        out = data()
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"loading the data raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(out, tuple | list) or len(out) not in (2, 3):
+        raise DataError(
+            f"data() must return (X, y) or (X, y, groups), got {type(out).__name__}"
+            + (f" of length {len(out)}." if isinstance(out, tuple | list) else ".")
+        )
+    X, y, groups = (*out, None) if len(out) == 2 else out
+    X = _as_2d(X)
+    n = len(X)
+    if n == 0:
+        raise DataError("the data set is empty (X has 0 rows).")
+    if y is None:
+        if task != "clustering":
+            raise DataError(f"y is None but the task is {task}; data() must return labels.")
+    else:
+        y = _as_1d("y", y, n)
+        missing = int(pd.isna(np.asarray(y, dtype=object)).sum())
+        if missing:
+            raise DataError(
+                f"y has {missing} missing (NaN/None) labels of {n}; drop or fill those rows."
+            )
+        if task == "classification" and len(np.unique(np.asarray(y))) < 2:
+            raise DataError(f"y has a single class ({np.asarray(y)[0]!r}); need at least two.")
+    if groups is not None:
+        groups = np.asarray(_as_1d("groups", groups, n))
+    return Dataset(X, y, groups)
+
+
+def _as_2d(X):
+    if isinstance(X, pd.Series):
+        return X.to_frame()
+    if isinstance(X, pd.DataFrame):
+        return X
+    if hasattr(X, "toarray"):
+        raise DataError("sparse X is not supported yet; pass a dense array or DataFrame.")
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise DataError(
+            f"X must be 2-D (n_samples, n_features), got shape {X.shape}; for one feature use "
+            f"X.reshape(-1, 1)."
+        )
+    return X
+
+
+def _as_1d(name, values, n):
+    if not isinstance(values, pd.Series | pd.DataFrame):
+        values = np.asarray(values)
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values.ravel()
+    if len(values) != n:
+        raise DataError(f"{name} has {len(values)} rows but X has {n}; they must match.")
+    return values
+
+
+def take(values, indices):
+    """Rows ``indices`` of a numpy array or pandas object (None stays None)."""
+    return None if values is None else _safe_indexing(values, indices)
+
+
+def _frame(X):
+    return X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
+
+
+def row_hashes(X, y=None):
+    """One uint64 hash per row of ``X`` (combined with its label when ``y`` is given)."""
+    h = pd.util.hash_pandas_object(_frame(X), index=False).to_numpy()
+    if y is not None:
+        if not isinstance(y, pd.Series | pd.DataFrame):
+            y = np.asarray(y)
+            y = pd.DataFrame(y) if y.ndim > 1 else pd.Series(y)
+        hy = pd.util.hash_pandas_object(y, index=False).to_numpy()
+        # uint64 arithmetic wraps around, which is what a hash combination wants.
+        h = (h * _GOLDEN) ^ hy
+    return h
+
+
+def fingerprint(X, y=None, hashes=None):
+    """sha256 (hex) of the multiset of rows (with labels): independent of the row order.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,), default=None
+    hashes : ndarray of uint64, default=None
+        Precomputed :func:`row_hashes` of ``(X, y)``; ``X`` and ``y`` are then ignored.
+    """
+    if hashes is None:
+        hashes = row_hashes(X, y)
+    digest = hashlib.sha256(np.sort(hashes).astype("<u8").tobytes())
+    digest.update(str(len(hashes)).encode())
+    return digest.hexdigest()
+
+
+def audit(X, y=None, groups=None, *, task=None):
+    """Facts about the data worth knowing before learning from it (a JSON-serialisable dict).
+
+    Keys: ``rows``, ``features``, ``dtypes`` (dtype -> number of columns), ``nan`` and ``inf``
+    (total and per column with any), ``duplicate_rows`` (rows equal to an earlier row),
+    ``constant_features``, for classification ``class_counts`` and ``imbalance_ratio``
+    (largest / smallest class), for regression ``target`` statistics, ``groups`` (number of
+    groups), and ``warnings`` (human-readable problems). :func:`split_summary` adds the rows
+    shared between splits once the split is known.
+    """
+    df = _frame(X)
+    names = [str(c) for c in df.columns]
+    warnings = []
+    dtypes = df.dtypes.astype(str).value_counts()
+    nan = df.isna().sum().to_numpy()
+    numeric = df.select_dtypes("number")
+    inf_cols = np.zeros(len(names), dtype=int)
+    if numeric.shape[1]:
+        positions = [df.columns.get_loc(c) for c in numeric.columns]
+        inf_cols[positions] = np.isinf(numeric.to_numpy(dtype=float)).sum(axis=0)
+    n_dup = int(len(df) - len(np.unique(row_hashes(df))))
+    constant = [name for name, k in zip(names, df.nunique(dropna=False), strict=True) if k <= 1]
+    report = {
+        "rows": len(df),
+        "features": len(names),
+        "dtypes": {str(k): int(v) for k, v in dtypes.items()},
+        "nan": {"total": int(nan.sum()), "columns": _nonzero(names, nan)},
+        "inf": {"total": int(inf_cols.sum()), "columns": _nonzero(names, inf_cols)},
+        "duplicate_rows": n_dup,
+        "constant_features": constant,
+    }
+    if nan.sum():
+        warnings.append(f"X has {int(nan.sum())} NaN values in {int((nan > 0).sum())} columns.")
+    if inf_cols.sum():
+        warnings.append(f"X has {int(inf_cols.sum())} infinite values.")
+    if n_dup:
+        warnings.append(f"{n_dup} rows duplicate an earlier row.")
+    if constant:
+        warnings.append(f"{len(constant)} constant features: {constant[:10]}.")
+    if y is not None and task == "classification":
+        labels, counts = np.unique(np.asarray(y), return_counts=True)
+        report["class_counts"] = {str(k): int(v) for k, v in zip(labels, counts, strict=True)}
+        ratio = float(counts.max() / counts.min())
+        report["imbalance_ratio"] = ratio
+        if ratio >= _IMBALANCE_WARN:
+            warnings.append(f"classes are imbalanced (largest/smallest = {ratio:.1f}).")
+    elif y is not None and task == "regression":
+        values = np.asarray(y, dtype=float)
+        report["target"] = {
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+            "min": float(values.min()),
+            "max": float(values.max()),
+        }
+    if groups is not None:
+        report["groups"] = len(np.unique(groups))
+    report["warnings"] = warnings
+    return report
+
+
+def _nonzero(names, counts):
+    return {name: int(c) for name, c in zip(names, counts, strict=True) if c}
+
+
+def split(dataset, fractions, seed, *, stratify):
+    """Split rows once into train, validation and test, deterministically from ``seed``.
+
+    Stratified by ``y`` when ``stratify`` (classification); grouped when the dataset has
+    groups (each group in one split; the fractions then count groups, and the split is not
+    stratified).
+
+    Raises
+    ------
+    DataError
+        When the data is too small for the fractions (or for the classes when stratified).
+    """
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+    n = dataset.n_rows
+    train_f, val_f, test_f = fractions
+    val_share = val_f / (train_f + val_f)
+    idx = np.arange(n)
+    groups = dataset.groups
+    try:
+        if groups is not None:
+            n_groups = len(np.unique(groups))
+            if n_groups < 3:
+                raise ValueError(f"{n_groups} groups cannot fill three splits")
+            outer = GroupShuffleSplit(n_splits=1, test_size=test_f, random_state=seed)
+            rest, test = next(outer.split(idx, groups=groups))
+            inner = GroupShuffleSplit(n_splits=1, test_size=val_share, random_state=seed)
+            fit, val = next(inner.split(rest, groups=groups[rest]))
+            train, val = rest[fit], rest[val]
+        else:
+            # Whole row counts, so that 0.1 of 150 rows is 15 and not 16 by float rounding.
+            n_test, n_val = max(1, round(n * test_f)), max(1, round(n * val_f))
+            if n - n_test - n_val < 1:
+                raise ValueError("no rows are left for training")
+            y = np.asarray(dataset.y) if stratify else None
+            rest, test = train_test_split(idx, test_size=n_test, random_state=seed, stratify=y)
+            y_rest = None if y is None else y[rest]
+            train, val = train_test_split(rest, test_size=n_val, random_state=seed, stratify=y_rest)
+    except ValueError as exc:
+        raise DataError(
+            f"cannot split {n} rows into train/val/test fractions {tuple(fractions)}: {exc}. "
+            f"Use more data or larger validation/test fractions."
+        ) from None
+    if min(len(train), len(val), len(test)) == 0:
+        raise DataError(
+            f"the split {tuple(fractions)} of {n} rows leaves an empty split; use more data."
+        )
+    return Split(train, val, test)
+
+
+def split_summary(dataset, parts, *, task):
+    """Sizes, class counts, fingerprints of each split (a :class:`Split`), shared rows."""
+    parts = dict(parts.items())
+    x_hashes = row_hashes(dataset.X)
+    xy_hashes = x_hashes if dataset.y is None else row_hashes(dataset.X, dataset.y)
+    summary = {"splits": {}, "shared_rows": {}}
+    for name, indices in parts.items():
+        entry = {"rows": len(indices), "fingerprint": fingerprint(None, hashes=xy_hashes[indices])}
+        if dataset.y is not None and task == "classification":
+            labels, counts = np.unique(np.asarray(take(dataset.y, indices)), return_counts=True)
+            entry["class_counts"] = {str(k): int(v) for k, v in zip(labels, counts, strict=True)}
+        if dataset.groups is not None:
+            entry["groups"] = len(np.unique(dataset.groups[indices]))
+        summary["splits"][name] = entry
+    # The same feature vector in two splits (whatever its label) leaks information.
+    pairs = (("train", "val"), ("train", "test"), ("val", "test"))
+    for a, b in pairs:
+        shared = np.isin(x_hashes[parts[b]], x_hashes[parts[a]]).sum()
+        summary["shared_rows"][f"{b}_in_{a}"] = int(shared)
+    return summary

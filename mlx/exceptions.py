@@ -1,0 +1,52 @@
+"""The package's exceptions: one base class, one subclass per kind of problem.
+
+Each class carries the exit code the command line uses for it, so ``mlx`` maps any of them to a
+one-line message and that code without knowing the details.
+"""
+
+__all__ = [
+    "DataError",
+    "ExperimentError",
+    "MlxError",
+    "SearchError",
+    "TestReuseError",
+    "TrackingError",
+]
+
+
+class MlxError(Exception):
+    """Base class of every error ``mlx`` raises on purpose."""
+
+    exit_code = 1
+
+
+class ExperimentError(MlxError, ValueError):
+    """The experiment file or definition is invalid (found before any work is done)."""
+
+    exit_code = 2
+
+
+class DataError(MlxError, ValueError):
+    """The data cannot be used: wrong shapes, NaN labels, too few rows for the split."""
+
+    exit_code = 2
+
+
+class TestReuseError(MlxError):
+    """The test split was already evaluated and reuse was not allowed."""
+
+    # pytest collects classes named Test*; this one is not a test.
+    __test__ = False
+    exit_code = 3
+
+
+class SearchError(MlxError):
+    """The search produced nothing usable (for example every trial failed)."""
+
+    exit_code = 1
+
+
+class TrackingError(MlxError):
+    """The tracking store could not be used."""
+
+    exit_code = 1

@@ -1,0 +1,407 @@
+"""The experiment an experiment file declares, and loading such a file.
+
+An experiment file is a Python module with a module-level ``experiment = mlx.Experiment(...)``.
+Everything that can be checked without loading data or fitting anything is checked when the
+``Experiment`` is built, so that a typo fails in a second with a message naming the problem,
+before any store is touched.
+"""
+
+import copy
+import hashlib
+import importlib.util
+import json
+import numbers
+import sys
+import uuid
+from pathlib import Path
+
+from sklearn.base import BaseEstimator, is_classifier, is_clusterer, is_regressor
+
+from mlx.evaluation import resolve_metric
+from mlx.exceptions import ExperimentError
+
+__all__ = ["TASKS", "Experiment", "load_experiment"]
+
+TASKS = ("classification", "regression", "clustering")
+_REFITS = ("train", "train+val")
+# The name a single estimator goes by among the candidates; several named candidates
+# (one search over model types) will use the user's names instead.
+_SINGLE = "model"
+
+
+class Experiment:
+    """What to learn from which data, how to search, and how to judge it.
+
+    Parameters
+    ----------
+    name : str
+        Name of the experiment; the MLflow experiment and the Optuna study are named after it.
+    data : callable
+        Returns ``(X, y)`` or ``(X, y, groups)``; numpy arrays or pandas objects. ``y`` is None
+        for clustering without labels. ``groups`` (recording, speaker, session, ...) keeps each
+        group inside a single split.
+    estimator : estimator object
+        Any scikit-learn estimator or Pipeline (from scikit-learn or :mod:`mlx.estimators`).
+    search_space : dict or callable, default=None
+        Either a dict from ``estimator.get_params()`` keys to Optuna distributions
+        (``FloatDistribution``, ``IntDistribution``, ``CategoricalDistribution``), or a callable
+        ``(trial) -> dict`` in Optuna's define-by-run style returning estimator parameters.
+        None or ``{}`` evaluates the estimator as it is.
+    metric : str or callable, default=None
+        A scikit-learn scorer name (``"accuracy"``, ``"f1_macro"``, ``"r2"``,
+        ``"neg_root_mean_squared_error"``, ...), ``"silhouette"`` for clustering, or a scorer
+        callable ``(estimator, X, y) -> float`` where greater is better. Defaults to accuracy,
+        r2 or silhouette by task. The search maximises it.
+    split : tuple of 3 floats, default=(0.8, 0.1, 0.1)
+        Train, validation and test fractions; each > 0, summing to 1.
+    seed : int, default=0
+        Seeds the split, the sampler and every ``random_state`` of the estimator left at None.
+    n_trials : int, default=20
+        Number of trials of the search.
+    timeout : float, default=None
+        Stop the search after this many seconds.
+    sampler, pruner : Optuna sampler / pruner, default=None
+        Default ``TPESampler(seed=seed)`` and ``MedianPruner``.
+    task : {"classification", "regression", "clustering"}, default=None
+        Inferred from the estimator when None.
+    refit : {"train", "train+val"}, default="train"
+        Data the best configuration is refit on before the single test evaluation.
+    max_epochs : int, default=None
+        Epochs of epoch-by-epoch training (estimators with ``partial_fit``); defaults to the
+        estimator's ``max_iter``. Setting it also turns epoch-by-epoch training on for a
+        ``partial_fit`` estimator without ``max_iter``.
+
+    Attributes
+    ----------
+    path : pathlib.Path or None
+        The experiment file, when loaded by :func:`load_experiment`.
+    candidates : dict
+        ``{name: (estimator, search_space)}``: the models the search chooses from (one here).
+    metric_name : str
+        Name used for the metric in MLflow (``val_<metric_name>``, ``test_...``).
+    """
+
+    def __init__(
+        self,
+        name,
+        data,
+        estimator=None,
+        search_space=None,
+        *,
+        metric=None,
+        split=(0.8, 0.1, 0.1),
+        seed=0,
+        n_trials=20,
+        timeout=None,
+        sampler=None,
+        pruner=None,
+        task=None,
+        refit="train",
+        max_epochs=None,
+    ):
+        self.name = _check_name(name)
+        if not callable(data):
+            raise ExperimentError(
+                f"data must be a callable returning (X, y) or (X, y, groups), got "
+                f"{type(data).__name__}; wrap arrays as data=lambda: (X, y)."
+            )
+        self.data = data
+        self.estimator = _check_estimator(estimator)
+        self.search_space = _check_space(search_space, estimator)
+        self.task = _check_task(task, estimator)
+        self.metric = metric
+        self.metric_name, self.scorer = _resolve_metric(metric, self.task)
+        self.split = _check_split(split)
+        self.seed = _check_int("seed", seed, minimum=0)
+        self.n_trials = _check_int("n_trials", n_trials, minimum=1)
+        self.timeout = _check_timeout(timeout)
+        self.sampler = _check_optuna("sampler", sampler, "optuna.samplers", "BaseSampler")
+        self.pruner = _check_optuna("pruner", pruner, "optuna.pruners", "BasePruner")
+        if refit not in _REFITS:
+            raise ExperimentError(f"refit must be one of {_REFITS}, got {refit!r}.")
+        self.refit = refit
+        self.max_epochs = None if max_epochs is None else _check_int("max_epochs", max_epochs, 1)
+        self.path = None
+
+    def replace(self, *, n_trials=None, timeout=None, seed=None):
+        """A copy with the given settings changed (None keeps the current value)."""
+        new = copy.copy(self)
+        if n_trials is not None:
+            new.n_trials = _check_int("n_trials", n_trials, minimum=1)
+        if timeout is not None:
+            new.timeout = _check_timeout(timeout)
+        if seed is not None:
+            new.seed = _check_int("seed", seed, minimum=0)
+        return new
+
+    @property
+    def candidates(self):
+        return {_SINGLE: (self.estimator, self.search_space)}
+
+    def definition(self):
+        """A canonical, JSON-serialisable description of what the search depends on.
+
+        The number of trials and the timeout are left out on purpose: running more trials of the
+        same definition extends the same study. The data enters through the split fingerprints,
+        which the runner adds (see :func:`definition_hash`).
+        """
+        return {
+            "name": self.name,
+            "task": self.task,
+            "candidates": {
+                name: {"estimator": _canonical_params(est), "space": _canonical_space(space)}
+                for name, (est, space) in self.candidates.items()
+            },
+            "metric": self.metric_name,
+            "split": list(self.split),
+            "seed": self.seed,
+            "refit": self.refit,
+            "max_epochs": self.max_epochs,
+            "sampler": None if self.sampler is None else repr(self.sampler),
+            "pruner": None if self.pruner is None else type(self.pruner).__name__,
+        }
+
+    def __repr__(self):
+        return (
+            f"Experiment(name={self.name!r}, estimator={self.estimator!r}, "
+            f"metric={self.metric_name!r}, task={self.task!r}, n_trials={self.n_trials})"
+        )
+
+
+def definition_hash(experiment, fingerprints):
+    """sha256 of the experiment's definition and the split fingerprints (hex digest)."""
+    payload = {"definition": experiment.definition(), "fingerprints": dict(fingerprints)}
+    text = json.dumps(payload, sort_keys=True, default=repr, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_experiment(path):
+    """Import an experiment file and return its ``experiment`` object.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The Python file that defines ``experiment = mlx.Experiment(...)``.
+
+    Returns
+    -------
+    experiment : Experiment
+        With ``experiment.path`` set to the resolved file path.
+
+    Raises
+    ------
+    ExperimentError
+        Missing file, syntax error (with file and line), an exception while importing, no
+        ``experiment`` or one of the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ExperimentError(f"experiment file {str(path)!r} not found.")
+    path = path.resolve()
+    # A unique module name so that two files called alike never share a module.
+    module_name = f"_mlx_experiment_{path.stem}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ExperimentError(f"{path} is not a Python file (expected a .py experiment file).")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise ExperimentError(f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}.") from None
+    except ExperimentError as exc:
+        raise ExperimentError(f"{path}: {exc}") from None
+    except Exception as exc:
+        line = _traceback_line(exc, path)
+        raise ExperimentError(
+            f"{path}{line}: importing the experiment file raised {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        sys.modules.pop(module_name, None)
+    experiment = getattr(module, "experiment", None)
+    if experiment is None:
+        raise ExperimentError(
+            f"{path} defines no `experiment`; add `experiment = mlx.Experiment(...)` at module level."
+        )
+    if not isinstance(experiment, Experiment):
+        raise ExperimentError(
+            f"`experiment` in {path} is a {type(experiment).__name__}, not an mlx.Experiment."
+        )
+    experiment.path = path
+    return experiment
+
+
+def _traceback_line(exc, path):
+    tb, line = exc.__traceback__, ""
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename) == path:
+            line = f":{tb.tb_lineno}"
+        tb = tb.tb_next
+    return line
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not name.strip():
+        raise ExperimentError(f"name must be a non-empty string, got {name!r}.")
+    if len(name) > 200 or any(c in name for c in "\n\r\t"):
+        raise ExperimentError(f"name must be one line of at most 200 characters, got {name!r}.")
+    return name
+
+
+def _check_estimator(estimator):
+    if estimator is None:
+        raise ExperimentError("estimator is missing; pass estimator=<a scikit-learn estimator>.")
+    if isinstance(estimator, type):
+        raise ExperimentError(
+            f"estimator must be an instance, got the class {estimator.__name__}; "
+            f"write {estimator.__name__}()."
+        )
+    if not (isinstance(estimator, BaseEstimator) or hasattr(estimator, "get_params")):
+        raise ExperimentError(
+            f"estimator must be a scikit-learn estimator (with get_params and fit), got "
+            f"{type(estimator).__name__}."
+        )
+    if not hasattr(estimator, "fit"):
+        raise ExperimentError(f"estimator {type(estimator).__name__} has no fit method.")
+    return estimator
+
+
+def _check_space(space, estimator):
+    if space is None:
+        return {}
+    if callable(space):
+        return space
+    if not isinstance(space, dict):
+        raise ExperimentError(
+            f"search_space must be a dict of Optuna distributions or a callable (trial) -> dict, "
+            f"got {type(space).__name__}."
+        )
+    from optuna.distributions import BaseDistribution
+
+    known = estimator.get_params(deep=True)
+    for key, dist in space.items():
+        if key not in known:
+            close = sorted(k for k in known if k.split("__")[-1] == str(key).split("__")[-1])
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ExperimentError(
+                f"search_space parameter {key!r} is not a parameter of "
+                f"{type(estimator).__name__} (see estimator.get_params()).{hint}"
+            )
+        if not isinstance(dist, BaseDistribution):
+            raise ExperimentError(
+                f"search_space[{key!r}] must be an Optuna distribution (FloatDistribution, "
+                f"IntDistribution, CategoricalDistribution), got {dist!r}."
+            )
+    return dict(space)
+
+
+def _check_task(task, estimator):
+    if task is not None:
+        if task not in TASKS:
+            raise ExperimentError(f"task must be one of {TASKS}, got {task!r}.")
+    elif is_classifier(estimator):
+        task = "classification"
+    elif is_regressor(estimator):
+        task = "regression"
+    elif is_clusterer(estimator):
+        task = "clustering"
+    else:
+        raise ExperimentError(
+            f"cannot infer the task of {type(estimator).__name__}; pass task='classification', "
+            f"'regression' or 'clustering'."
+        )
+    if task == "clustering" and not hasattr(estimator, "predict"):
+        raise ExperimentError(
+            f"{type(estimator).__name__} cannot predict clusters of new data (no predict); the "
+            f"validation and test splits need it. Use a clusterer with predict, such as KMeans."
+        )
+    return task
+
+
+def _resolve_metric(metric, task):
+    try:
+        return resolve_metric(metric, task)
+    except ValueError as exc:
+        raise ExperimentError(str(exc)) from None
+
+
+def _check_split(split):
+    try:
+        fractions = tuple(float(f) for f in split)
+    except (TypeError, ValueError):
+        raise ExperimentError(
+            f"split must be three fractions (train, val, test), got {split!r}."
+        ) from None
+    if len(fractions) != 3:
+        raise ExperimentError(
+            f"split must be three fractions (train, val, test), got {len(fractions)}: {split!r}."
+        )
+    if min(fractions) <= 0:
+        raise ExperimentError(f"each split fraction must be > 0, got split={split!r}.")
+    if abs(sum(fractions) - 1) > 1e-6:
+        raise ExperimentError(
+            f"split fractions must sum to 1, got split={split!r} (sum {sum(fractions):g})."
+        )
+    return fractions
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ExperimentError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _check_timeout(timeout):
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout <= 0:
+        raise ExperimentError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}.")
+    return float(timeout)
+
+
+def _check_optuna(name, value, module, base):
+    if value is None:
+        return None
+    cls = getattr(importlib.import_module(module), base)
+    if not isinstance(value, cls):
+        raise ExperimentError(f"{name} must be an {module}.{base}, got {type(value).__name__}.")
+    return value
+
+
+def _canonical_params(estimator):
+    params = estimator.get_params(deep=True)
+    return {key: _canonical_value(params[key]) for key in sorted(params)}
+
+
+def _canonical_value(value):
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if hasattr(value, "get_params"):
+        # Nested estimators appear with their parameters as separate deep keys already.
+        return type(value).__name__
+    return repr(value)
+
+
+def _canonical_space(space):
+    if callable(space):
+        name = getattr(space, "__qualname__", type(space).__name__)
+        code = getattr(space, "__code__", None)
+        # The function's bytecode and constants identify it well enough: an edited conditional
+        # space gives a new study.
+        digest = hashlib.sha256()
+        if code is not None:
+            _hash_code(code, digest)
+        return {"callable": name, "code": digest.hexdigest()}
+    from optuna.distributions import distribution_to_json
+
+    return {key: distribution_to_json(space[key]) for key in sorted(space)}
+
+
+def _hash_code(code, digest):
+    digest.update(code.co_code)
+    for const in code.co_consts:
+        # Nested code objects (lambdas, comprehensions) have a repr with a memory address.
+        if hasattr(const, "co_code"):
+            _hash_code(const, digest)
+        else:
+            digest.update(repr(const).encode())

@@ -1,0 +1,334 @@
+"""Optuna: the study and its storage, the sampler and pruner, and the trial objective.
+
+A trial clones the estimator, sets the trial's parameters, fits on the training split and scores
+on the validation split. Estimators that learn incrementally (``partial_fit`` and a ``max_iter``
+parameter, alone or as the last step of a Pipeline) are trained epoch by epoch: the validation
+score of each epoch is reported to the trial so that the pruner can stop bad trials early, and
+both learning curves are kept. What a trial produced is handed to an ``on_trial`` callback as a
+:class:`TrialRecord`; this module knows nothing of MLflow.
+"""
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+from sklearn.base import clone, is_classifier
+from sklearn.pipeline import Pipeline
+
+from mlx.evaluation import final_step
+
+__all__ = [
+    "DEFAULT_STORAGE_FILE",
+    "Objective",
+    "TrialRecord",
+    "create_study",
+    "fit_model",
+    "load_study",
+    "make_storage",
+    "n_epochs",
+    "optimize",
+    "resolve_storage",
+    "seeded",
+    "suggest",
+]
+
+DEFAULT_STORAGE_FILE = "mlx-optuna.db"
+# Messages kept per trial from the warnings a fit raised (ConvergenceWarning, ...).
+_MAX_WARNINGS = 3
+
+
+@dataclass
+class TrialRecord:
+    """What one trial produced, for logging.
+
+    ``state`` is ``"COMPLETE"``, ``"PRUNED"`` or ``"FAIL"``; ``curves`` holds the per-epoch
+    ``"train"`` and ``"val"`` scores of epoch-by-epoch training (empty lists otherwise).
+    """
+
+    number: int
+    params: dict
+    state: str
+    value: float | None = None
+    train_score: float | None = None
+    fit_time: float | None = None
+    curves: dict = field(default_factory=lambda: {"train": [], "val": []})
+    error: str | None = None
+    warnings: list = field(default_factory=list)
+    start_time: float | None = None
+    end_time: float | None = None
+
+
+def resolve_storage(url=None):
+    """The Optuna storage URL: ``url`` if given, else ``mlx-optuna.db`` in the working directory.
+
+    A plain file path (no ``://``) means a SQLite file at that path.
+    """
+    if url is None:
+        url = str(Path.cwd() / DEFAULT_STORAGE_FILE)
+    if "://" not in url:
+        url = f"sqlite:///{Path(url).resolve()}"
+    return url
+
+
+def make_storage(url, *, heartbeat_interval=None, grace_period=None):
+    """An Optuna RDB storage on ``url`` (heartbeats off unless an interval is given)."""
+    engine_kwargs = None
+    if url.startswith("sqlite"):
+        # Wait for a lock instead of failing at once when another process writes.
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+    )
+
+
+def create_study(name, *, storage, seed, sampler=None, pruner=None):
+    """Create the study ``name`` (maximising), or load it if it exists."""
+    quiet_optuna()
+    return optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction="maximize",
+        sampler=sampler if sampler is not None else optuna.samplers.TPESampler(seed=seed),
+        pruner=pruner
+        if pruner is not None
+        else optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
+        load_if_exists=True,
+    )
+
+
+def load_study(name, *, storage, sampler=None, pruner=None):
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def suggest(trial, space):
+    """Estimator parameters for ``trial`` from a dict of distributions or a callable space."""
+    if callable(space):
+        params = space(trial)
+        if not isinstance(params, dict):
+            raise TypeError(
+                f"the search_space function must return a dict of estimator parameters, "
+                f"got {type(params).__name__}."
+            )
+        return params
+    params = {}
+    for name, dist in space.items():
+        if isinstance(dist, FloatDistribution):
+            value = trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        elif isinstance(dist, IntDistribution):
+            value = trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        elif isinstance(dist, CategoricalDistribution):
+            value = trial.suggest_categorical(name, dist.choices)
+        else:
+            raise TypeError(f"unsupported distribution {dist!r} for {name!r}.")
+        params[name] = value
+    return params
+
+
+def seeded(estimator, seed):
+    """Set every ``random_state`` left at None (also inside a Pipeline) to ``seed``."""
+    unset = {
+        key: seed
+        for key, value in estimator.get_params(deep=True).items()
+        if (key == "random_state" or key.endswith("__random_state")) and value is None
+    }
+    return estimator.set_params(**unset) if unset else estimator
+
+
+def _last_step(estimator):
+    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
+
+
+def n_epochs(estimator, max_epochs=None):
+    """Epochs of epoch-by-epoch training for ``estimator``, or None to call ``fit`` once.
+
+    Epoch-by-epoch applies when the (last step of the) estimator has ``partial_fit`` and either
+    ``max_epochs`` is given or it has an integer ``max_iter`` parameter (its epoch budget).
+    Estimators with ``partial_fit`` but no ``max_iter`` (naive Bayes) learn in one pass.
+    """
+    last = _last_step(estimator)
+    if not hasattr(last, "partial_fit"):
+        return None
+    if max_epochs is not None:
+        return int(max_epochs)
+    max_iter = last.get_params(deep=False).get("max_iter")
+    if isinstance(max_iter, int | np.integer) and not isinstance(max_iter, bool) and max_iter > 0:
+        return int(max_iter)
+    return None
+
+
+def _iter_epochs(estimator, X, y, epochs):
+    """Fit ``estimator`` epoch by epoch; yield ``(epoch, last_step, X_seen_by_last_step)``."""
+    if isinstance(estimator, Pipeline) and len(estimator.steps) > 1:
+        Xt = estimator[:-1].fit_transform(X, y)
+    else:
+        Xt = X
+    last = _last_step(estimator)
+    first = {"classes": np.unique(y)} if is_classifier(last) else {}
+    for epoch in range(epochs):
+        last.partial_fit(Xt, y, **(first if epoch == 0 else {}))
+        yield epoch, last, Xt
+
+
+def fit_model(estimator, X, y, epochs=None):
+    """Fit ``estimator`` as a trial does (epoch by epoch when ``epochs``); return it."""
+    if epochs is None:
+        return estimator.fit(X, y)
+    for _ in _iter_epochs(estimator, X, y, epochs):
+        pass
+    return estimator
+
+
+class Objective:
+    """The function Optuna calls per trial: fit on train, return the validation score.
+
+    Parameters
+    ----------
+    estimator : estimator object
+        Cloned for each trial.
+    space : dict or callable
+        See :func:`suggest`.
+    scorer : callable
+        ``(estimator, X, y) -> float``, greater is better.
+    train, val : tuple
+        ``(X, y)`` of the training and validation splits.
+    seed : int
+        Seeds the estimator's unset ``random_state`` parameters.
+    max_epochs : int or None
+        See :func:`n_epochs`.
+    """
+
+    def __init__(self, estimator, space, scorer, train, val, *, seed, max_epochs=None):
+        self.estimator = estimator
+        self.space = space
+        self.scorer = scorer
+        self.train = train
+        self.val = val
+        self.seed = seed
+        self.max_epochs = max_epochs
+        # Per-trial results that Optuna's storage need not hold (curves, fit time): read and
+        # removed by the callback of :func:`optimize` right after the trial ends.
+        self.records = {}
+
+    def build(self, params):
+        """A fresh, seeded clone of the estimator with ``params`` set."""
+        return seeded(clone(self.estimator).set_params(**params), self.seed)
+
+    def __call__(self, trial):
+        record = TrialRecord(number=trial.number, params={}, state="RUNNING")
+        record.start_time = time.time()
+        self.records[trial.number] = record
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    params = suggest(trial, self.space)
+                    record.params = dict(trial.params)
+                    value = self._fit_and_score(trial, self.build(params), record)
+                finally:
+                    record.warnings = _unique_messages(caught)
+            if not np.isfinite(value):
+                raise ValueError(f"the validation score is {value}")
+            record.value = float(value)
+            return record.value
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("error", record.error[:1000])
+            raise
+
+    def _fit_and_score(self, trial, estimator, record):
+        (X_train, y_train), (X_val, y_val) = self.train, self.val
+        epochs = n_epochs(estimator, self.max_epochs)
+        if epochs is None:
+            start = time.perf_counter()
+            estimator.fit(X_train, y_train)
+            record.fit_time = time.perf_counter() - start
+            record.train_score = float(self.scorer(estimator, X_train, y_train))
+            return self.scorer(estimator, X_val, y_val)
+        record.fit_time, Xt_val, value = 0.0, None, float("nan")
+        start = time.perf_counter()
+        for epoch, last, Xt_train in _iter_epochs(estimator, X_train, y_train, epochs):
+            record.fit_time += time.perf_counter() - start
+            if Xt_val is None:
+                # The steps before the last are fitted now: transform validation data once.
+                Xt_val = final_step(estimator, X_val)[1]
+            value = float(self.scorer(last, Xt_val, y_val))
+            record.train_score = float(self.scorer(last, Xt_train, y_train))
+            record.curves["val"].append(value)
+            record.curves["train"].append(record.train_score)
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {epochs}")
+            start = time.perf_counter()
+        return value
+
+
+def _unique_messages(caught):
+    messages = []
+    for w in caught:
+        text = f"{w.category.__name__}: {w.message}"
+        if text not in messages:
+            messages.append(text)
+        if len(messages) == _MAX_WARNINGS:
+            break
+    return messages
+
+
+class _OneLineTracebacks(logging.Filter):
+    """Drops tracebacks from Optuna's log records: a failed trial is one line, not a page."""
+
+    def filter(self, record):
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def quiet_optuna():
+    """Optuna logs warnings only, failed trials as one line each."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _OneLineTracebacks) for f in handler.filters):
+            handler.addFilter(_OneLineTracebacks())
+
+
+def optimize(study, objective, *, n_trials, timeout=None, on_trial=None):
+    """Run ``n_trials`` trials (or until ``timeout``), calling ``on_trial(record)`` after each.
+
+    A trial that raises is marked FAIL (its error in the record and the trial's ``error`` user
+    attribute) and the search goes on; an error raised by ``on_trial`` stops the search.
+    """
+
+    def callback(study, frozen):
+        record = objective.records.pop(frozen.number, None)
+        if record is None:
+            record = TrialRecord(number=frozen.number, params=dict(frozen.params), state="")
+        record.state = frozen.state.name
+        record.params = dict(frozen.params)
+        if frozen.state == TrialState.COMPLETE:
+            record.value = frozen.value
+        record.end_time = time.time()
+        if on_trial is not None:
+            on_trial(record)
+
+    quiet_optuna()
+    study.optimize(
+        objective,
+        n_trials=n_trials,
+        timeout=timeout,
+        catch=(Exception,),
+        callbacks=[callback],
+    )

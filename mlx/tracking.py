@@ -1,0 +1,331 @@
+"""MLflow: the tracking store, parent and child runs, batched logging, the model, the test ledger.
+
+All writes go through ``MlflowClient`` with explicit run ids (no active-run stack), so the same
+code serves a coordinator and workers in other processes. A trial costs three store writes:
+``create_run`` (with its tags), one ``log_batch`` (params and metrics), ``set_terminated``.
+
+The *test ledger* lives in the runs' tags: every parent run carries ``mlx.test_fingerprint`` and
+``mlx.test_use_count``, and ``mlx.test_evaluated = true`` once the test split was evaluated.
+Looking the fingerprint up across all experiments of the store tells whether a test set was
+already used.
+"""
+
+import contextlib
+import os
+import re
+import time
+from pathlib import Path
+
+from mlx.exceptions import TrackingError
+
+__all__ = [
+    "DEFAULT_TRACKING_FILE",
+    "EXPERIMENT_KIND",
+    "Tracker",
+    "redact_url",
+    "resolve_tracking_uri",
+    "ui_command",
+]
+
+DEFAULT_TRACKING_FILE = "mlflow.db"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+TAG_STUDY = "mlx.study_name"
+TAG_HASH = "mlx.definition_hash"
+TAG_FINGERPRINT = "mlx.test_fingerprint"
+TAG_EVALUATED = "mlx.test_evaluated"
+TAG_USE_COUNT = "mlx.test_use_count"
+TAG_STATE = "mlx.trial_state"
+TAG_ROLE = "mlx.role"
+# MLflow's limits per log_batch call.
+_MAX_PARAMS_TAGS, _MAX_METRICS, _MAX_ENTITIES = 100, 1000, 1000
+_MAX_PARAM_LEN, _MAX_TAG_LEN = 6000, 8000
+_USERINFO = re.compile(r"(?<=://)([^/@:]*):([^/@]*)@")
+_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+
+
+def redact_url(url):
+    """``url`` with any password replaced by ``***`` (``scheme://user:***@host/...``)."""
+    if url is None:
+        return None
+    return _USERINFO.sub(r"\1:***@", str(url))
+
+
+def resolve_tracking_uri(uri=None):
+    """Explicit ``uri`` > ``MLFLOW_TRACKING_URI`` > ``sqlite:///<cwd>/mlflow.db``."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = f"sqlite:///{Path.cwd() / DEFAULT_TRACKING_FILE}"
+    return uri
+
+
+def _sqlite_path(uri):
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])
+    return None
+
+
+def ui_command(uri):
+    """The shell command that opens the MLflow UI on the store ``uri`` (password redacted)."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {redact_url(uri)} in a browser"
+    return f"mlx ui --tracking-uri '{redact_url(uri)}'   (or: mlflow ui --backend-store-uri '{redact_url(uri)}')"
+
+
+def _ms(seconds=None):
+    return int(1000 * (time.time() if seconds is None else seconds))
+
+
+def _clean_key(key):
+    # MLflow keys allow alphanumerics, _ - . space / only.
+    return re.sub(r"[^\w\-. /]", "_", str(key))[:250]
+
+
+class Tracker:
+    """Writes one experiment's runs to the MLflow store at ``uri``."""
+
+    def __init__(self, uri):
+        from mlflow import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+
+    # --- experiment and runs -------------------------------------------------------------
+    def experiment_id(self, name):
+        """Id of the MLflow experiment ``name``, created (once) if missing."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                try:
+                    return self.client.create_experiment(
+                        name, artifact_location=self._artifact_location(), tags=EXPERIMENT_KIND
+                    )
+                except MlflowException:
+                    # Another process created it in between: use theirs.
+                    experiment = self.client.get_experiment_by_name(name)
+                    if experiment is None:
+                        raise
+        except MlflowException as exc:
+            raise TrackingError(
+                f"cannot use the MLflow store {redact_url(self.uri)}: {_first_line(exc)}"
+            ) from None
+        if experiment.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"the MLflow experiment {name!r} is deleted in {redact_url(self.uri)}; restore it "
+                f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or "
+                f"rename the experiment."
+            )
+        return experiment.experiment_id
+
+    def _artifact_location(self):
+        # Artifacts beside a SQLite store (not in whatever directory the run started from).
+        path = _sqlite_path(self.uri)
+        return None if path is None else (path.parent / "mlartifacts").resolve().as_uri()
+
+    def start_run(self, experiment_id, name, tags=None, parent_id=None, start_time=None):
+        tags = {k: _truncate(v, _MAX_TAG_LEN) for k, v in (tags or {}).items()}
+        if parent_id is not None:
+            tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(
+            experiment_id, start_time=_ms(start_time), tags=tags, run_name=name
+        )
+        return run.info.run_id
+
+    def end_run(self, run_id, status, end_time=None):
+        """Terminate ``run_id`` with ``status`` (FINISHED, FAILED or KILLED)."""
+        self.client.set_terminated(run_id, status=status, end_time=_ms(end_time))
+
+    def log(self, run_id, *, params=None, metrics=None, tags=None, steps=None):
+        """Log in as few ``log_batch`` calls as MLflow's limits allow.
+
+        ``metrics`` maps names to values (step 0); ``steps`` maps names to per-step values.
+        """
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = _ms()
+        entities = [
+            Param(_clean_key(k), _truncate(v, _MAX_PARAM_LEN)) for k, v in (params or {}).items()
+        ]
+        entities += [RunTag(k, _truncate(v, _MAX_TAG_LEN)) for k, v in (tags or {}).items()]
+        metric_list = [Metric(_clean_key(k), float(v), now, 0) for k, v in (metrics or {}).items()]
+        for key, values in (steps or {}).items():
+            metric_list += [
+                Metric(_clean_key(key), float(v), now, step) for step, v in enumerate(values)
+            ]
+        while entities or metric_list:
+            head, entities = entities[:_MAX_PARAMS_TAGS], entities[_MAX_PARAMS_TAGS:]
+            room = min(_MAX_ENTITIES - len(head), _MAX_METRICS)
+            chunk, metric_list = metric_list[:room], metric_list[room:]
+            self.client.log_batch(
+                run_id,
+                metrics=chunk,
+                params=[e for e in head if isinstance(e, Param)],
+                tags=[e for e in head if isinstance(e, RunTag)],
+            )
+
+    def log_trial(self, record, *, experiment_id, parent_id, metric_name, study_name):
+        """One child run for a finished trial: three store writes for any ordinary trial."""
+        tags = {
+            TAG_STATE: record.state,
+            TAG_STUDY: study_name,
+            TAG_ROLE: "trial",
+            "mlx.trial_number": str(record.number),
+        }
+        if record.error:
+            tags["mlx.error"] = record.error
+        if record.warnings:
+            tags["mlx.warnings"] = " | ".join(record.warnings)
+        run_id = self.start_run(
+            experiment_id,
+            f"trial-{record.number:04d}",
+            tags=tags,
+            parent_id=parent_id,
+            start_time=record.start_time,
+        )
+        metrics, steps = {}, {}
+        if record.curves.get("val"):
+            steps[f"val_{metric_name}"] = record.curves["val"]
+            steps[f"train_{metric_name}"] = record.curves["train"]
+            metrics["epochs"] = len(record.curves["val"])
+        else:
+            if record.value is not None:
+                metrics[f"val_{metric_name}"] = record.value
+            if record.train_score is not None:
+                metrics[f"train_{metric_name}"] = record.train_score
+        if record.fit_time is not None:
+            metrics["fit_time"] = record.fit_time
+        self.log(run_id, params=record.params, metrics=metrics, steps=steps)
+        self.end_run(run_id, _STATUS.get(record.state, "FAILED"), end_time=record.end_time)
+        return run_id
+
+    # --- artifacts and model ---------------------------------------------------------------
+    def log_dict(self, run_id, dictionary, name):
+        self.client.log_dict(run_id, dictionary, name)
+
+    def log_text(self, run_id, text, name):
+        self.client.log_text(run_id, text, name)
+
+    def log_figure(self, run_id, figure, name):
+        self.client.log_figure(run_id, figure, name, save_kwargs={"dpi": 100})
+
+    def log_file(self, run_id, path, artifact_path=None):
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_model(self, run_id, model, X_example, pip_requirements, params=None):
+        """Log ``model`` as the run's ``model`` with a signature and an input example.
+
+        Returns the model's URI (``models:/<model_id>``). The LoggedModel is created here in
+        the run's experiment: MLflow's fluent API would put it in the globally active one.
+        """
+        import mlflow
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(X_example, model.predict(X_example))
+        serialization = _serialization(model)
+        if serialization["serialization_format"] == "skops":
+            pip_requirements = [*pip_requirements, _pinned("skops")]
+        else:
+            pip_requirements = [*pip_requirements, _pinned("cloudpickle")]
+        experiment_id = self.client.get_run(run_id).info.experiment_id
+        logged = self.client.create_logged_model(
+            experiment_id,
+            name="model",
+            source_run_id=run_id,
+            params={_clean_key(k): _truncate(v, _MAX_PARAM_LEN) for k, v in (params or {}).items()},
+        )
+        with _global_tracking_uri(self.uri):
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                model_id=logged.model_id,
+                signature=signature,
+                input_example=X_example,
+                pip_requirements=pip_requirements,
+                run_id=run_id,
+                **serialization,
+            )
+        return info.model_uri
+
+    # --- the test ledger -------------------------------------------------------------------
+    def test_uses(self, fingerprint):
+        """Runs (in any experiment, also deleted ones) that evaluated this test fingerprint."""
+        from mlflow.entities import ViewType
+
+        ids = [e.experiment_id for e in _pages(self.client.search_experiments, ViewType.ALL)]
+        if not ids:
+            return []
+        query = f"tags.`{TAG_FINGERPRINT}` = '{fingerprint}' AND tags.`{TAG_EVALUATED}` = 'true'"
+        return list(
+            _pages(
+                self.client.search_runs,
+                ids,
+                query,
+                ViewType.ALL,
+                order_by=["attributes.start_time ASC"],
+            )
+        )
+
+    def experiment_name(self, experiment_id):
+        return self.client.get_experiment(experiment_id).name
+
+
+def _serialization(model):
+    """MLflow's safe default format, skops, trusting exactly the types of this model.
+
+    skops refuses types it does not know (our estimators, scikit-learn's distance metrics)
+    unless listed as trusted; the model was built here, so its own types are trusted. A model
+    skops cannot serialise at all falls back to cloudpickle.
+    """
+    try:
+        import skops.io
+
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    except Exception:
+        return {"serialization_format": "cloudpickle"}
+    return {"serialization_format": "skops", "skops_trusted_types": trusted}
+
+
+def _pinned(distribution):
+    from importlib import metadata
+
+    try:
+        return f"{distribution}=={metadata.version(distribution)}"
+    except metadata.PackageNotFoundError:
+        return distribution
+
+
+def _pages(search, *args, **kwargs):
+    token = None
+    while True:
+        page = search(*args, page_token=token, **kwargs)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _truncate(value, limit):
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_line(exc):
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _global_tracking_uri(uri):
+    """Point MLflow's global tracking URI at ``uri`` for a fluent API call, then restore it."""
+    import mlflow
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
