@@ -187,25 +187,45 @@ def _lloyd(X, x_sq, centers, max_iter, tol):
     return centers, labels, float(min_sq.sum()), n_iter
 
 
+def _closest_with_candidates(X, x_sq, candidates, closest):
+    """For each candidate row index, the squared distance of every row of X to its nearest
+    centre if the candidate joined the centres (``closest`` holds the current ones), and the
+    sum of these distances (the potential). Blocks of rows are reduced while in cache."""
+    n, n_cand = X.shape[0], candidates.size
+    minus_2p = -2.0 * X[candidates]
+    p_sq = x_sq[candidates][:, None]
+    out = np.empty((n_cand, n), dtype=X.dtype)
+    potentials = np.zeros(n_cand)
+    rows = min(n, max(1, _BLOCK_ELEMENTS // n_cand))
+    block = np.empty(n_cand * rows, dtype=X.dtype)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        dist = block[: n_cand * (stop - start)].reshape(n_cand, stop - start)
+        np.matmul(minus_2p, X[start:stop].T, out=dist)
+        dist += p_sq
+        dist += x_sq[start:stop]
+        np.minimum(dist, closest[start:stop], out=out[:, start:stop])
+        potentials += out[:, start:stop].sum(axis=1, dtype=np.float64)
+    return out, potentials
+
+
 def _kmeans_plusplus(X, x_sq, n_clusters, rng):
     """Greedy k-means++ seeding: each new centre is the best of ``2 + log(k)`` D^2 draws."""
     n = X.shape[0]
     n_trials = 2 + int(math.log(n_clusters))
     chosen = np.empty(n_clusters, dtype=np.intp)
-    chosen[0] = rng.randint(n)
-    closest = _squared_distances(X[chosen[:1]], x_sq[chosen[:1]], X, x_sq)[0]
-    potential = float(closest.sum(dtype=np.float64))
-    for c in range(1, n_clusters):
-        draws = rng.uniform(size=n_trials) * potential
-        candidates = np.searchsorted(np.cumsum(closest, dtype=np.float64), draws)
-        # The last cumulative sum can fall short of the potential by rounding.
-        np.minimum(candidates, n - 1, out=candidates)
-        dist = _squared_distances(X[candidates], x_sq[candidates], X, x_sq)
-        np.minimum(dist, closest, out=dist)
-        potentials = dist.sum(axis=1, dtype=np.float64)
+    candidates = np.array([rng.randint(n)])
+    closest = np.full(n, np.inf, dtype=X.dtype)
+    for c in range(n_clusters):
+        if c > 0:
+            cumulative = np.cumsum(closest, dtype=np.float64)
+            # Draws in [0, total) land on a row with probability proportional to its distance.
+            draws = rng.uniform(size=n_trials) * cumulative[-1]
+            candidates = np.searchsorted(cumulative, draws)
+        dist, potentials = _closest_with_candidates(X, x_sq, candidates, closest)
         best = int(np.argmin(potentials))
-        potential = float(potentials[best])
-        closest = dist[best]
+        # Rounding can leave tiny negative distances; the draws need a non-decreasing cumsum.
+        closest = np.maximum(dist[best], 0.0)
         chosen[c] = candidates[best]
     return X[chosen]
 
