@@ -61,10 +61,162 @@ def kmeans():
 # --- nearest neighbours --------------------------------------------------------------------
 
 
+@case
+def neighbors():
+    """kNN classifier: fit 20,000 x 64, predict 5,000, against scikit-learn's brute and auto."""
+    import numpy as np
+    from sklearn.datasets import make_classification
+    from sklearn.metrics import accuracy_score
+    from sklearn.neighbors import KNeighborsClassifier as SkKNN
+
+    from mlx.estimators import KNeighborsClassifier
+
+    X, y = make_classification(
+        n_samples=25_000, n_features=64, n_informative=20, n_classes=5, random_state=0
+    )
+    X_train, X_test, y_train, y_test = X[:20_000], X[20_000:], y[:20_000], y[20_000:]
+
+    def fit_predict(model, dtype):
+        Xtr, Xte = X_train.astype(dtype), X_test.astype(dtype)
+        return lambda: model.fit(Xtr, y_train).predict(Xte)
+
+    def quality(pred):
+        return accuracy_score(y_test, pred)
+
+    cases = []
+    for metric, algorithms in [
+        ("euclidean", ["brute", "auto"]),
+        ("cosine", ["brute"]),
+        ("manhattan", ["brute"]),
+    ]:
+        for algorithm in algorithms:
+            for dtype in (np.float64, np.float32):
+                bits = np.dtype(dtype).itemsize * 8
+                cases.append(
+                    Case(
+                        name=f"neighbors {metric} float{bits}",
+                        ours=fit_predict(KNeighborsClassifier(metric=metric), dtype),
+                        reference=fit_predict(
+                            SkKNN(metric=metric, algorithm=algorithm, n_jobs=-1), dtype
+                        ),
+                        quality=quality,
+                        quality_name="accuracy",
+                        reference_name=f"scikit-learn {algorithm}",
+                    )
+                )
+    return cases
+
+
 # --- linear regression ---------------------------------------------------------------------
 
 
+@case
+def linear():
+    """LinearRegression 200,000 x 100: normal equations against scikit-learn's lstsq."""
+    from sklearn.datasets import make_regression
+    from sklearn.linear_model import LinearRegression as SkLinearRegression
+    from sklearn.metrics import r2_score
+
+    from mlx.estimators import LinearRegression
+
+    X, y = make_regression(
+        n_samples=220_000, n_features=100, n_informative=60, noise=10.0, random_state=0
+    )
+    X += 5.0  # not centred, so that the centring is part of the work
+    X_train, X_test, y_train, y_test = X[:200_000], X[200_000:], y[:200_000], y[200_000:]
+
+    def fit_predict(model):
+        return lambda: model.fit(X_train, y_train).predict(X_test)
+
+    return Case(
+        name="linear normal",
+        ours=fit_predict(LinearRegression()),
+        reference=fit_predict(SkLinearRegression()),
+        quality=lambda pred: r2_score(y_test, pred),
+        quality_name="R^2",
+    )
+
+
 # --- multi-layer perceptrons ---------------------------------------------------------------
+
+
+@case
+def mlp():
+    """MLPs against scikit-learn's with the same architecture, epochs, batch size ('auto': 200),
+    learning rate and seed. Both run every epoch (tol=0, n_iter_no_change=max_iter); ours in
+    its default float32, scikit-learn in float64 (its default for float64 data)."""
+    import warnings
+
+    from sklearn import neural_network
+    from sklearn.datasets import load_diabetes, load_digits, make_classification
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    from mlx.estimators import MLPClassifier, MLPRegressor
+
+    def standardised_split(X, y, stratify):
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, y, test_size=0.2, stratify=y if stratify else None, random_state=0
+        )
+        scaler = StandardScaler().fit(X_train)
+        return scaler.transform(X_train), scaler.transform(X_test), y_train, y_test
+
+    def fit_predict(model, X_train, X_test, y_train):
+        def run():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                return model.fit(X_train, y_train).predict(X_test)
+
+        return run
+
+    settings = [
+        ("mlp digits (64,) 50 epochs", load_digits(return_X_y=True), True, 50, 1e-3),
+        (
+            "mlp classification 50k x 40, 4 classes, (64,) 20 epochs",
+            make_classification(
+                n_samples=50_000, n_features=40, n_informative=20, n_classes=4, random_state=0
+            ),
+            True,
+            20,
+            1e-3,
+        ),
+        (
+            "mlp diabetes regressor (64,) 200 epochs",
+            load_diabetes(return_X_y=True),
+            False,
+            200,
+            1e-2,
+        ),
+    ]
+    cases = []
+    for name, (X, y), is_classification, epochs, learning_rate in settings:
+        X_train, X_test, y_train, y_test = standardised_split(X, y, is_classification)
+        ours, theirs = (
+            (MLPClassifier, neural_network.MLPClassifier)
+            if is_classification
+            else (MLPRegressor, neural_network.MLPRegressor)
+        )
+        kwargs = dict(
+            hidden_layer_sizes=(64,),
+            learning_rate_init=learning_rate,
+            max_iter=epochs,
+            tol=0.0,
+            n_iter_no_change=epochs,
+            random_state=0,
+        )
+        metric = accuracy_score if is_classification else r2_score
+        cases.append(
+            Case(
+                name=name,
+                ours=fit_predict(ours(**kwargs), X_train, X_test, y_train),
+                reference=fit_predict(theirs(**kwargs), X_train, X_test, y_train),
+                quality=lambda pred, metric=metric, y_test=y_test: metric(y_test, pred),
+                quality_name="accuracy" if is_classification else "R^2",
+            )
+        )
+    return cases
 
 
 def main(argv):
