@@ -58,7 +58,7 @@ def test_preallocated_buffers_give_the_same_gradient():
     network = _nn.Network((5, 6, 3), np.float64).initialise("relu", np.random.RandomState(0))
     kwargs = dict(activation="relu", loss="cross_entropy", alpha=0.1)
     plain, buffered = np.empty_like(network.params), np.empty_like(network.params)
-    workspace = _nn.Workspace(network.layer_units, 16, np.float64)
+    workspace = _nn.Workspace(network, buffered, 16)
     J = _nn.loss_and_gradient(network, plain, X, Y, **kwargs)
     J_buffered = _nn.loss_and_gradient(network, buffered, X, Y, workspace=workspace, **kwargs)
     assert_allclose(J, J_buffered)
