@@ -127,6 +127,16 @@ def test_float32_is_kept(blobs4):
     assert_allclose(km32.inertia_, km64.inertia_, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype, offset", [(np.float64, 1e8), (np.float32, 1e3)])
+def test_data_far_from_the_origin_cluster_like_centred_data(blobs4, dtype, offset):
+    # Without centring, ||x||^2 - 2 x.c + ||c||^2 would lose the clusters to rounding here.
+    near = KMeans(n_clusters=4, random_state=0).fit(blobs4.astype(dtype))
+    far = KMeans(n_clusters=4, random_state=0).fit((blobs4 + offset).astype(dtype))
+    assert_array_equal(far.labels_, near.labels_)
+    assert_allclose(far.cluster_centers_ - offset, near.cluster_centers_, atol=1e-6 * offset)
+    assert_allclose(far.inertia_, near.inertia_, rtol=1e-3)
+
+
 def test_same_random_state_same_result(blobs4):
     X = blobs4 + np.random.RandomState(1).normal(scale=2.0, size=blobs4.shape)
     for init in ("k-means++", "random"):

@@ -47,6 +47,26 @@ def _single_threaded_blas():
     return _threadpools().limit(limits=1, user_api="blas")
 
 
+def _working_data(X):
+    """The data to cluster, its squared row norms, the shift taken off, and the total variance.
+
+    Rounding in ||x||^2 - 2 x.c + ||c||^2 grows with ||x||^2, so data whose mean lies far from
+    the origin compared with their spread are centred (a copy). Data whose mean is within
+    their spread are used as they are: centring would at most halve the rounding error, and
+    costs a copy and a pass.
+    """
+    n = X.shape[0]
+    # A matrix-vector product is faster than the mean reduction, and any shift would do.
+    mean = (np.ones(n, dtype=X.dtype) @ X) / n
+    x_sq = _squared_norms(X)
+    mean_sq = float(mean @ mean)
+    spread = float(x_sq.mean(dtype=np.float64)) - mean_sq
+    if mean_sq <= spread:
+        return X, x_sq, np.zeros_like(mean), spread
+    X, x_sq = _centred(X, mean)
+    return X, x_sq, mean, float(x_sq.mean(dtype=np.float64))
+
+
 def _centred(X, mean):
     """``X - mean`` as a new array and its squared row norms, in one pass over cached chunks."""
     centred = np.empty_like(X)
@@ -293,10 +313,12 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     .. math:: \\sum_i \\min_j \\lVert x_i - c_j \\rVert^2 .
 
     Squared distances come from one matrix product,
-    :math:`\\lVert x \\rVert^2 - 2\\, x \\cdot c + \\lVert c \\rVert^2`, on data centred by
-    its mean (for accuracy), in blocks of samples so that extra memory stays bounded. A
-    cluster that ends up empty is re-seeded with the sample farthest from its own centre.
-    :meth:`score` sums the exact squared differences to the nearest centres.
+    :math:`\\lVert x \\rVert^2 - 2\\, x \\cdot c + \\lVert c \\rVert^2`, in blocks of
+    samples so that extra memory stays bounded; ``fit`` works on a centred copy when the mean
+    of the data lies farther from the origin than their spread (for accuracy). A cluster that
+    ends up empty is re-seeded with the sample farthest from its own centre. ``inertia_`` sums
+    the squared distances of the last assignment; :meth:`score` sums the exact squared
+    differences to the nearest centres.
 
     Examples
     --------
@@ -365,16 +387,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         rng = check_random_state(self.random_state)
 
         with _single_threaded_blas():
-            # Distances between centred points lose less to rounding. Any shift would do, so
-            # the mean comes from a matrix-vector product rather than a slower reduction.
-            mean = (np.ones(n_samples, dtype=X.dtype) @ X) / n_samples
-            X, x_sq = _centred(X, mean)
+            X, x_sq, shift, total_variance = _working_data(X)
             # scikit-learn's convention: tol is relative to the mean variance of the features.
-            tol = self.tol * float(x_sq.sum(dtype=np.float64)) / (n_samples * n_features)
+            tol = self.tol * total_variance / n_features
 
             best = None
             for _ in range(n_init):
-                centers = self._initial_centers(X, x_sq, rng) if init is None else init - mean
+                centers = self._initial_centers(X, x_sq, rng) if init is None else init - shift
                 run = _lloyd(X, x_sq, centers, self.max_iter, tol)
                 if best is None or run[2] < best[2]:
                     best = run
@@ -388,7 +407,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        self.cluster_centers_ = centers + mean
+        self.cluster_centers_ = centers + shift
         self.labels_ = labels
         self.inertia_ = inertia
         self.n_iter_ = n_iter
