@@ -7,11 +7,11 @@ refits the best on the training split, evaluates the test split once and logs it
 
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from sklearn.datasets import load_iris
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import mlx
+from mlx.estimators import KNeighborsClassifier
 
 experiment = mlx.Experiment(
     name="iris-knn",

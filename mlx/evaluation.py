@@ -247,7 +247,9 @@ def study_figures(study):
     if len(complete) >= 2 and len(params) > 1:
         plots.append(("param_importances.png", ovm.plot_param_importances))
     with warnings.catch_warnings():
+        # Experimental-API notices and importance caveats on tiny studies: not the user's concern.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)
         for name, plot in plots:
             try:
                 ax = plot(study)

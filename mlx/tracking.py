@@ -270,6 +270,47 @@ class Tracker:
     def experiment_name(self, experiment_id):
         return self.client.get_experiment(experiment_id).name
 
+    # --- reading back (mlx list / mlx show) --------------------------------------------------
+    def latest_parents(self):
+        """Per mlx experiment: its latest parent run and the number of parent runs."""
+        out = []
+        for experiment in _pages(self.client.search_experiments):
+            runs = list(
+                _pages(
+                    self.client.search_runs,
+                    [experiment.experiment_id],
+                    f"tags.`{TAG_ROLE}` = 'parent'",
+                    order_by=["attributes.start_time DESC"],
+                )
+            )
+            if runs:
+                out.append((experiment.name, runs[0], len(runs)))
+        return out
+
+    def trials(self, experiment_name):
+        """The latest parent run of ``experiment_name`` and its child (trial) runs."""
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise TrackingError(
+                f"no experiment {experiment_name!r} in {redact_url(self.uri)}; `mlx list` shows "
+                f"the experiments there."
+            )
+        parents = self.client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`{TAG_ROLE}` = 'parent'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        if not parents:
+            raise TrackingError(f"experiment {experiment_name!r} has no mlx run yet.")
+        parent = parents[0]
+        children = _pages(
+            self.client.search_runs,
+            [experiment.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+        )
+        return parent, list(children)
+
 
 def _serialization(model):
     """MLflow's safe default format, skops, trusting exactly the types of this model.

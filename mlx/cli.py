@@ -1,0 +1,231 @@
+"""The ``mlx`` command: ``run``, ``list``, ``show`` and ``ui``; thin over :mod:`mlx.runner`.
+
+MLflow, Optuna and scikit-learn are imported inside the commands, so that ``mlx --help`` does not
+pay for them. Errors that ``mlx`` raises on purpose become one line on stderr and the exit code of
+their class (2 for an invalid experiment or data); anything else keeps its traceback.
+"""
+
+import functools
+import logging
+import os
+import subprocess
+import sys
+
+import click
+
+__all__ = ["cli", "main"]
+
+
+def _friendly(func):
+    """Turn mlx's own errors into ``mlx: error: ...`` and their exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from mlx.exceptions import MlxError
+
+        try:
+            return func(*args, **kwargs)
+        except MlxError as exc:
+            from mlx.tracking import redact_url
+
+            click.echo(f"mlx: error: {redact_url(str(exc))}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("mlx: interrupted; the MLflow run is marked KILLED.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _quiet_libraries():
+    # Library chatter (database migrations, Optuna's per-trial INFO lines) drowns the progress
+    # bar; mlx's own warnings (data audit) stay visible.
+    logging.basicConfig(format="mlx: %(message)s", level=logging.WARNING)
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mlx-experiments", prog_name="mlx")
+def cli():
+    """Honest, tracked experiments: search on validation, test once, log to MLflow."""
+
+
+_tracking_option = click.option(
+    "--tracking-uri",
+    metavar="URI",
+    help="MLflow store [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here].",
+)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--n-trials", type=click.IntRange(min=1), help="Trials to run (overrides the file).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Stop the search after S seconds.",
+)
+@click.option("--seed", type=click.IntRange(min=0), help="Seed of split, sampler and estimator.")
+@_tracking_option
+@click.option(
+    "--storage", metavar="URL", help="Optuna storage [default: sqlite:///mlx-optuna.db here]."
+)
+@click.option(
+    "--no-test", is_flag=True, help="Search and validate only; do not touch the test split."
+)
+@click.option(
+    "--allow-test-reuse",
+    is_flag=True,
+    help="Evaluate a test split that was already evaluated (the run records the count).",
+)
+@_friendly
+def run(file, n_trials, timeout, seed, tracking_uri, storage, no_test, allow_test_reuse):
+    """Run the experiment FILE: audit, split, search, refit, test once, log to MLflow."""
+    from mlx.experiment import load_experiment
+
+    experiment = load_experiment(file)
+    _quiet_libraries()
+    from mlx.runner import run as run_experiment
+
+    result = run_experiment(
+        experiment,
+        n_trials=n_trials,
+        timeout=timeout,
+        seed=seed,
+        tracking_uri=tracking_uri,
+        storage=storage,
+        no_test=no_test,
+        allow_test_reuse=allow_test_reuse,
+        show_progress=True,
+    )
+    click.echo(result.summary())
+
+
+@cli.command("list")
+@_tracking_option
+@_friendly
+def list_(tracking_uri):
+    """List experiments with their latest run's best validation and test scores."""
+    from mlx.tracking import Tracker, redact_url, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    rows = []
+    for name, parent, n_runs in Tracker(uri).latest_parents():
+        metric = parent.data.params.get("mlx.metric", "")
+        metrics = parent.data.metrics
+        rows.append(
+            [
+                name,
+                str(n_runs),
+                parent.info.status,
+                metric,
+                _number(metrics.get(f"best_val_{metric}")),
+                _number(metrics.get(f"test_{metric}")),
+                parent.info.run_id,
+            ]
+        )
+    if not rows:
+        click.echo(f"no mlx experiments in {redact_url(uri)}")
+        return
+    header = ["experiment", "runs", "latest", "metric", "best val", "test", "run id"]
+    click.echo(_table(header, rows))
+
+
+@cli.command()
+@click.argument("name")
+@_tracking_option
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Number of trials to show.",
+)
+@_friendly
+def show(name, tracking_uri, top):
+    """Leaderboard of the trials of experiment NAME's latest run."""
+    from mlx.tracking import TAG_STATE, Tracker, resolve_tracking_uri
+
+    parent, children = Tracker(resolve_tracking_uri(tracking_uri)).trials(name)
+    metric = parent.data.params.get("mlx.metric", "")
+    key = f"val_{metric}"
+
+    def rank(run):
+        value = run.data.metrics.get(key)
+        return (value is None, -(value or 0.0))
+
+    rows = []
+    for run in sorted(children, key=rank)[:top]:
+        params = ", ".join(f"{k.split('__')[-1]}={v}" for k, v in sorted(run.data.params.items()))
+        rows.append(
+            [
+                run.info.run_name or "",
+                run.data.tags.get(TAG_STATE, run.info.status),
+                _number(run.data.metrics.get(key)),
+                _number(run.data.metrics.get(f"train_{metric}")),
+                _number(run.data.metrics.get("fit_time"), "{:.3f}"),
+                params,
+            ]
+        )
+    test = parent.data.metrics.get(f"test_{metric}")
+    click.echo(
+        f"{name}: run {parent.info.run_id} ({parent.info.status}), {len(children)} trials, "
+        f"test {metric} = {_number(test)}"
+    )
+    click.echo(_table(["trial", "state", f"val {metric}", "train", "fit s", "params"], rows))
+
+
+@cli.command()
+@_tracking_option
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@_friendly
+def ui(tracking_uri, port):
+    """Open the MLflow UI on this store (bound to 127.0.0.1 only)."""
+    from mlx.tracking import redact_url, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    click.echo(f"MLflow UI on {redact_url(uri)}: http://127.0.0.1:{port}  (Ctrl-C stops it)")
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    try:
+        sys.exit(subprocess.call(command, env=os.environ.copy()))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+def _number(value, fmt="{:.4f}"):
+    return "-" if value is None else fmt.format(value)
+
+
+def _table(header, rows):
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Entry point of the ``mlx`` console script."""
+    cli.main(args=argv, prog_name="mlx")
+
+
+if __name__ == "__main__":
+    main()

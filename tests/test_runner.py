@@ -1,0 +1,318 @@
+"""End-to-end runs against real MLflow and Optuna stores in a temp folder."""
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_iris, make_blobs, make_regression
+from sklearn.linear_model import Ridge, SGDClassifier
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mlx import Experiment, run
+from mlx.exceptions import SearchError, TestReuseError
+from mlx.tracking import redact_url
+
+KNN_SPACE = {
+    "kneighborsclassifier__n_neighbors": IntDistribution(1, 15),
+    "kneighborsclassifier__weights": CategoricalDistribution(["uniform", "distance"]),
+}
+
+
+def _iris():
+    return load_iris(return_X_y=True)
+
+
+def _children(client, parent_id):
+    run = client.get_run(parent_id)
+    return client.search_runs(
+        [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+
+
+def _artifacts(client, run_id, path=None):
+    return {a.path for a in client.list_artifacts(run_id, path)}
+
+
+def _no_run_left_running(client):
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return not client.search_runs(experiments, "attributes.status = 'RUNNING'")
+
+
+@pytest.fixture(scope="module")
+def iris(tmp_path_factory, store_maker):
+    """One kNN search on iris, shared by the tests that only read what it logged."""
+    folder = tmp_path_factory.mktemp("iris")
+    with pytest.MonkeyPatch.context() as mp:
+        uri, storage = store_maker(folder, mp)
+        experiment = Experiment(
+            "iris-knn",
+            _iris,
+            make_pipeline(StandardScaler(), KNeighborsClassifier()),
+            KNN_SPACE,
+            n_trials=5,
+        )
+        result = run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
+        yield result, MlflowClient(uri), uri, storage
+
+
+def test_parent_run_with_one_child_per_trial(iris):
+    result, client, _, _ = iris
+    parent = client.get_run(result.run_id)
+    assert parent.info.status == "FINISHED"
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.name == "iris-knn"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    tags = parent.data.tags
+    assert tags["mlx.study_name"] == result.study_name
+    assert result.study_name.startswith("iris-knn-")
+    assert tags["mlx.study_name"].endswith(tags["mlx.definition_hash"][:10])
+    assert len(tags["mlx.test_fingerprint"]) == 64
+    assert tags["mlx.test_use_count"] == "1"
+    assert tags["mlx.test_evaluated"] == "true"
+    assert tags["mlx.trials_complete"] == "5"
+
+    children = _children(client, result.run_id)
+    assert sorted(c.info.run_name for c in children) == [f"trial-{i:04d}" for i in range(5)]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlx.trial_state"] == "COMPLETE"
+        # Params are the trial's hyperparameters only.
+        assert set(child.data.params) == set(KNN_SPACE)
+        assert set(child.data.metrics) == {"val_accuracy", "train_accuracy", "fit_time"}
+    best_child = max(children, key=lambda c: c.data.metrics["val_accuracy"])
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(result.best_value)
+    assert best_child.data.metrics["val_accuracy"] == pytest.approx(result.best_value)
+    for key, value in result.best_params.items():
+        assert parent.data.params[f"best.{key}"] == str(value)
+
+
+def test_parent_run_holds_settings_metrics_and_artifacts(iris):
+    result, client, _, _ = iris
+    parent = client.get_run(result.run_id)
+    params = parent.data.params
+    assert params["mlx.seed"] == "0"
+    assert params["mlx.split.train"] == "0.8"
+    assert params["mlx.data.rows"] == "150"
+    assert params["mlx.data.features"] == "4"
+    # A fixed (non-searched) parameter of the estimator.
+    assert params["kneighborsclassifier__metric"] == "minkowski"
+    assert "kneighborsclassifier__n_neighbors" not in params
+    tags = parent.data.tags
+    assert tags["mlx.version.scikit-learn"]
+    assert tags["mlx.version.mlflow"] == mlflow.__version__
+    metrics = parent.data.metrics
+    for name in ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro"]:
+        assert metrics[f"test_{name}"] == pytest.approx(result.test_scores[name])
+    assert 0.8 <= metrics["test_accuracy"] <= 1.0
+    assert {"audit.json", "split.json", "test", "search"} <= _artifacts(client, result.run_id)
+    assert _artifacts(client, result.run_id, "test") == {
+        "test/confusion_matrix.csv",
+        "test/confusion_matrix.png",
+    }
+    assert "search/optimization_history.png" in _artifacts(client, result.run_id, "search")
+    audit = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/audit.json")
+    assert audit["rows"] == 150
+    assert audit["class_counts"] == {"0": 50, "1": 50, "2": 50}
+    split = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/split.json")
+    assert [split["splits"][k]["rows"] for k in ("train", "val", "test")] == [120, 15, 15]
+    assert split["splits"]["test"]["fingerprint"] == tags["mlx.test_fingerprint"]
+
+
+def test_test_metrics_are_logged_once_and_the_model_predicts(iris):
+    result, client, _, _ = iris
+    history = client.get_metric_history(result.run_id, "test_accuracy")
+    assert len(history) == 1
+    model = mlflow.sklearn.load_model(result.model_uri)
+    X, _ = _iris()
+    np.testing.assert_array_equal(model.predict(X), result.model.predict(X))
+    assert client.get_run(result.run_id).data.tags["mlx.model_uri"] == result.model_uri
+
+
+def test_the_test_ledger_refuses_a_second_evaluation(iris):
+    result, client, uri, storage = iris
+    # Same data under another experiment name: still the same test split.
+    again = Experiment("iris-again", _iris, KNeighborsClassifier(), {}, n_trials=2)
+    studies_before = len(optuna.get_all_study_names(storage))
+    with pytest.raises(TestReuseError, match=result.run_id) as info:
+        run(again, tracking_uri=uri, storage=storage, show_progress=False)
+    assert "--no-test" in str(info.value) and "--allow-test-reuse" in str(info.value)
+    assert "iris-knn" in str(info.value)
+    assert client.get_experiment_by_name("iris-again") is None
+    assert len(optuna.get_all_study_names(storage)) == studies_before
+
+    reused = run(
+        again, tracking_uri=uri, storage=storage, allow_test_reuse=True, show_progress=False
+    )
+    tags = client.get_run(reused.run_id).data.tags
+    assert tags["mlx.test_use_count"] == "2"
+    assert tags["mlx.test_evaluated"] == "true"
+
+    untested = run(again, tracking_uri=uri, storage=storage, no_test=True, show_progress=False)
+    assert untested.test_scores is None
+    parent = client.get_run(untested.run_id)
+    assert parent.data.tags["mlx.test_evaluated"] == "false"
+    assert not any(key.startswith("test_") for key in parent.data.metrics)
+    assert _no_run_left_running(client)
+
+
+def test_epochs_pruning_and_a_failing_trial(stores):
+    uri, storage = stores
+    space = {
+        "sgdclassifier__alpha": CategoricalDistribution([1e-4, 100.0]),
+        "sgdclassifier__loss": CategoricalDistribution(["hinge", "bogus"]),
+    }
+    # The grid visits every combination: a good one, a hopeless one (alpha=100, pruned below
+    # the threshold) and two with an invalid loss (failed trials that must not stop the search).
+    experiment = Experiment(
+        "sgd-epochs",
+        lambda: make_blobs(200, centers=3, random_state=0),
+        make_pipeline(StandardScaler(), SGDClassifier(max_iter=6)),
+        space,
+        sampler=optuna.samplers.GridSampler({k: d.choices for k, d in space.items()}, seed=0),
+        pruner=optuna.pruners.ThresholdPruner(lower=0.7, n_warmup_steps=1),
+        n_trials=4,
+    )
+    result = run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
+    assert result.trial_counts == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 2}
+    client = MlflowClient(uri)
+    children = {c.data.tags["mlx.trial_state"]: c for c in _children(client, result.run_id)}
+    assert len(_children(client, result.run_id)) == 4
+
+    complete = children["COMPLETE"]
+    val = client.get_metric_history(complete.info.run_id, "val_accuracy")
+    train = client.get_metric_history(complete.info.run_id, "train_accuracy")
+    assert sorted(m.step for m in val) == list(range(6))
+    assert sorted(m.step for m in train) == list(range(6))
+    assert complete.data.metrics["epochs"] == 6
+
+    pruned = children["PRUNED"]
+    assert pruned.info.status == "FINISHED"
+    assert pruned.data.params["sgdclassifier__alpha"] == "100.0"
+    assert len(client.get_metric_history(pruned.info.run_id, "val_accuracy")) < 6
+
+    failed = children["FAIL"]
+    assert failed.info.status == "FAILED"
+    assert "bogus" in failed.data.tags["mlx.error"]
+    assert failed.data.params["sgdclassifier__loss"] == "bogus"
+
+    assert result.best_params == {"sgdclassifier__alpha": 1e-4, "sgdclassifier__loss": "hinge"}
+    assert "search/learning_curve.png" in _artifacts(client, result.run_id, "search")
+    assert _no_run_left_running(client)
+
+
+def test_a_search_where_every_trial_fails_ends_cleanly(stores):
+    uri, storage = stores
+    experiment = Experiment(
+        "all-fail",
+        _iris,
+        KNeighborsClassifier(),
+        # More neighbours than training rows: every trial raises.
+        {"n_neighbors": IntDistribution(500, 600)},
+        n_trials=3,
+    )
+    with pytest.raises(SearchError, match="none of the 3 trials"):
+        run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
+    client = MlflowClient(uri)
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("all-fail").experiment_id], "tags.`mlx.role` = 'parent'"
+    )
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["mlx.test_evaluated"] == "false"
+    assert "SearchError" in parent.data.tags["mlx.error"]
+    assert not any(key.startswith("test_") for key in parent.data.metrics)
+    assert "mlx.model_uri" not in parent.data.tags
+    assert len(_children(client, parent.info.run_id)) == 3
+    assert _no_run_left_running(client)
+
+
+def _regression_experiment():
+    return Experiment(
+        "ridge",
+        lambda: make_regression(120, 5, noise=10.0, random_state=0),
+        make_pipeline(StandardScaler(), Ridge()),
+        {"ridge__alpha": FloatDistribution(1e-3, 1e3, log=True)},
+        metric="neg_root_mean_squared_error",
+        n_trials=4,
+    )
+
+
+def test_regression_is_reproducible_across_fresh_stores(tmp_path, monkeypatch, store_maker):
+    results = []
+    for name in ("first", "second"):
+        uri, storage = store_maker(tmp_path / name, monkeypatch)
+        results.append(
+            run(_regression_experiment(), tracking_uri=uri, storage=storage, show_progress=False)
+        )
+    first, second = results
+    assert first.study_name == second.study_name
+    assert first.best_params == second.best_params
+    assert first.best_value == second.best_value
+    assert first.test_scores == second.test_scores
+    assert set(first.test_scores) >= {"rmse", "mae", "r2", "neg_root_mean_squared_error"}
+    assert first.test_scores["rmse"] == pytest.approx(
+        -first.test_scores["neg_root_mean_squared_error"]
+    )
+    client = MlflowClient(uri)
+    metrics = client.get_run(second.run_id).data.metrics
+    assert metrics["test_r2"] == pytest.approx(second.test_scores["r2"])
+    assert "test/residuals.png" in _artifacts(client, second.run_id, "test")
+
+
+def test_clustering_with_labels(stores):
+    uri, storage = stores
+    experiment = Experiment(
+        "blobs-kmeans",
+        lambda: make_blobs(150, centers=3, random_state=1),
+        KMeans(n_init=2),
+        {"n_clusters": IntDistribution(2, 5)},
+        n_trials=3,
+    )
+    assert experiment.task == "clustering" and experiment.metric_name == "silhouette"
+    result = run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
+    metrics = MlflowClient(uri).get_run(result.run_id).data.metrics
+    for name in ("silhouette", "inertia", "adjusted_rand", "normalized_mutual_info"):
+        assert metrics[f"test_{name}"] == pytest.approx(result.test_scores[name])
+    assert result.test_scores["inertia"] > 0
+    assert -1 <= result.test_scores["silhouette"] <= 1
+
+
+def test_an_mlx_estimator_runs_end_to_end(stores):
+    from mlx.estimators import KNeighborsClassifier as MlxKNN
+
+    uri, storage = stores
+    experiment = Experiment(
+        "iris-mlx-knn",
+        _iris,
+        make_pipeline(StandardScaler(), MlxKNN()),
+        {
+            "kneighborsclassifier__n_neighbors": IntDistribution(1, 15),
+            "kneighborsclassifier__metric": CategoricalDistribution(["euclidean", "cosine"]),
+        },
+        n_trials=3,
+        seed=1,
+    )
+    result = run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
+    model = mlflow.sklearn.load_model(result.model_uri)
+    X, y = _iris()
+    np.testing.assert_array_equal(model.predict(X), result.model.predict(X))
+    assert result.test_scores["accuracy"] >= 0.8
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql://user:secret@host:5432/db", "postgresql://user:***@host:5432/db"),
+        ("postgresql+psycopg2://u:p%40ss@h/db", "postgresql+psycopg2://u:***@h/db"),
+        ("http://user:secret@host:5000", "http://user:***@host:5000"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+        ("http://host:5000/path", "http://host:5000/path"),
+    ],
+)
+def test_redact_url(url, shown):
+    assert redact_url(url) == shown
+    assert "secret" not in redact_url(url)
