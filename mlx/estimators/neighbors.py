@@ -6,6 +6,7 @@ product for euclidean and cosine, scipy's ``cdist`` for manhattan) and the k sma
 found without sorting whole rows (see :func:`_k_smallest`).
 """
 
+import math
 import os
 import threading
 import warnings
@@ -44,40 +45,99 @@ def _blas_controller():
 
 
 # --- metrics ---------------------------------------------------------------------------------
-# Each metric has three steps: `prepare` the training points once at fit time; `scores` of a
-# chunk of queries against all of them (smaller is nearer, in the same order as the distance,
-# not necessarily the distance itself); `distances` of the few neighbours finally selected.
+# Each metric has a `prepare` step, run once on the training points at fit time, and a `search`
+# step: (queries chunk, prepared, k, exclude) -> (distances, indices) of the k nearest, where
+# `exclude` is None or, for each query row, the training index it must not return (itself).
+
+# Unit roundoff of float32, the precision of the euclidean first pass.
+_FLOAT32_ROUNDOFF = 2.0**-24
+# Score of the padding columns of the euclidean first pass: never among the nearest.
+_FAR = 1e30
 
 
-def _prepare_euclidean(X):
-    # Centring costs nothing (distances do not move) and keeps |x|^2 small, which is what the
-    # precision of the |x|^2 - 2 q.x expansion depends on.
-    centre = X.mean(axis=0, dtype=np.float64).astype(X.dtype)
+def _prepare_euclidean(X, n_neighbors):
+    n, d = X.shape
+    centre = X.mean(axis=0, dtype=np.float64)
     Xc = X - centre
-    # Augmented matrix [X, |x|^2]: one GEMM with [-2q, 1] gives |x|^2 - 2 q.x, which ranks the
-    # training points like |q - x|^2 does.
-    augmented = np.empty((X.shape[0], X.shape[1] + 1), dtype=X.dtype)
-    augmented[:, :-1] = Xc
-    augmented[:, -1] = np.einsum("ij,ij->i", Xc, Xc)
-    return {"centre": centre, "augmented": augmented}
+    squared = np.einsum("ij,ij->i", Xc, Xc)
+    # Centred and scaled into the unit ball: float32 then neither overflows nor underflows,
+    # and the error bound of the first pass takes a simple form.
+    radius = float(np.sqrt(squared.max())) or 1.0
+    block = max(1, math.isqrt(n // max(n_neighbors, 1)))
+    n_blocks = -(-n // block)
+    # Augmented matrix [x, |x|^2]: one GEMM with [-2q, 1] gives |x|^2 - 2 q.x, which ranks the
+    # training points like |q - x|^2 does. Padded to n_blocks * block rows that score _FAR.
+    augmented = np.zeros((n_blocks * block, d + 1), dtype=np.float32)
+    augmented[:n, :d] = Xc / radius
+    augmented[:n, d] = squared / radius**2
+    augmented[n:, d] = _FAR
+    return {"X": X, "centre": centre, "radius": radius, "augmented": augmented, "blocks": n_blocks}
 
 
-def _scores_euclidean(Q, prep):
-    Qc = Q - prep["centre"]
-    Qa = np.empty((Q.shape[0], Q.shape[1] + 1), dtype=prep["augmented"].dtype)
-    np.multiply(Qc, -2, out=Qa[:, :-1])
-    Qa[:, -1] = 1
-    return Qa @ prep["augmented"].T
+def _search_euclidean(Q, prep, k, exclude):
+    """Two passes: float32 scores with a rigorous error bound, then exact float64 distances.
+
+    The float32 GEMM (twice as fast as float64) keeps every training point whose score could be,
+    within its error bound, among the k smallest; those few candidates are then ranked by their
+    distances computed from differences in float64. The result is the exact float64 answer,
+    ties ordered by training index, and exact duplicates are at distance 0.
+    """
+    X, augmented, n_blocks = prep["X"], prep["augmented"], prep["blocks"]
+    n, d = X.shape
+    m = Q.shape[0]
+    block = augmented.shape[0] // n_blocks
+    Q64 = np.asarray(Q, dtype=np.float64)
+    Qs = (Q64 - prep["centre"]) / prep["radius"]
+    q_norm = np.sqrt(np.einsum("ij,ij->i", Qs, Qs))
+    # Far-away queries would overflow float32: their chunk is scored in float64 (rare).
+    dtype = np.float32 if q_norm.max(initial=0) < 1e15 else np.float64
+    Qa = np.empty((m, d + 1), dtype=dtype)
+    np.multiply(Qs, -2, out=Qa[:, :d], casting="unsafe")
+    Qa[:, d] = 1
+    scores = Qa @ augmented.T.astype(dtype, copy=False)
+    if exclude is not None:
+        scores[np.arange(m), exclude] = np.inf
+    # Rounding of both factors and of the K-term accumulation, with the norms <= 1 and |q|.
+    bound = 2 * (d + 5) * _FLOAT32_ROUNDOFF * (1 + 2 * q_norm)
+    # Column b + n_blocks * i is in block b: the block minima are then an elementwise minimum
+    # over contiguous rows, which numpy vectorises (a reduction along short rows it does not).
+    block_min = scores.reshape(m, block, n_blocks).min(axis=1)
+    if n_blocks >= k:
+        # k distinct blocks have minima <= this, so the k-th smallest score is <= it too.
+        kth_upper = np.partition(block_min, k - 1, axis=1)[:, k - 1]
+    else:
+        kth_upper = np.partition(scores[:, :n], k - 1, axis=1)[:, k - 1]
+    threshold = kth_upper.astype(np.float64) + 2 * bound
+    rows, blocks = np.nonzero(block_min <= threshold[:, None])
+    columns = blocks[:, None] + n_blocks * np.arange(block)
+    keep = (scores[rows[:, None], columns] <= threshold[rows, None]) & (columns < n)
+    if exclude is not None:
+        keep &= columns != exclude[rows, None]
+    cand_row = np.broadcast_to(rows[:, None], columns.shape)[keep]
+    cand_col = columns[keep]
+    diff = Q64[cand_row] - X[cand_col]
+    squared = np.einsum("ij,ij->i", diff, diff)
+    order = np.lexsort((cand_col, squared, cand_row))
+    counts = np.bincount(cand_row, minlength=m)
+    first = np.cumsum(counts) - counts
+    chosen = order[first[:, None] + np.arange(k)]
+    return np.sqrt(squared[chosen]), cand_col[chosen]
 
 
-def _distances_euclidean(Q, prep, ind, _scores):
-    # Recomputed from differences rather than from the expansion: exact duplicates get exactly 0,
-    # which the "distance" weighting relies on.
-    diff = (Q - prep["centre"])[:, None, :] - prep["augmented"][ind, :-1]
-    return np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+def _search_by_scores(scores_of, distances_of):
+    """A search that ranks full rows of scores (smaller is nearer) for metrics without a bound."""
+
+    def search(Q, prep, k, exclude):
+        scores = scores_of(Q, prep)
+        if exclude is not None:
+            scores[np.arange(Q.shape[0]), exclude] = np.inf
+        ind = _k_smallest(scores, k)
+        return distances_of(np.take_along_axis(scores, ind, axis=1)), ind
+
+    return search
 
 
-def _prepare_cosine(X):
+def _prepare_cosine(X, _n_neighbors=None):
     norms = np.sqrt(np.einsum("ij,ij->i", X, X))
     # A zero vector stays zero: its cosine similarity to anything is 0, its distance 1
     # (scikit-learn's convention).
@@ -85,32 +145,27 @@ def _prepare_cosine(X):
     return {"unit": X / norms[:, None]}
 
 
-def _scores_cosine(Q, prep):
-    unit = _prepare_cosine(Q)["unit"]
-    return -(unit @ prep["unit"].T)
-
-
-def _distances_cosine(_Q, _prep, _ind, scores):
-    return np.clip(1 + scores, 0, 2)
-
-
-def _prepare_manhattan(X):
+def _prepare_manhattan(X, _n_neighbors=None):
     # cdist works in float64 on C-contiguous arrays: convert the training points once.
     return {"X": np.ascontiguousarray(X, dtype=np.float64)}
 
 
-def _scores_manhattan(Q, prep):
-    return cdist(np.asarray(Q, dtype=np.float64), prep["X"], metric="cityblock")
-
-
-def _distances_manhattan(_Q, _prep, _ind, scores):
-    return scores
-
-
 _METRICS = {
-    "euclidean": (_prepare_euclidean, _scores_euclidean, _distances_euclidean),
-    "manhattan": (_prepare_manhattan, _scores_manhattan, _distances_manhattan),
-    "cosine": (_prepare_cosine, _scores_cosine, _distances_cosine),
+    "euclidean": (_prepare_euclidean, _search_euclidean),
+    "manhattan": (
+        _prepare_manhattan,
+        _search_by_scores(
+            lambda Q, prep: cdist(np.asarray(Q, dtype=np.float64), prep["X"], metric="cityblock"),
+            lambda scores: scores,
+        ),
+    ),
+    "cosine": (
+        _prepare_cosine,
+        _search_by_scores(
+            lambda Q, prep: -(_prepare_cosine(Q)["unit"] @ prep["unit"].T),
+            lambda scores: np.clip(1 + scores, 0, 2),
+        ),
+    ),
 }
 
 
@@ -205,7 +260,7 @@ class _KNeighborsBase(MultiOutputMixin, BaseEstimator):
         if self.n_jobs == 0:
             raise ValueError("n_jobs=0 is not allowed: use None, -1 or a positive number.")
         self._fit_X = X
-        self._fit_prep = _METRICS[self.metric][0](X)
+        self._fit_prep = _METRICS[self.metric][0](X, self.n_neighbors)
         self.n_samples_fit_ = X.shape[0]
         return y
 
@@ -256,9 +311,7 @@ class _KNeighborsBase(MultiOutputMixin, BaseEstimator):
         starts = range(0, m, rows)
 
         def search(start):
-            return self._kneighbors_chunk(
-                queries[start : start + rows], start, k, exclude_self, return_distance
-            )
+            return self._kneighbors_chunk(queries[start : start + rows], start, k, exclude_self)
 
         if n_threads == 1 or len(starts) == 1:
             parts = [search(start) for start in starts]
@@ -270,25 +323,15 @@ class _KNeighborsBase(MultiOutputMixin, BaseEstimator):
                 ThreadPoolExecutor(n_threads) as pool,
             ):
                 parts = list(pool.map(search, starts))
-        ind = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, k), dtype=np.intp)
-        if not return_distance:
-            return ind
-        dist = (
-            np.concatenate([p[0] for p in parts]) if parts else np.empty((0, k), dtype=np.float64)
-        )
-        return dist.astype(self._fit_X.dtype, copy=False), ind
+        dist = np.concatenate([p[0] for p in parts]).astype(self._fit_X.dtype, copy=False)
+        ind = np.concatenate([p[1] for p in parts])
+        return (dist, ind) if return_distance else ind
 
-    def _kneighbors_chunk(self, Q, start, k, exclude_self, return_distance):
-        _, scores_of, distances_of = _METRICS[self.metric]
-        scores = scores_of(Q, self._fit_prep)
-        if exclude_self:
-            rows = np.arange(Q.shape[0])
-            scores[rows, start + rows] = np.inf
-        ind = _k_smallest(scores, k)
-        if not return_distance:
-            return None, ind
-        dist = distances_of(Q, self._fit_prep, ind, np.take_along_axis(scores, ind, axis=1))
-        # The exact distances decide the final order (the scores may round differently).
+    def _kneighbors_chunk(self, Q, start, k, exclude_self):
+        search = _METRICS[self.metric][1]
+        exclude = start + np.arange(Q.shape[0]) if exclude_self else None
+        dist, ind = search(Q, self._fit_prep, k, exclude)
+        # Exact distances decide the final order; equal ones are ordered by training index.
         order = np.lexsort((ind, dist), axis=-1)
         return np.take_along_axis(dist, order, axis=1), np.take_along_axis(ind, order, axis=1)
 
