@@ -983,5 +983,5 @@ class MLPAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseMLP
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = [np.dtype(_DTYPES[self.dtype]).name]
+        tags.transformer_tags.preserves_dtype = [np.dtype(_DTYPES.get(self.dtype, np.float64)).name]
         return tags
