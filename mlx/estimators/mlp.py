@@ -36,8 +36,7 @@ _DTYPES = {
     np.float64: np.float64,
 }
 
-_PARAMETERS_DOC = """
-    activation : {'relu', 'leaky_relu', 'tanh', 'sigmoid', 'identity'}, default='relu'
+_PARAMETERS_DOC = """    activation : {'relu', 'leaky_relu', 'tanh', 'sigmoid', 'identity'}, default='relu'
         Activation f of the hidden layers: max(z, 0), max(z, 0.01 z), tanh(z),
         1 / (1 + exp(-z)) or z.
 
@@ -97,8 +96,7 @@ _PARAMETERS_DOC = """
     verbose : bool, default=False
         Print the loss (and validation score) after every epoch."""
 
-_ATTRIBUTES_DOC = """
-    loss_ : float
+_ATTRIBUTES_DOC = """    loss_ : float
         Training loss of the last epoch.
 
     loss_curve_ : list of float
@@ -430,13 +428,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------
     hidden_layer_sizes : int or sequence of int, default=(100,)
         Units of each hidden layer.
-    {_PARAMETERS_DOC}
+
+{_PARAMETERS_DOC}
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels (for multilabel targets, the label indices 0 .. n_labels - 1).
-    {_ATTRIBUTES_DOC}
+
+{_ATTRIBUTES_DOC}
 
     See Also
     --------
@@ -487,6 +487,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def partial_fit(self, X, y, classes=None):
         """Run exactly one epoch over (X, y), continuing from the current weights.
+
+        The first call initialises the network as :meth:`fit` does; later calls continue the
+        weights, the optimiser state and the random stream, so ``k`` calls on the same data
+        reproduce ``fit`` with ``max_iter=k``. The caller decides when to stop.
 
         Parameters
         ----------
@@ -655,11 +659,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     ----------
     hidden_layer_sizes : int or sequence of int, default=(100,)
         Units of each hidden layer.
-    {_PARAMETERS_DOC}
+
+{_PARAMETERS_DOC}
 
     Attributes
     ----------
-    {_ATTRIBUTES_DOC}
+{_ATTRIBUTES_DOC}
 
     See Also
     --------
@@ -710,6 +715,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def partial_fit(self, X, y):
         """Run exactly one epoch over (X, y), continuing from the current weights.
+
+        The first call initialises the network as :meth:`fit` does; later calls continue the
+        weights, the optimiser state and the random stream, so ``k`` calls on the same data
+        reproduce ``fit`` with ``max_iter=k``. The caller decides when to stop.
 
         Parameters
         ----------
@@ -785,11 +794,12 @@ class MLPAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseMLP
     ----------
     hidden_layer_sizes : int or sequence of int, default=(64, 16)
         Units of the encoder's hidden layers; the last one is the embedding (bottleneck).
-    {_PARAMETERS_DOC}
+
+{_PARAMETERS_DOC}
 
     Attributes
     ----------
-    {_ATTRIBUTES_DOC}
+{_ATTRIBUTES_DOC}
 
     See Also
     --------
@@ -886,6 +896,10 @@ class MLPAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseMLP
 
     def partial_fit(self, X, y=None):
         """Run exactly one epoch over X, continuing from the current weights.
+
+        The first call initialises the network as :meth:`fit` does; later calls continue the
+        weights, the optimiser state and the random stream, so ``k`` calls on the same data
+        reproduce ``fit`` with ``max_iter=k``. The caller decides when to stop.
 
         Parameters
         ----------
