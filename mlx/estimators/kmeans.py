@@ -183,7 +183,7 @@ def _lloyd(X, x_sq, centers, max_iter, tol):
     the squared centre shift summed over clusters is at most ``tol`` (then the labels are
     recomputed for the final centres, so that they always agree with ``predict``).
     Returns ``(centers, labels, inertia, n_iter)``; the inertia sums the squared distances of
-    the last assignment (X is centred, so the expansion loses little to rounding).
+    the last assignment (``fit`` centres X where the expansion would lose much to rounding).
     """
     n_clusters = centers.shape[0]
     previous = None
