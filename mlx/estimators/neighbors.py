@@ -435,7 +435,10 @@ class KNeighborsClassifier(ClassifierMixin, _KNeighborsBase):
             The fitted classifier.
         """
         y = self._fit_X_y(X, y, y_numeric=False)
-        check_classification_targets(y)
+        columns = y.reshape(y.shape[0], -1).T
+        # Column by column: the outputs may hold labels of different types (a DataFrame).
+        for column in columns:
+            check_classification_targets(column)
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn(
                 "A column-vector y was passed when a 1d array was expected. Please change the "
@@ -444,7 +447,6 @@ class KNeighborsClassifier(ClassifierMixin, _KNeighborsBase):
                 stacklevel=2,
             )
         self.outputs_2d_ = y.ndim == 2 and y.shape[1] > 1
-        columns = y.reshape(y.shape[0], -1).T
         encoded = [np.unique(column, return_inverse=True) for column in columns]
         classes = [c for c, _ in encoded]
         self._y = np.stack([codes for _, codes in encoded], axis=1)
