@@ -7,6 +7,7 @@ before any store is touched.
 """
 
 import copy
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -281,7 +282,7 @@ def _check_space(space, estimator):
     known = estimator.get_params(deep=True)
     for key, dist in space.items():
         if key not in known:
-            close = sorted(k for k in known if k.split("__")[-1] == str(key).split("__")[-1])
+            close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ExperimentError(
                 f"search_space parameter {key!r} is not a parameter of "

@@ -11,6 +11,7 @@ already used.
 """
 
 import contextlib
+import functools
 import os
 import re
 import time
@@ -80,6 +81,17 @@ def _clean_key(key):
     return re.sub(r"[^\w\-. /]", "_", str(key))[:250]
 
 
+def _guarded(method):
+    """Store errors of ``method`` become a TrackingError (see ``Tracker._store_errors``)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._store_errors():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Tracker:
     """Writes one experiment's runs to the MLflow store at ``uri``."""
 
@@ -87,14 +99,29 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        with self._store_errors():
+            self.client = MlflowClient(tracking_uri=uri)
 
     # --- experiment and runs -------------------------------------------------------------
+    @contextlib.contextmanager
+    def _store_errors(self):
+        # The first calls to a store are where a wrong or unreachable URI shows up; the driver's
+        # message can repeat the URL, password included, so it goes through redact_url.
+        try:
+            yield
+        except TrackingError:
+            raise
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot use the MLflow store {redact_url(self.uri)}: "
+                f"{redact_url(_first_line(exc))}"
+            ) from None
+
     def experiment_id(self, name):
         """Id of the MLflow experiment ``name``, created (once) if missing."""
         from mlflow.exceptions import MlflowException
 
-        try:
+        with self._store_errors():
             experiment = self.client.get_experiment_by_name(name)
             if experiment is None:
                 try:
@@ -106,10 +133,6 @@ class Tracker:
                     experiment = self.client.get_experiment_by_name(name)
                     if experiment is None:
                         raise
-        except MlflowException as exc:
-            raise TrackingError(
-                f"cannot use the MLflow store {redact_url(self.uri)}: {_first_line(exc)}"
-            ) from None
         if experiment.lifecycle_stage == "deleted":
             raise TrackingError(
                 f"the MLflow experiment {name!r} is deleted in {redact_url(self.uri)}; restore it "
@@ -253,24 +276,26 @@ class Tracker:
         """Runs (in any experiment, also deleted ones) that evaluated this test fingerprint."""
         from mlflow.entities import ViewType
 
-        ids = [e.experiment_id for e in _pages(self.client.search_experiments, ViewType.ALL)]
-        if not ids:
-            return []
         query = f"tags.`{TAG_FINGERPRINT}` = '{fingerprint}' AND tags.`{TAG_EVALUATED}` = 'true'"
-        return list(
-            _pages(
+        with self._store_errors():
+            experiments = _pages(self.client.search_experiments, ViewType.ALL)
+            ids = [e.experiment_id for e in experiments]
+            if not ids:
+                return []
+            runs = _pages(
                 self.client.search_runs,
                 ids,
                 query,
                 ViewType.ALL,
                 order_by=["attributes.start_time ASC"],
             )
-        )
+            return list(runs)
 
     def experiment_name(self, experiment_id):
         return self.client.get_experiment(experiment_id).name
 
     # --- reading back (mlx list / mlx show) --------------------------------------------------
+    @_guarded
     def latest_parents(self):
         """Per mlx experiment: its latest parent run and the number of parent runs."""
         out = []
@@ -287,6 +312,7 @@ class Tracker:
                 out.append((experiment.name, runs[0], len(runs)))
         return out
 
+    @_guarded
     def trials(self, experiment_name):
         """The latest parent run of ``experiment_name`` and its child (trial) runs."""
         experiment = self.client.get_experiment_by_name(experiment_name)
