@@ -91,7 +91,9 @@ def load(data, task):
                 f"y has {missing} missing (NaN/None) labels of {n}; drop or fill those rows."
             )
         if task == "classification" and len(np.unique(np.asarray(y))) < 2:
-            raise DataError(f"y has a single class ({np.asarray(y)[0]!r}); need at least two.")
+            raise DataError(
+                f"y has a single class ({np.asarray(y)[0].tolist()!r}); need two or more."
+            )
     if groups is not None:
         groups = np.asarray(_as_1d("groups", groups, n))
     return Dataset(X, y, groups)
