@@ -102,7 +102,10 @@ def test_empty_clusters_are_reseeded_with_the_farthest_points():
 def test_duplicate_points_warn_about_fewer_distinct_clusters():
     X = np.array([[0.0, 0.0]] * 5 + [[1.0, 1.0]] * 5)
     with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(2\).*n_clusters \(3\)"):
-        KMeans(n_clusters=3, random_state=0).fit(X)
+        km = KMeans(n_clusters=3, random_state=0).fit(X)
+    # Coinciding centres: the labels are the nearest centres, as predict gives them.
+    assert_array_equal(km.labels_, km.predict(X))
+    assert km.inertia_ == 0.0
 
 
 def test_many_clusters_span_several_blocks():
