@@ -259,7 +259,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 f"before converging (tol={self.tol}); raise max_iter or learning_rate "
                 f"(now {self.learning_rate}).",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,  # past the _fit_context wrapper, to the caller
             )
         return self
 

@@ -444,7 +444,7 @@ class KNeighborsClassifier(ClassifierMixin, _KNeighborsBase):
                 "A column-vector y was passed when a 1d array was expected. Please change the "
                 "shape of y to (n_samples,), for example using ravel().",
                 DataConversionWarning,
-                stacklevel=2,
+                stacklevel=3,  # past the _fit_context wrapper, to the caller
             )
         self.outputs_2d_ = y.ndim == 2 and y.shape[1] > 1
         encoded = [np.unique(column, return_inverse=True) for column in columns]
