@@ -112,6 +112,28 @@ def test_ties_with_pruning_match_a_full_stable_sort(metric):
         assert_array_equal(d_row, exact[i_row])
 
 
+def test_euclidean_when_the_float32_bound_cannot_separate_points():
+    rng = np.random.default_rng(2)
+    # An outlier shrinks the others to specks of the unit ball; a heap of duplicates ties.
+    X = np.vstack([rng.normal(size=(1_000, 5)), np.full((1, 5), 1e9), np.ones((600, 5))])
+    Q = np.vstack([rng.normal(size=(20, 5)), np.ones((3, 5))])
+    model = KNeighborsRegressor(n_neighbors=4).fit(X, np.zeros(len(X)))
+    dist, ind = model.kneighbors(Q)
+    exact = np.sqrt(((Q[:, None, :] - X[None]) ** 2).sum(axis=2))
+    assert_array_equal(ind, np.argsort(exact, axis=1, kind="stable")[:, :4])
+    assert_allclose(dist, np.take_along_axis(exact, ind, axis=1), rtol=1e-12, atol=1e-12)
+    assert_array_equal(ind[-1], [1_001, 1_002, 1_003, 1_004])
+
+
+def test_more_neighbours_than_blocks():
+    X = np.random.default_rng(3).normal(size=(100, 3))
+    model = KNeighborsRegressor(n_neighbors=1).fit(X, np.zeros(len(X)))
+    dist, ind = model.kneighbors(X[:5], n_neighbors=60)
+    exact = np.sqrt(((X[:5, None, :] - X[None]) ** 2).sum(axis=2))
+    assert_array_equal(ind, np.argsort(exact, axis=1, kind="stable")[:, :60])
+    assert_allclose(dist, np.take_along_axis(exact, ind, axis=1), atol=1e-12)
+
+
 def test_k_smallest_matches_stable_argsort_on_ties():
     rng = np.random.default_rng(1)
     scores = rng.integers(0, 20, size=(40, 3_000)).astype(float)

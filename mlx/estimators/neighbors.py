@@ -2,8 +2,8 @@
 
 The queries are processed in chunks of rows, so the extra memory is O(chunk_size x n_train)
 whatever the number of queries. Each chunk is scored against every training point (one BLAS
-product for euclidean and cosine, scipy's ``cdist`` for manhattan) and the k smallest scores are
-found without sorting whole rows (see :func:`_k_smallest`).
+product for euclidean and cosine, scipy's ``cdist`` for manhattan) and the k smallest are found
+without sorting whole rows (:func:`_search_euclidean`, :func:`_k_smallest`).
 """
 
 import math
@@ -53,6 +53,8 @@ def _blas_controller():
 _FLOAT32_ROUNDOFF = 2.0**-24
 # Score of the padding columns of the euclidean first pass: never among the nearest.
 _FAR = 1e30
+# Candidate blocks per query and neighbour beyond which the first pass gives up (see below).
+_MAX_CANDIDATE_BLOCKS = 4
 
 
 def _prepare_euclidean(X, n_neighbors):
@@ -109,19 +111,45 @@ def _search_euclidean(Q, prep, k, exclude):
         kth_upper = np.partition(scores[:, :n], k - 1, axis=1)[:, k - 1]
     threshold = kth_upper.astype(np.float64) + 2 * bound
     rows, blocks = np.nonzero(block_min <= threshold[:, None])
+    if rows.size > _MAX_CANDIDATE_BLOCKS * k * m:
+        # The bound cannot separate the points (heaps of duplicates, or an outlier that makes
+        # the other points tiny in the unit ball): rank by float64 scores instead.
+        return _search_euclidean_float64(Q64, prep, k, exclude)
     columns = blocks[:, None] + n_blocks * np.arange(block)
     keep = (scores[rows[:, None], columns] <= threshold[rows, None]) & (columns < n)
     if exclude is not None:
         keep &= columns != exclude[rows, None]
     cand_row = np.broadcast_to(rows[:, None], columns.shape)[keep]
     cand_col = columns[keep]
-    diff = Q64[cand_row] - X[cand_col]
-    squared = np.einsum("ij,ij->i", diff, diff)
+    squared = _squared_distances(Q64, X, cand_row, cand_col)
     order = np.lexsort((cand_col, squared, cand_row))
     counts = np.bincount(cand_row, minlength=m)
     first = np.cumsum(counts) - counts
     chosen = order[first[:, None] + np.arange(k)]
     return np.sqrt(squared[chosen]), cand_col[chosen]
+
+
+def _squared_distances(Q64, X, rows, columns):
+    """``|Q64[rows] - X[columns]|^2`` from differences, in float64, a bounded batch at a time."""
+    squared = np.empty(rows.shape[0])
+    step = max(1, _AUTO_CHUNK_ENTRIES // X.shape[1])
+    for lo in range(0, rows.shape[0], step):
+        diff = Q64[rows[lo : lo + step]] - X[columns[lo : lo + step]]
+        squared[lo : lo + step] = np.einsum("ij,ij->i", diff, diff)
+    return squared
+
+
+def _search_euclidean_float64(Q64, prep, k, exclude):
+    """The fallback of :func:`_search_euclidean`: float64 expansion scores, ranked as they are."""
+    Xc = prep["X"] - prep["centre"]
+    scores = (-2 * (Q64 - prep["centre"])) @ Xc.T + np.einsum("ij,ij->i", Xc, Xc)
+    m = Q64.shape[0]
+    if exclude is not None:
+        scores[np.arange(m), exclude] = np.inf
+    ind = _k_smallest(scores, k)
+    rows = np.repeat(np.arange(m), k)
+    squared = _squared_distances(Q64, prep["X"], rows, ind.ravel()).reshape(m, k)
+    return np.sqrt(squared), ind
 
 
 def _search_by_scores(scores_of, distances_of):
@@ -369,13 +397,21 @@ _COMMON_PARAMETERS_DOC = """
 _COMMON_NOTES_DOC = """
     Notes
     -----
-    Brute force: each chunk of queries is scored against every training point. For euclidean
-    the score is :math:`\\lVert x\\rVert^2 - 2 q \\cdot x` from one matrix product of
-    :math:`[-2q, 1]` with :math:`[x, \\lVert x\\rVert^2]` (training points centred at fit time for
-    precision); the distances of the selected neighbours are then recomputed from differences.
-    The k smallest scores of a row are found by block-min pruning (only the k blocks with the
-    smallest minimum can hold them), so rows are never sorted whole. Equal distances are ordered
-    by training index. float32 input is searched in float32.
+    Brute force, one chunk of queries at a time against every training point.
+
+    Euclidean runs in two passes. The first ranks the training points by
+    :math:`\\lVert x\\rVert^2 - 2 q \\cdot x`, one float32 matrix product of :math:`[-2q, 1]`
+    with :math:`[x, \\lVert x\\rVert^2]` (data centred and scaled into the unit ball at fit time),
+    and keeps every point that could be among the k nearest given a rigorous bound on the
+    float32 rounding error. The second computes the distances of those few candidates from
+    differences in float64 and ranks them. The answer is therefore the exact float64 one, for
+    float32 and float64 input alike, and an exact duplicate is at distance 0. Cosine is one
+    matrix product of unit vectors; manhattan is scipy's ``cdist``. Their k smallest scores per
+    row come from block-min pruning (only the k blocks with the smallest minimum can hold
+    them), so rows are never sorted whole.
+
+    Equal distances are ordered by training index. Distances are returned in the dtype of the
+    training data.
 """
 
 
