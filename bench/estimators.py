@@ -112,10 +112,14 @@ def neighbors():
 
 @case
 def linear():
-    """LinearRegression 200,000 x 100: normal equations against scikit-learn's lstsq."""
+    """LinearRegression 200,000 x 100: normal equations against scikit-learn's lstsq, and the
+    gradient solvers against SGDRegressor."""
     from sklearn.datasets import make_regression
     from sklearn.linear_model import LinearRegression as SkLinearRegression
+    from sklearn.linear_model import SGDRegressor
     from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     from mlx.estimators import LinearRegression
 
@@ -128,13 +132,38 @@ def linear():
     def fit_predict(model):
         return lambda: model.fit(X_train, y_train).predict(X_test)
 
-    return Case(
-        name="linear normal",
-        ours=fit_predict(LinearRegression()),
-        reference=fit_predict(SkLinearRegression()),
-        quality=lambda pred: r2_score(y_test, pred),
-        quality_name="R^2",
-    )
+    def quality(pred):
+        return r2_score(y_test, pred)
+
+    # Our gradient solvers standardise internally; SGDRegressor needs a scaler to do the same.
+    sgd_reference = make_pipeline(StandardScaler(), SGDRegressor(random_state=0))
+    return [
+        Case(
+            name="linear normal",
+            ours=fit_predict(LinearRegression()),
+            reference=fit_predict(SkLinearRegression()),
+            quality=quality,
+            quality_name="R^2",
+        ),
+        Case(
+            name="linear gd (learning_rate=0.5)",
+            ours=fit_predict(LinearRegression(solver="gd", learning_rate=0.5)),
+            reference=fit_predict(sgd_reference),
+            quality=quality,
+            quality_name="R^2",
+            reference_name="scikit-learn scaler + SGDRegressor",
+            repeats=3,
+        ),
+        Case(
+            name="linear sgd (defaults)",
+            ours=fit_predict(LinearRegression(solver="sgd", random_state=0)),
+            reference=fit_predict(sgd_reference),
+            quality=quality,
+            quality_name="R^2",
+            reference_name="scikit-learn scaler + SGDRegressor",
+            repeats=3,
+        ),
+    ]
 
 
 # --- multi-layer perceptrons ---------------------------------------------------------------

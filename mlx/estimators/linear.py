@@ -334,6 +334,10 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseEstimator):
         )
         if reset:
             self._y_1d = y.ndim == 1
+            self._dtype = X.dtype
+        if self.solver != "normal":
+            # Once here, not at every product of every step (numpy would upcast float32 there).
+            X = np.asarray(X, dtype=np.float64)
         return X, np.asarray(y, dtype=np.float64).reshape(y.shape[0], -1)
 
     def _set_public(self, W, b, dtype):
@@ -422,7 +426,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.n_iter_ += 1
         coef = self._W * (self._y_scale / self._x_scale[:, None])
         self._set_public(
-            coef, self._y_mean + self._y_scale * self._b - self._x_mean @ coef, X.dtype
+            coef, self._y_mean + self._y_scale * self._b - self._x_mean @ coef, self._dtype
         )
         return measure
 
