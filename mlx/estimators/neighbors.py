@@ -319,7 +319,11 @@ class _KNeighborsBase(MultiOutputMixin, BaseEstimator):
         k = self.n_neighbors if n_neighbors is None else n_neighbors
         if not isinstance(k, Integral) or isinstance(k, bool) or k <= 0:
             raise ValueError(f"n_neighbors must be a positive integer, got n_neighbors={k!r}.")
-        return self._kneighbors(X, int(k), return_distance)
+        result = self._kneighbors(X, int(k), return_distance)
+        if not return_distance:
+            return result
+        dist, ind = result
+        return dist.astype(self._fit_X.dtype, copy=False), ind
 
     def _kneighbors(self, X, k, return_distance):
         exclude_self = X is None
@@ -351,7 +355,7 @@ class _KNeighborsBase(MultiOutputMixin, BaseEstimator):
                 ThreadPoolExecutor(n_threads) as pool,
             ):
                 parts = list(pool.map(search, starts))
-        dist = np.concatenate([p[0] for p in parts]).astype(self._fit_X.dtype, copy=False)
+        dist = np.concatenate([p[0] for p in parts])
         ind = np.concatenate([p[1] for p in parts])
         return (dist, ind) if return_distance else ind
 
@@ -371,7 +375,7 @@ class _KNeighborsBase(MultiOutputMixin, BaseEstimator):
         if self.weights == "uniform":
             return self._kneighbors(X, self.n_neighbors, return_distance=False), None
         dist, ind = self._kneighbors(X, self.n_neighbors, return_distance=True)
-        return ind, _distance_weights(dist.astype(np.float64))
+        return ind, _distance_weights(np.asarray(dist, dtype=np.float64))
 
 
 _COMMON_PARAMETERS_DOC = """
