@@ -22,7 +22,14 @@ METRICS = ["euclidean", "manhattan", "cosine"]
 WEIGHTS = ["uniform", "distance"]
 
 
-@parametrize_with_checks([KNeighborsClassifier(), KNeighborsRegressor()])
+@parametrize_with_checks(
+    [
+        KNeighborsClassifier(),
+        KNeighborsRegressor(),
+        KNeighborsClassifier(weights="distance", metric="manhattan"),
+        KNeighborsRegressor(weights="distance", metric="cosine"),
+    ]
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
