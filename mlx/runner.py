@@ -260,6 +260,8 @@ def _search_and_evaluate(
     progress = _progress(experiment, show_progress)
 
     def on_trial(record):
+        # Logged synchronously: the writes are CPU-bound ORM work, so a logging thread only
+        # competed with the trials for the GIL (measured: slower per trial, not faster).
         records[record.number] = record
         tracker.log_trial(
             record,

@@ -4,6 +4,8 @@ All writes go through ``MlflowClient`` with explicit run ids (no active-run stac
 code serves a coordinator and workers in other processes. A trial costs three store writes:
 ``create_run`` (with its tags), one ``log_batch`` (params and metrics), ``set_terminated``.
 
+SQLite stores are put in write-ahead-log mode (see ``_write_ahead_log``).
+
 The *test ledger* lives in the runs' tags: every parent run carries ``mlx.test_fingerprint`` and
 ``mlx.test_use_count``, and ``mlx.test_evaluated = true`` once the test split was evaluated.
 Looking the fingerprint up across all experiments of the store tells whether a test set was
@@ -65,6 +67,48 @@ def _sqlite_path(uri):
     return None
 
 
+# Resolved paths of the SQLite tracking stores put in write-ahead-log mode by this process.
+_WAL_STORES = set()
+
+
+def _write_ahead_log(path):
+    """Put a SQLite store in write-ahead-log mode, synchronised at checkpoints only.
+
+    In WAL mode a commit appends to one log instead of writing a rollback journal and the
+    database; with ``synchronous=NORMAL`` it does not wait for the disk either. SQLite
+    documents this pair as safe from corruption; a power cut (not a crash of the process) may
+    lose the last commits. A trial's three writes then cost about 12 ms instead of 17-27 ms
+    here, and `mlflow ui` can read while a search writes. The journal mode is a persistent
+    setting of the file; ``synchronous`` is set on each new connection to this store (and to
+    no other database). Where WAL cannot be set (read-only or network file systems), the store
+    stays as it is.
+    """
+    import sqlite3
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                connection.execute("PRAGMA journal_mode=WAL").fetchone()
+    except sqlite3.Error:
+        return
+    if not _WAL_STORES:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "connect", _relax_sync)
+    _WAL_STORES.add(str(path.resolve()))
+
+
+def _relax_sync(dbapi_connection, connection_record):
+    import sqlite3
+
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        main = dbapi_connection.execute("PRAGMA database_list").fetchone()
+        if main is not None and main[2] in _WAL_STORES:
+            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
 def ui_command(uri):
     """The shell command that opens the MLflow UI on the store ``uri`` (password redacted)."""
     if uri.startswith(("http://", "https://")):
@@ -99,6 +143,9 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.uri = uri
+        path = _sqlite_path(uri)
+        if path is not None:
+            _write_ahead_log(path)
         with self._store_errors():
             self.client = MlflowClient(tracking_uri=uri)
 
