@@ -31,7 +31,7 @@ def _friendly(func):
             click.echo(f"mlx: error: {redact_url(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("mlx: interrupted; the MLflow run is marked KILLED.", err=True)
+            click.echo("mlx: interrupted.", err=True)
             sys.exit(130)
 
     return wrapper

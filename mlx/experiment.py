@@ -158,7 +158,7 @@ class Experiment:
             "seed": self.seed,
             "refit": self.refit,
             "max_epochs": self.max_epochs,
-            "sampler": None if self.sampler is None else repr(self.sampler),
+            "sampler": None if self.sampler is None else type(self.sampler).__name__,
             "pruner": None if self.pruner is None else type(self.pruner).__name__,
         }
 
@@ -380,7 +380,11 @@ def _canonical_value(value):
     if hasattr(value, "get_params"):
         # Nested estimators appear with their parameters as separate deep keys already.
         return type(value).__name__
-    return repr(value)
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    text = repr(value)
+    # A default repr carries a memory address, which differs from run to run.
+    return type(value).__qualname__ if " at 0x" in text else text
 
 
 def _canonical_space(space):

@@ -169,3 +169,18 @@ def test_float_and_categorical_spaces_accepted():
         },
     )
     assert set(experiment.candidates["model"][1]) == {"alpha", "fit_intercept"}
+
+
+def test_definition_hash_is_stable_for_objects_with_default_reprs():
+    import optuna
+    from sklearn.preprocessing import FunctionTransformer
+
+    def build():
+        return Experiment(
+            "f",
+            _data,
+            make_pipeline(FunctionTransformer(lambda X: X), KNeighborsClassifier()),
+            sampler=optuna.samplers.TPESampler(seed=1),
+        )
+
+    assert definition_hash(build(), {}) == definition_hash(build(), {})

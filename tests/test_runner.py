@@ -316,3 +316,70 @@ def test_an_mlx_estimator_runs_end_to_end(stores):
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
     assert "secret" not in redact_url(url)
+
+
+def test_a_conditional_search_space_function():
+    from sklearn.metrics import get_scorer
+
+    from mlx import search
+
+    def space(trial):
+        weights = trial.suggest_categorical("weights", ["uniform", "distance"])
+        top = 5 if weights == "uniform" else 9
+        return {"n_neighbors": trial.suggest_int("k", 1, top), "weights": weights}
+
+    X, y = _iris()
+    objective = search.Objective(
+        KNeighborsClassifier(),
+        space,
+        get_scorer("accuracy"),
+        (X[::2], y[::2]),
+        (X[1::2], y[1::2]),
+        seed=0,
+    )
+    seen = []
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    search.optimize(study, objective, n_trials=4, on_trial=seen.append)
+    assert [r.state for r in seen] == ["COMPLETE"] * 4
+    for record in seen:
+        assert set(record.params) == {"weights", "k"}
+        assert record.params["k"] <= (5 if record.params["weights"] == "uniform" else 9)
+        assert 0 <= record.value <= 1 and record.fit_time >= 0
+    built = search.suggest(optuna.trial.FixedTrial(study.best_params), space)
+    assert built["n_neighbors"] == study.best_params["k"]
+
+
+def test_log_splits_batches_at_mlflow_limits(stores):
+    from mlx.tracking import Tracker
+
+    uri, _ = stores
+    tracker = Tracker(uri)
+    run_id = tracker.start_run(tracker.experiment_id("limits"), "many")
+    params = {f"p{i}": i for i in range(150)}
+    steps = {"curve": list(np.linspace(0, 1, 1200))}
+    tracker.log(run_id, params=params, metrics={"one": 1.0}, steps=steps)
+    tracker.end_run(run_id, "FINISHED")
+    client = MlflowClient(uri)
+    logged = client.get_run(run_id)
+    assert len(logged.data.params) == 150
+    assert len(client.get_metric_history(run_id, "curve")) == 1200
+    assert logged.data.metrics["one"] == 1.0
+
+
+class _Interrupting(KNeighborsClassifier):
+    def fit(self, X, y):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_ends_the_parent_run_killed(stores):
+    uri, storage = stores
+    experiment = Experiment("interrupted", _iris, _Interrupting(), {}, n_trials=3)
+    with pytest.raises(KeyboardInterrupt):
+        run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
+    client = MlflowClient(uri)
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("interrupted").experiment_id],
+        "tags.`mlx.role` = 'parent'",
+    )
+    assert parent.info.status == "KILLED"
+    assert _no_run_left_running(client)
