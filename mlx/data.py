@@ -7,6 +7,7 @@ lets the test ledger recognise a test set that was already evaluated, even reshu
 """
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,7 +177,7 @@ def audit(X, y=None, groups=None, *, task=None):
     """
     df = _frame(X)
     names = [str(c) for c in df.columns]
-    warnings = []
+    problems = []
     dtypes = df.dtypes.astype(str).value_counts()
     nan = df.isna().sum().to_numpy()
     numeric = df.select_dtypes("number")
@@ -196,20 +197,20 @@ def audit(X, y=None, groups=None, *, task=None):
         "constant_features": constant,
     }
     if nan.sum():
-        warnings.append(f"X has {int(nan.sum())} NaN values in {int((nan > 0).sum())} columns.")
+        problems.append(f"X has {int(nan.sum())} NaN values in {int((nan > 0).sum())} columns.")
     if inf_cols.sum():
-        warnings.append(f"X has {int(inf_cols.sum())} infinite values.")
+        problems.append(f"X has {int(inf_cols.sum())} infinite values.")
     if n_dup:
-        warnings.append(f"{n_dup} rows duplicate an earlier row.")
+        problems.append(f"{n_dup} rows duplicate an earlier row.")
     if constant:
-        warnings.append(f"{len(constant)} constant features: {constant[:10]}.")
+        problems.append(f"{len(constant)} constant features: {constant[:10]}.")
     if y is not None and task == "classification":
         labels, counts = np.unique(np.asarray(y), return_counts=True)
         report["class_counts"] = {str(k): int(v) for k, v in zip(labels, counts, strict=True)}
         ratio = float(counts.max() / counts.min())
         report["imbalance_ratio"] = ratio
         if ratio >= _IMBALANCE_WARN:
-            warnings.append(f"classes are imbalanced (largest/smallest = {ratio:.1f}).")
+            problems.append(f"classes are imbalanced (largest/smallest = {ratio:.1f}).")
     elif y is not None and task == "regression":
         values = np.asarray(y, dtype=float)
         report["target"] = {
@@ -220,7 +221,7 @@ def audit(X, y=None, groups=None, *, task=None):
         }
     if groups is not None:
         report["groups"] = len(np.unique(groups))
-    report["warnings"] = warnings
+    report["warnings"] = problems
     return report
 
 
@@ -232,15 +233,15 @@ def split(dataset, fractions, seed, *, stratify):
     """Split rows once into train, validation and test, deterministically from ``seed``.
 
     Stratified by ``y`` when ``stratify`` (classification); grouped when the dataset has
-    groups (each group in one split; the fractions then count groups, and the split is not
-    stratified).
+    groups: each group lands in one split, the fractions count groups, and stratification is
+    kept where the groups allow (see ``_group_split``).
 
     Raises
     ------
     DataError
         When the data is too small for the fractions (or for the classes when stratified).
     """
-    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+    from sklearn.model_selection import train_test_split
 
     n = dataset.n_rows
     train_f, val_f, test_f = fractions
@@ -252,10 +253,11 @@ def split(dataset, fractions, seed, *, stratify):
             n_groups = len(np.unique(groups))
             if n_groups < 3:
                 raise ValueError(f"{n_groups} groups cannot fill three splits")
-            outer = GroupShuffleSplit(n_splits=1, test_size=test_f, random_state=seed)
-            rest, test = next(outer.split(idx, groups=groups))
-            inner = GroupShuffleSplit(n_splits=1, test_size=val_share, random_state=seed)
-            fit, val = next(inner.split(rest, groups=groups[rest]))
+            y = np.asarray(dataset.y) if stratify else None
+            rest, test = _group_split(idx, y, groups, test_f, seed)
+            fit, val = _group_split(
+                np.arange(len(rest)), None if y is None else y[rest], groups[rest], val_share, seed
+            )
             train, val = rest[fit], rest[val]
         else:
             # Whole row counts, so that 0.1 of 150 rows is 15 and not 16 by float rounding.
@@ -276,6 +278,32 @@ def split(dataset, fractions, seed, *, stratify):
             f"the split {tuple(fractions)} of {n} rows leaves an empty split; use more data."
         )
     return Split(train, val, test)
+
+
+def _group_split(idx, y, groups, fraction, seed):
+    """Hold out about ``fraction`` of the groups: stratified by ``y`` when given and possible.
+
+    Stratified, it is the first fold of ``StratifiedGroupKFold`` with ``round(1 / fraction)``
+    folds (so the fraction is rounded to 1/k); with too few groups per class for that, or
+    without ``y``, ``GroupShuffleSplit`` holds out the fraction of groups.
+    """
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+    if y is not None:
+        folds = max(2, round(1 / fraction))
+        try:
+            splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+            with warnings.catch_warnings():
+                # "The least populated class has fewer members than n_splits": still usable.
+                warnings.simplefilter("ignore", UserWarning)
+                keep, held = next(splitter.split(idx, y, groups))
+            if len(keep) and len(held):
+                return idx[keep], idx[held]
+        except ValueError:
+            pass
+    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    keep, held = next(splitter.split(idx, groups=groups))
+    return idx[keep], idx[held]
 
 
 def split_summary(dataset, parts, *, task):

@@ -241,7 +241,9 @@ def _search_and_evaluate(
     ((estimator, space),) = experiment.candidates.values()
     X_train, y_train = mdata.take(dataset.X, parts.train), mdata.take(dataset.y, parts.train)
     X_val, y_val = mdata.take(dataset.X, parts.val), mdata.take(dataset.y, parts.val)
-    tracker.log(parent_id, params=_settings(experiment, dataset, estimator, space))
+    settings = _settings(experiment, dataset, estimator, space)
+    settings.update({f"mlx.rows.{name}": len(indices) for name, indices in parts.items()})
+    tracker.log(parent_id, params=settings)
     tracker.log_dict(parent_id, audit, "audit.json")
     tracker.log_dict(parent_id, summary, "split.json")
     if experiment.path is not None:

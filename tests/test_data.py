@@ -55,6 +55,16 @@ def test_split_keeps_each_group_in_one_split():
     assert sum(summary["splits"][k]["groups"] for k in ("train", "val", "test")) == 12
 
 
+def test_grouped_split_stays_stratified_when_the_groups_allow():
+    groups = np.repeat(np.arange(30), 2)  # ten single-class groups per class
+    data = load(lambda: (X, y, groups), "classification")
+    for seed in range(3):
+        parts = split(data, (0.6, 0.2, 0.2), seed=seed, stratify=True)
+        for _, indices in parts.items():
+            assert set(y[indices]) == {0, 1, 2}
+        assert not set(groups[parts.test]) & set(groups[parts.train])
+
+
 def test_split_too_small_is_a_clear_error():
     data = load(lambda: (X[:5], np.array([0, 1, 0, 1, 0])), "classification")
     with pytest.raises(DataError, match="cannot split 5 rows"):

@@ -99,6 +99,7 @@ def test_parent_run_holds_settings_metrics_and_artifacts(iris):
     assert params["mlx.split.train"] == "0.8"
     assert params["mlx.data.rows"] == "150"
     assert params["mlx.data.features"] == "4"
+    assert [params[f"mlx.rows.{k}"] for k in ("train", "val", "test")] == ["120", "15", "15"]
     # A fixed (non-searched) parameter of the estimator.
     assert params["kneighborsclassifier__metric"] == "minkowski"
     assert "kneighborsclassifier__n_neighbors" not in params
