@@ -41,6 +41,9 @@ def _quiet_libraries():
     # Library chatter (database migrations, Optuna's per-trial INFO lines) drowns the progress
     # bar; mlx's own warnings (data audit) stay visible.
     logging.basicConfig(format="mlx: %(message)s", level=logging.WARNING)
+    # MLflow sets its loggers' levels when imported: import it first, then turn them down.
+    import mlflow  # noqa: F401
+
     for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
     import matplotlib

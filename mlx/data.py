@@ -201,7 +201,7 @@ def audit(X, y=None, groups=None, *, task=None):
     if inf_cols.sum():
         problems.append(f"X has {int(inf_cols.sum())} infinite values.")
     if n_dup:
-        problems.append(f"{n_dup} rows duplicate an earlier row.")
+        problems.append(f"{n_dup} duplicate rows (each equal to an earlier row).")
     if constant:
         problems.append(f"{len(constant)} constant features: {constant[:10]}.")
     if y is not None and task == "classification":

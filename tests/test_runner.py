@@ -384,3 +384,24 @@ def test_an_interrupt_ends_the_parent_run_killed(stores):
     )
     assert parent.info.status == "KILLED"
     assert _no_run_left_running(client)
+
+
+def test_an_mlx_mlp_trains_epoch_by_epoch(stores):
+    from mlx.estimators import MLPClassifier
+
+    uri, storage = stores
+    experiment = Experiment(
+        "iris-mlx-mlp",
+        _iris,
+        make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(8,), max_iter=4)),
+        {"mlpclassifier__learning_rate_init": FloatDistribution(1e-3, 1e-1, log=True)},
+        n_trials=2,
+    )
+    result = run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
+    client = MlflowClient(uri)
+    for child in _children(client, result.run_id):
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    model = mlflow.sklearn.load_model(result.model_uri)
+    X, _ = _iris()
+    np.testing.assert_array_equal(model.predict(X), result.model.predict(X))
