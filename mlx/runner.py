@@ -135,8 +135,62 @@ def run(
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     experiment = experiment.replace(n_trials=n_trials, timeout=timeout, seed=seed)
-    task = experiment.task
+    dataset, parts, audit, summary = _prepare_data(experiment)
+    fingerprints = {name: entry["fingerprint"] for name, entry in summary["splits"].items()}
+    digest = definition_hash(experiment, fingerprints)
+    study_name = f"{experiment.name}-{digest[:10]}"
 
+    uri = resolve_tracking_uri(tracking_uri)
+    tracker = Tracker(uri)
+    use_count = _test_use_count(tracker, fingerprints["test"], no_test, allow_test_reuse)
+    experiment_id = tracker.experiment_id(experiment.name)
+    storage_url = search.resolve_storage(storage)
+    study = _create_study(experiment, study_name, storage_url)
+    parent_id = tracker.start_run(
+        experiment_id,
+        study_name,
+        tags={
+            TAG_STUDY: study_name,
+            TAG_HASH: digest,
+            TAG_FINGERPRINT: fingerprints["test"],
+            TAG_USE_COUNT: str(use_count),
+            TAG_EVALUATED: "false",
+            TAG_ROLE: "parent",
+            "mlx.optuna_storage": redact_url(storage_url),
+            **_provenance(experiment),
+        },
+    )
+    try:
+        result = _search_and_evaluate(
+            experiment,
+            dataset,
+            parts,
+            tracker=tracker,
+            study=study,
+            experiment_id=experiment_id,
+            parent_id=parent_id,
+            audit=audit,
+            summary=summary,
+            no_test=no_test,
+            use_count=use_count,
+            show_progress=show_progress,
+        )
+    except BaseException as exc:
+        # Whatever happened, the parent run must not stay RUNNING; recording the failure must
+        # not hide the error itself.
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        message = redact_url(f"{type(exc).__name__}: {exc}")
+        _try(tracker.log, parent_id, tags={"mlx.error": message})
+        _try(tracker.end_run, parent_id, status)
+        raise
+    tracker.end_run(parent_id, "FINISHED")
+    result.tracking_uri = uri
+    return result
+
+
+def _prepare_data(experiment):
+    """Load, audit and split the data: ``(dataset, parts, audit, split summary)``."""
+    task = experiment.task
     dataset = mdata.load(experiment.data, task)
     if dataset.y is None and experiment.metric_name != "silhouette":
         raise DataError(
@@ -153,73 +207,39 @@ def run(
             audit["warnings"].append(f"{count} rows of {what.replace('_in_', ' also in ')}.")
     for message in audit["warnings"]:
         logger.warning("data: %s", message)
-    fingerprints = {name: entry["fingerprint"] for name, entry in summary["splits"].items()}
-    digest = definition_hash(experiment, fingerprints)
-    study_name = f"{experiment.name}-{digest[:10]}"
+    return dataset, parts, audit, summary
 
-    uri = resolve_tracking_uri(tracking_uri)
-    tracker = Tracker(uri)
-    earlier = tracker.test_uses(fingerprints["test"])
+
+def _test_use_count(tracker, fingerprint, no_test, allow_test_reuse):
+    """Uses of this test split including this run; refuses a reuse that was not allowed."""
+    earlier = tracker.test_uses(fingerprint)
     if earlier and not (no_test or allow_test_reuse):
         first = earlier[0]
         raise TestReuseError(
-            f"this test split (fingerprint {fingerprints['test'][:12]}) was already evaluated "
+            f"this test split (fingerprint {fingerprint[:12]}) was already evaluated "
             f"{len(earlier)} time(s), first in run {first.info.run_id} of experiment "
-            f"{tracker.experiment_name(first.info.experiment_id)!r}. Use --no-test to search and "
-            f"validate only, or --allow-test-reuse to evaluate it again (the run records the count)."
+            f"{tracker.experiment_name(first.info.experiment_id)!r}. Use --no-test "
+            f"(no_test=True) to search and validate only, or --allow-test-reuse "
+            f"(allow_test_reuse=True) to evaluate it again (the run records the count)."
         )
-    use_count = len(earlier) + (0 if no_test else 1)
+    return len(earlier) + (0 if no_test else 1)
 
-    experiment_id = tracker.experiment_id(experiment.name)
-    storage_url = search.resolve_storage(storage)
-    study = search.create_study(
+
+def _create_study(experiment, study_name, storage_url):
+    try:
+        storage = search.make_storage(storage_url)
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SearchError(
+            f"cannot use the Optuna storage {redact_url(storage_url)}: {redact_url(first_line)}"
+        ) from None
+    return search.create_study(
         study_name,
-        storage=search.make_storage(storage_url),
+        storage=storage,
         seed=experiment.seed,
         sampler=experiment.sampler,
         pruner=experiment.pruner,
     )
-    parent_id = tracker.start_run(
-        experiment_id,
-        study_name,
-        tags={
-            TAG_STUDY: study_name,
-            TAG_HASH: digest,
-            TAG_FINGERPRINT: fingerprints["test"],
-            TAG_USE_COUNT: str(use_count),
-            TAG_EVALUATED: "false",
-            TAG_ROLE: "parent",
-            "mlx.optuna_storage": redact_url(storage_url),
-            **_provenance(experiment),
-        },
-    )
-    status = "FAILED"
-    try:
-        result = _search_and_evaluate(
-            experiment,
-            dataset,
-            parts,
-            tracker=tracker,
-            study=study,
-            experiment_id=experiment_id,
-            parent_id=parent_id,
-            audit=audit,
-            summary=summary,
-            no_test=no_test,
-            use_count=use_count,
-            show_progress=show_progress,
-        )
-        result.tracking_uri = uri
-        status = "FINISHED"
-        return result
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException as exc:
-        _try(tracker.log, parent_id, tags={"mlx.error": redact_url(f"{type(exc).__name__}: {exc}")})
-        raise
-    finally:
-        tracker.end_run(parent_id, status)
 
 
 def _search_and_evaluate(
