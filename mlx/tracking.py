@@ -42,7 +42,8 @@ TAG_ROLE = "mlx.role"
 # MLflow's limits per log_batch call.
 _MAX_PARAMS_TAGS, _MAX_METRICS, _MAX_ENTITIES = 100, 1000, 1000
 _MAX_PARAM_LEN, _MAX_TAG_LEN = 6000, 8000
-_USERINFO = re.compile(r"(?<=://)([^/@:]*):([^/@]*)@")
+# user:password@ right after the scheme; the password may hold an unescaped "@".
+_USERINFO = re.compile(r"(?<=://)([^/@:]*):([^/]*)@")
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 
 

@@ -312,11 +312,17 @@ def test_an_mlx_estimator_runs_end_to_end(stores):
         ("http://user:secret@host:5000", "http://user:***@host:5000"),
         ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
         ("http://host:5000/path", "http://host:5000/path"),
+        ("postgresql://u:se@cret@h/db", "postgresql://u:***@h/db"),
+        ("sqlite:////tmp/a@b:c.db", "sqlite:////tmp/a@b:c.db"),
+        (
+            "see postgresql://u:secret@h/db and http://v:secret@g",
+            "see postgresql://u:***@h/db and http://v:***@g",
+        ),
     ],
 )
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
-    assert "secret" not in redact_url(url)
+    assert "secret" not in redact_url(url) and "cret" not in redact_url(url)
 
 
 def test_a_conditional_search_space_function():
