@@ -1,0 +1,75 @@
+"""The example experiments: each one runs end to end, and the default budget meets its floor.
+
+The smoke test covers every file in ``experiments/`` (a new example is picked up by the glob)
+with a tiny trial budget; the slow test runs the examples with a quality floor at their
+default budget and reads the test metric back from MLflow.
+"""
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+import mlx
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+EXAMPLES = sorted(EXPERIMENTS.glob("*.py"))
+
+# Test metric (as logged, without the ``test_`` prefix) and the least value the example's
+# default run must reach.
+FLOORS = {
+    "iris_knn": ("accuracy", 0.9),
+    "digits_mlp": ("accuracy", 0.95),
+    "instruments_mlp": ("accuracy", 0.9),
+    "wine_kmeans": ("adjusted_rand", 0.8),
+    "diabetes_linear": ("r2", 0.4),
+    "digits_autoencoder_knn": ("accuracy", 0.9),
+}
+
+# Tiny budgets stop MLPs before they converge, and the runner's refit lets that warning through.
+quiet_convergence = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _run(path, stores, **overrides):
+    uri, storage = stores
+    experiment = mlx.load_experiment(path)
+    result = mlx.run(
+        experiment, tracking_uri=uri, storage=storage, show_progress=False, **overrides
+    )
+    return result, MlflowClient(uri).get_run(result.run_id)
+
+
+def test_examples_are_found():
+    # A wrong glob would make the parametrised smoke test collect nothing and pass.
+    assert {path.stem for path in EXAMPLES} >= set(FLOORS)
+
+
+@quiet_convergence
+@pytest.mark.parametrize("path", EXAMPLES, ids=[path.stem for path in EXAMPLES])
+def test_example_runs(path, stores):
+    result, logged = _run(path, stores, n_trials=2)
+
+    assert logged.info.status == "FINISHED"
+    assert sum(result.trial_counts.values()) == 2
+    assert result.trial_counts["COMPLETE"] >= 1
+    assert result.test_scores, "no test metrics"
+    test_metrics = {
+        key.removeprefix("test_"): value
+        for key, value in logged.data.metrics.items()
+        if key.startswith("test_")
+    }
+    assert test_metrics == pytest.approx(result.test_scores)
+    assert result.metric_name in test_metrics
+    assert logged.data.tags["mlx.model_uri"] == result.model_uri
+
+
+@pytest.mark.slow
+@quiet_convergence
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_example_meets_its_floor(name, stores):
+    metric, floor = FLOORS[name]
+    result, logged = _run(EXPERIMENTS / f"{name}.py", stores)
+
+    value = logged.data.metrics[f"test_{metric}"]
+    assert value == pytest.approx(result.test_scores[metric])
+    assert value >= floor, f"{name}: test {metric} = {value:.4f} < {floor}"
