@@ -15,6 +15,8 @@ What it teaches:
   pruner stop the runs that lag behind.
 - L2 on 10 features and 442 patients: the test R^2 is about 0.45 whatever the solver, and the
   test R^2 of a small split varies by +-0.1 from split to split, hence the large test split.
+
+Run it with ``mlx run experiments/diabetes_linear.py`` (about 20 s on two cores).
 """
 
 from sklearn.datasets import load_diabetes

@@ -15,6 +15,8 @@ What it teaches:
   returns parameters of both steps.
 - The Pipeline's last step (kNN) has no ``partial_fit``, so each trial is one ``fit``: pruning
   needs an epoch-by-epoch final step (see ``digits_mlp.py``).
+
+Run it with ``mlx run experiments/digits_autoencoder_knn.py`` (about 15 s on two cores).
 """
 
 from sklearn.datasets import load_digits

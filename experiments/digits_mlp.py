@@ -10,6 +10,8 @@ What it teaches:
   stops a trial whose curve lags behind the earlier trials' at the same epoch. Pruned trials
   show in MLflow with the part of the curve they reached.
 - The learning rate and the L2 penalty ``alpha`` live on log scales.
+
+Run it with ``mlx run experiments/digits_mlp.py`` (about 30 s on two cores).
 """
 
 import optuna

@@ -16,6 +16,8 @@ What it teaches:
   width, learning rate and L2. Frames of 32 ms (512 samples) follow the fast attacks.
 - The runner fits the feature steps once per trial, then trains the MLP epoch by epoch on the
   features, with pruning on the validation curve.
+
+Run it with ``mlx run experiments/instruments_mlp.py`` (about 30 s on two cores).
 """
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
