@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import numbers
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -25,9 +26,13 @@ __all__ = ["TASKS", "Experiment", "load_experiment"]
 
 TASKS = ("classification", "regression", "clustering")
 _REFITS = ("train", "train+val")
+_BUDGETS = ("shared", "fixed")
 # The name a single estimator goes by among the candidates; several named candidates
-# (one search over model types) will use the user's names instead.
+# (one search over model types) go by the user's names instead.
 _SINGLE = "model"
+# Candidate names end up in Optuna parameter names ("<name>:<param>"), MLflow params and tags
+# and file names: letters, digits, "_", "-" and "." only, so none of them needs escaping.
+_CANDIDATE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class Experiment:
@@ -41,13 +46,25 @@ class Experiment:
         Returns ``(X, y)`` or ``(X, y, groups)``; numpy arrays or pandas objects. ``y`` is None
         for clustering without labels. ``groups`` (recording, speaker, session, ...) keeps each
         group inside a single split.
-    estimator : estimator object
+    estimator : estimator object, default=None
         Any scikit-learn estimator or Pipeline (from scikit-learn or :mod:`mlx.estimators`).
+        Give either ``estimator`` or ``estimators``.
     search_space : dict or callable, default=None
         Either a dict from ``estimator.get_params()`` keys to Optuna distributions
         (``FloatDistribution``, ``IntDistribution``, ``CategoricalDistribution``), or a callable
         ``(trial) -> dict`` in Optuna's define-by-run style returning estimator parameters.
-        None or ``{}`` evaluates the estimator as it is.
+        None or ``{}`` evaluates the estimator as it is. With ``estimators``: a dict from each
+        candidate's name to such a space (None evaluates every candidate as it is).
+    estimators : dict, default=None
+        Several candidate models for one search, by name: ``{"knn": make_pipeline(...),
+        "forest": RandomForestClassifier()}``. Names use letters, digits, ``_``, ``-`` and ``.``.
+        Each trial chooses a model and then only that model's parameters; the model's name is
+        the trial's ``model`` parameter. All candidates must share one task.
+    model_budget : {"shared", "fixed"}, default="shared"
+        How ``estimators`` share the trials: ``"shared"`` lets the sampler learn which model is
+        worth trials (the model is a categorical parameter like any other); ``"fixed"`` gives
+        each model ``n_trials // n_models`` trials, the remainder going to the first models in
+        declaration order.
     metric : str or callable, default=None
         A scikit-learn scorer name (``"accuracy"``, ``"f1_macro"``, ``"r2"``,
         ``"neg_root_mean_squared_error"``, ...), ``"silhouette"`` for clustering, or a scorer
@@ -77,7 +94,8 @@ class Experiment:
     path : pathlib.Path or None
         The experiment file, when loaded by :func:`load_experiment`.
     candidates : dict
-        ``{name: (estimator, search_space)}``: the models the search chooses from (one here).
+        ``{name: (estimator, search_space)}``: the models the search chooses from, in
+        declaration order; a single ``estimator`` goes by the name ``"model"``.
     metric_name : str
         Name used for the metric in MLflow (``val_<metric_name>``, ``test_...``).
     """
@@ -99,6 +117,8 @@ class Experiment:
         task=None,
         refit="train",
         max_epochs=None,
+        estimators=None,
+        model_budget="shared",
     ):
         self.name = _check_name(name)
         if not callable(data):
@@ -107,9 +127,24 @@ class Experiment:
                 f"{type(data).__name__}; wrap arrays as data=lambda: (X, y)."
             )
         self.data = data
-        self.estimator = _check_estimator(estimator)
-        self.search_space = _check_space(search_space, estimator)
-        self.task = _check_task(task, estimator)
+        if estimators is None:
+            self.estimator = _check_estimator(estimator)
+            self.search_space = _check_space(search_space, estimator)
+            self.estimators = None
+            self.task = _check_task(task, estimator)
+        else:
+            if estimator is not None:
+                raise ExperimentError(
+                    "give either estimator (one model) or estimators (several candidates by "
+                    "name), not both."
+                )
+            self.estimator = None
+            self.estimators = _check_estimators(estimators)
+            self.search_space = _check_spaces(search_space, self.estimators)
+            self.task = _check_common_task(task, self.estimators)
+        if model_budget not in _BUDGETS:
+            raise ExperimentError(f"model_budget must be one of {_BUDGETS}, got {model_budget!r}.")
+        self.model_budget = model_budget
         self.metric = metric
         self.metric_name, self.scorer = _resolve_metric(metric, self.task)
         self.split = _check_split(split)
@@ -137,7 +172,9 @@ class Experiment:
 
     @property
     def candidates(self):
-        return {_SINGLE: (self.estimator, self.search_space)}
+        if self.estimators is None:
+            return {_SINGLE: (self.estimator, self.search_space)}
+        return {name: (est, self.search_space[name]) for name, est in self.estimators.items()}
 
     def definition(self):
         """A canonical, JSON-serialisable description of what the search depends on.
@@ -146,7 +183,7 @@ class Experiment:
         same definition extends the same study. The data enters through the split fingerprints,
         which the runner adds (see :func:`definition_hash`).
         """
-        return {
+        definition = {
             "name": self.name,
             "task": self.task,
             "candidates": {
@@ -161,10 +198,19 @@ class Experiment:
             "sampler": None if self.sampler is None else type(self.sampler).__name__,
             "pruner": None if self.pruner is None else type(self.pruner).__name__,
         }
+        if self.estimators is not None:
+            # Only where it matters: single-model definitions (and their studies) stay as they were.
+            definition["model_budget"] = self.model_budget
+        return definition
 
     def __repr__(self):
+        models = (
+            f"estimator={self.estimator!r}"
+            if self.estimators is None
+            else f"estimators={list(self.estimators)!r}"
+        )
         return (
-            f"Experiment(name={self.name!r}, estimator={self.estimator!r}, "
+            f"Experiment(name={self.name!r}, {models}, "
             f"metric={self.metric_name!r}, task={self.task!r}, n_trials={self.n_trials})"
         )
 
@@ -249,32 +295,82 @@ def _check_name(name):
     return name
 
 
-def _check_estimator(estimator):
+def _check_estimator(estimator, where="estimator"):
     if estimator is None:
-        raise ExperimentError("estimator is missing; pass estimator=<a scikit-learn estimator>.")
+        raise ExperimentError(f"{where} is missing; pass {where}=<a scikit-learn estimator>.")
     if isinstance(estimator, type):
         raise ExperimentError(
-            f"estimator must be an instance, got the class {estimator.__name__}; "
+            f"{where} must be an instance, got the class {estimator.__name__}; "
             f"write {estimator.__name__}()."
         )
     if not (isinstance(estimator, BaseEstimator) or hasattr(estimator, "get_params")):
         raise ExperimentError(
-            f"estimator must be a scikit-learn estimator (with get_params and fit), got "
+            f"{where} must be a scikit-learn estimator (with get_params and fit), got "
             f"{type(estimator).__name__}."
         )
     if not hasattr(estimator, "fit"):
-        raise ExperimentError(f"estimator {type(estimator).__name__} has no fit method.")
+        raise ExperimentError(f"{where} {type(estimator).__name__} has no fit method.")
     return estimator
 
 
-def _check_space(space, estimator):
+def _check_estimators(estimators):
+    if not isinstance(estimators, dict) or not estimators:
+        raise ExperimentError(
+            f"estimators must be a non-empty dict from model names to estimators, got "
+            f"{estimators!r}."
+        )
+    for name, estimator in estimators.items():
+        if not isinstance(name, str) or not _CANDIDATE_NAME.fullmatch(name):
+            raise ExperimentError(
+                f"model name {name!r} in estimators must be 1-64 letters, digits, '_', '-' or '.'."
+            )
+        if name == _SINGLE:
+            raise ExperimentError(
+                f"model name {_SINGLE!r} is reserved (the trial parameter that holds the choice of "
+                f"model); rename it in estimators."
+            )
+        _check_estimator(estimator, f"estimators[{name!r}]")
+    return dict(estimators)
+
+
+def _check_spaces(spaces, estimators):
+    """One space per candidate, keyed by the candidates' names."""
+    if spaces is None:
+        return dict.fromkeys(estimators, {})
+    if not isinstance(spaces, dict):
+        raise ExperimentError(
+            f"with estimators, search_space must be a dict from model names "
+            f"({', '.join(estimators)}) to spaces, got {type(spaces).__name__}."
+        )
+    unknown = [key for key in spaces if key not in estimators]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), list(estimators), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ExperimentError(
+            f"search_space has an entry for {unknown[0]!r}, which is not a model in estimators "
+            f"({', '.join(estimators)}); with estimators, search_space is keyed by model name."
+            f"{hint}"
+        )
+    missing = [name for name in estimators if name not in spaces]
+    if missing:
+        raise ExperimentError(
+            f"search_space has no entry for model {missing[0]!r}; give it {{}} to evaluate it "
+            f"as it is."
+        )
+    return {
+        name: _check_space(spaces[name], estimator, f"search_space[{name!r}]")
+        for name, estimator in estimators.items()
+    }
+
+
+def _check_space(space, estimator, where="search_space"):
     if space is None:
         return {}
     if callable(space):
         return space
     if not isinstance(space, dict):
         raise ExperimentError(
-            f"search_space must be a dict of Optuna distributions or a callable (trial) -> dict, "
+            f"{where} must be a dict of Optuna distributions or a callable (trial) -> dict, "
             f"got {type(space).__name__}."
         )
     from optuna.distributions import BaseDistribution
@@ -285,15 +381,32 @@ def _check_space(space, estimator):
             close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ExperimentError(
-                f"search_space parameter {key!r} is not a parameter of "
+                f"{where} parameter {key!r} is not a parameter of "
                 f"{type(estimator).__name__} (see estimator.get_params()).{hint}"
             )
         if not isinstance(dist, BaseDistribution):
             raise ExperimentError(
-                f"search_space[{key!r}] must be an Optuna distribution (FloatDistribution, "
+                f"{where}[{key!r}] must be an Optuna distribution (FloatDistribution, "
                 f"IntDistribution, CategoricalDistribution), got {dist!r}."
             )
     return dict(space)
+
+
+def _check_common_task(task, estimators):
+    """The task all candidates share (each checked as a single estimator would be)."""
+    tasks = {}
+    for name, estimator in estimators.items():
+        try:
+            tasks[name] = _check_task(task, estimator)
+        except ExperimentError as exc:
+            raise ExperimentError(f"model {name!r}: {exc}") from None
+    if len(set(tasks.values())) > 1:
+        listed = ", ".join(f"{name} ({t})" for name, t in tasks.items())
+        raise ExperimentError(
+            f"the models in estimators must share one task, got {listed}; compare models of "
+            f"one task per experiment."
+        )
+    return next(iter(tasks.values()))
 
 
 def _check_task(task, estimator):
