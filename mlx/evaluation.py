@@ -1,19 +1,26 @@
 """Metrics per task and the figures of an experiment.
 
 ``resolve_metric`` turns an experiment's ``metric`` into a scorer that the search maximises;
-``evaluate`` computes the single test evaluation (metrics, tables, figures); the remaining
-functions draw the search's figures. Figures are built on ``matplotlib.figure.Figure`` (no pyplot
+``evaluate`` computes the single test evaluation (metrics, tables, figures); ``leaderboard``
+compares the model types of a search over several; the remaining functions draw the search's
+figures. Figures are built on ``matplotlib.figure.Figure`` (no pyplot
 state, no display needed); Optuna's own plots go through pyplot and are closed after use.
 """
 
+import csv
 import io
+import math
 import warnings
 
 import numpy as np
 
 __all__ = [
+    "decision_boundary_figure",
     "evaluate",
     "final_step",
+    "leaderboard",
+    "leaderboard_csv",
+    "leaderboard_figure",
     "learning_curve_figure",
     "resolve_metric",
     "study_figures",
@@ -29,6 +36,11 @@ _SCORER_TASKS = {
 }
 # Silhouette is quadratic in the number of rows: above this, it is estimated on a sample.
 _SILHOUETTE_SAMPLE = 3000
+_LEADERBOARD_STATES = ("COMPLETE", "PRUNED", "FAIL")
+# Grid points per axis of a decision-boundary panel: smooth enough to see the boundary, cheap
+# enough (14,400 predictions) for any model.
+_MESH = 120
+_PANELS_PER_ROW = 3
 
 
 def final_step(estimator, X):
@@ -270,3 +282,184 @@ def close(figures):
 
     for fig in figures.values():
         plt.close(fig)
+
+
+def leaderboard(trials, models=()):
+    """The best trial of each model type of a search over several.
+
+    Parameters
+    ----------
+    trials : iterable of dict
+        One per trial, with keys ``number``, ``model``, ``state`` (``"COMPLETE"``, ``"PRUNED"``,
+        ``"FAIL"``, ...), ``value`` (validation score), ``fit_time`` (seconds) and ``size``
+        (bytes of the pickled fitted model); the last three may be None.
+    models : sequence of str, default=()
+        Model names to list even without trials, in this order.
+
+    Returns
+    -------
+    rows : list of dict
+        One per model, best validation score first (models without a complete trial last):
+        ``model``, ``best_trial``, ``best_value``, ``fit_time`` and ``size`` of that trial
+        (None without a complete trial), and the number of trials per state (``complete``,
+        ``pruned``, ``fail``).
+    """
+    rows = {}
+
+    def row(model):
+        empty = {"model": model, "best_trial": None, "best_value": None}
+        empty.update(fit_time=None, size=None)
+        empty.update({state.lower(): 0 for state in _LEADERBOARD_STATES})
+        return rows.setdefault(model, empty)
+
+    for model in models:
+        row(model)
+    for trial in sorted(trials, key=lambda t: t["number"]):
+        entry = row(trial["model"])
+        if trial["state"] in _LEADERBOARD_STATES:
+            entry[trial["state"].lower()] += 1
+        value = trial.get("value")
+        if trial["state"] != "COMPLETE" or value is None or not math.isfinite(value):
+            continue
+        if entry["best_value"] is None or value > entry["best_value"]:
+            entry.update(best_trial=trial["number"], best_value=float(value))
+            entry.update(fit_time=trial.get("fit_time"), size=trial.get("size"))
+    order = list(rows)
+    return sorted(
+        rows.values(),
+        key=lambda r: (r["best_value"] is None, -(r["best_value"] or 0.0), order.index(r["model"])),
+    )
+
+
+def leaderboard_csv(rows, metric_name):
+    """The rows of :func:`leaderboard` as CSV text (empty cells where a model has no result)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    states = [state.lower() for state in _LEADERBOARD_STATES]
+    writer.writerow(
+        ["model", "best_trial", f"best_val_{metric_name}", "fit_time_s", "size_bytes", *states]
+    )
+    for r in rows:
+        cells = [r["model"], r["best_trial"], r["best_value"], r["fit_time"], r["size"]]
+        writer.writerow(["" if c is None else c for c in cells] + [r[s] for s in states])
+    return buf.getvalue()
+
+
+def leaderboard_figure(rows, metric_name):
+    """Bar charts of the leaderboard: best validation score, its fit time and model size."""
+    from matplotlib.figure import Figure
+
+    names = [r["model"] for r in rows][::-1]
+    fig = Figure(figsize=(11, 1.2 + 0.45 * len(rows)))
+    axes = fig.subplots(1, 3, sharey=True)
+    panels = [
+        ("best_value", f"best validation {metric_name}", 1.0),
+        ("fit_time", "fit time of that trial (s)", 1.0),
+        ("size", "size of that model (KiB, pickled)", 1 / 1024),
+    ]
+    for ax, (key, label, scale) in zip(axes, panels, strict=True):
+        values = [r[key] for r in rows][::-1]
+        heights = [0.0 if v is None else v * scale for v in values]
+        # The winner (first row) stands out; models without a complete trial get no bar.
+        colors = ["tab:orange" if i == len(names) - 1 else "tab:blue" for i in range(len(names))]
+        ax.barh(names, heights, color=colors)
+        for i, v in enumerate(values):
+            text = "no complete trial" if v is None else f"{v * scale:.4g}"
+            ax.text(heights[i], i, " " + text, va="center", fontsize=8)
+        ax.set_xlabel(label)
+        ax.margins(x=0.25)
+    axes[0].set_title("Model types on the validation split", loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def decision_boundary_figure(models, train, test=None, titles=None):
+    """One panel per fitted classifier: its decision regions over two features.
+
+    Parameters
+    ----------
+    models : dict
+        Model name -> fitted classifier (trained on ``train``).
+    train : tuple
+        ``(X, y)`` of the training split; drawn as circles.
+    test : tuple, default=None
+        ``(X, y)`` of the test split; drawn as triangles when given.
+    titles : dict, default=None
+        Model name -> a second title line (for example its validation score).
+
+    Returns
+    -------
+    figure : matplotlib Figure or None
+        None unless ``X`` has exactly two features. With two classes the regions show the
+        probability of the second class (``predict_proba``), else the signed decision function
+        (SVMs); otherwise, and with more classes, the predicted class.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    X_train, y_train = train
+    if np.ndim(X_train) != 2 or np.shape(X_train)[1] != 2 or not models:
+        return None
+    parts = [train] if test is None else [train, test]
+    classes = np.unique(np.concatenate([np.asarray(y) for _, y in parts]))
+    points = np.concatenate([np.asarray(X, dtype=float) for X, _ in parts])
+    low, high = points.min(axis=0), points.max(axis=0)
+    pad = 0.08 * np.maximum(high - low, 1e-9)
+    axes_values = [np.linspace(lo, hi, _MESH) for lo, hi in zip(low - pad, high + pad, strict=True)]
+    xx, yy = np.meshgrid(*axes_values)
+    grid = np.column_stack([xx.ravel(), yy.ravel()])
+    if hasattr(X_train, "columns"):
+        # Fitted on a DataFrame: predict on one with the same column names.
+        import pandas as pd
+
+        grid = pd.DataFrame(grid, columns=X_train.columns)
+    binary = len(classes) == 2
+    # One colour per class, the same for regions and points; two classes match RdBu's ends.
+    palette = ["#d62728", "#1f77b4"] if binary else [f"C{i % 10}" for i in range(len(classes))]
+    class_cmap = ListedColormap(palette)
+    class_levels = np.arange(len(classes) + 1) - 0.5
+
+    n = len(models)
+    ncols = min(n, _PANELS_PER_ROW)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(4 * ncols, 3.8 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax, (name, model) in zip(axes, models.items(), strict=False):
+        if binary and hasattr(model, "predict_proba"):
+            proba = np.asarray(model.predict_proba(grid))
+            positive = list(getattr(model, "classes_", classes)).index(classes[1])
+            z, levels, cmap = proba[:, positive], np.linspace(0, 1, 11), "RdBu"
+        elif binary and hasattr(model, "decision_function"):
+            z = np.asarray(model.decision_function(grid), dtype=float).ravel()
+            # Symmetric around the boundary (0); the far tails would wash out the colours.
+            reach = max(float(np.quantile(np.abs(z), 0.95)), 1e-12)
+            z, levels, cmap = np.clip(z, -reach, reach), np.linspace(-reach, reach, 11), "RdBu"
+        else:
+            z = np.searchsorted(classes, np.asarray(model.predict(grid)))
+            levels, cmap = class_levels, class_cmap
+        ax.contourf(xx, yy, z.reshape(xx.shape), levels=levels, cmap=cmap, alpha=0.6)
+        for (X, y), marker, label in zip(parts, ["o", "^"], ["train", "test"], strict=False):
+            X = np.asarray(X, dtype=float)
+            colour = np.searchsorted(classes, np.asarray(y))
+            ax.scatter(
+                X[:, 0],
+                X[:, 1],
+                c=colour,
+                cmap=class_cmap,
+                vmin=class_levels[0],
+                vmax=class_levels[-1],
+                marker=marker,
+                s=14,
+                edgecolors="k",
+                linewidths=0.4,
+                label=label,
+            )
+        subtitle = (titles or {}).get(name)
+        ax.set_title(name if subtitle is None else f"{name}\n{subtitle}", fontsize=10)
+        ax.set_xticks(())
+        ax.set_yticks(())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
