@@ -29,6 +29,19 @@ __all__ = ["KMeans", "KSelection", "select_k"]
 _BLOCK_ELEMENTS = 1 << 16
 
 
+def _check_distances(largest, dtype, what):
+    """Refuse points whose squared distances overflow ``dtype`` (inf, or NaN from inf - inf).
+
+    The labels would be an arbitrary choice among such distances. ``largest`` bounds the
+    squared distances (or is one); it is checked once per call, not per element.
+    """
+    if not largest < np.finfo(dtype).max:
+        raise ValueError(
+            f"{what} are too far apart for squared distances in {np.dtype(dtype)} (largest "
+            f"{largest:.3g}); scale the features (StandardScaler in a Pipeline)."
+        )
+
+
 def _squared_norms(X):
     return np.einsum("ij,ij->i", X, X)
 
@@ -388,6 +401,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
         with _single_threaded_blas():
             X, x_sq, shift, total_variance = _working_data(X)
+            # Points within a radius r of the origin are within 2 r of each other.
+            _check_distances(4 * float(x_sq.max()), X.dtype, "the training points")
             # scikit-learn's convention: tol is relative to the mean variance of the features.
             tol = self.tol * total_variance / n_features
 
@@ -481,7 +496,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         """
         X, centers = self._check_test_data(X)
         with _single_threaded_blas():
-            return _nearest(X, centers)[0]
+            labels, min_sq = _nearest(X, centers)
+        _check_distances(float(min_sq.max()), X.dtype, "the samples and the cluster centres")
+        return labels
 
     def transform(self, X):
         """Return the Euclidean distances of the samples to every centre.
@@ -499,6 +516,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         X, centers = self._check_test_data(X)
         with _single_threaded_blas():
             D = _squared_distances(X, _squared_norms(X), centers, _squared_norms(centers))
+        _check_distances(float(D.max()), X.dtype, "the samples and the cluster centres")
         return np.sqrt(D, out=D)
 
     def score(self, X, y=None):
@@ -519,7 +537,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         """
         X, centers = self._check_test_data(X)
         with _single_threaded_blas():
-            labels, _ = _nearest(X, centers)
+            labels, min_sq = _nearest(X, centers)
+        _check_distances(float(min_sq.max()), X.dtype, "the samples and the cluster centres")
         return -_inertia(X, centers, labels)
 
     @property

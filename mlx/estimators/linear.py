@@ -362,6 +362,14 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseEstimator):
         y_var = ((Y - y_mean) ** 2).mean(axis=0)
         y_scale = np.sqrt(y_var)
         y_scale[y_scale == 0] = 1
+        if not (np.isfinite(x_scale).all() and np.isfinite(y_scale).all()):
+            # Squares of values beyond ~1e154 overflow float64: the descent would return NaN.
+            raise ValueError(
+                f"LinearRegression(solver={self.solver!r}) cannot standardise the data: the "
+                f"variance of X or y overflows float64 (largest |X| = {np.abs(X).max():.3g}, "
+                f"largest |y| = {np.abs(Y).max():.3g}). Rescale X (StandardScaler) and y, or "
+                f"use solver='normal'."
+            )
         self._x_mean, self._x_scale = x_mean, x_scale
         self._y_mean, self._y_scale = y_mean, y_scale
         self._W = np.zeros((X.shape[1], Y.shape[1]))

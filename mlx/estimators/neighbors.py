@@ -55,6 +55,18 @@ _FLOAT32_ROUNDOFF = 2.0**-24
 _FAR = 1e30
 # Candidate blocks per query and neighbour beyond which the first pass gives up (see below).
 _MAX_CANDIDATE_BLOCKS = 4
+# Distances beyond this would overflow float64 once squared (sqrt of the largest float64 is
+# ~1.3e154): the search would rank NaN and inf.
+_MAX_EUCLIDEAN_REACH = 1e150
+
+
+def _check_reach(reach, what):
+    if not reach < _MAX_EUCLIDEAN_REACH:
+        raise ValueError(
+            f"{what} are too far apart for euclidean distances in float64 (spread {reach:.3g}, "
+            f"the limit is {_MAX_EUCLIDEAN_REACH:.0e}); scale the features (StandardScaler in a "
+            f"Pipeline) or use metric='manhattan' or 'cosine'."
+        )
 
 
 def _prepare_euclidean(X, n_neighbors):
@@ -65,6 +77,7 @@ def _prepare_euclidean(X, n_neighbors):
     # Centred and scaled into the unit ball: float32 then neither overflows nor underflows,
     # and the error bound of the first pass takes a simple form.
     radius = float(np.sqrt(squared.max())) or 1.0
+    _check_reach(radius, "the training points")
     block = max(1, math.isqrt(n // max(n_neighbors, 1)))
     n_blocks = -(-n // block)
     # Augmented matrix [x, |x|^2]: one GEMM with [-2q, 1] gives |x|^2 - 2 q.x, which ranks the
@@ -89,6 +102,8 @@ def _search_euclidean(Q, prep, k, exclude):
     m = Q.shape[0]
     block = augmented.shape[0] // n_blocks
     Q64 = np.asarray(Q, dtype=np.float64)
+    offset = np.abs(Q64 - prep["centre"]).max(initial=0)
+    _check_reach(offset * math.sqrt(d) + prep["radius"], "the queries and the training points")
     Qs = (Q64 - prep["centre"]) / prep["radius"]
     q_norm = np.sqrt(np.einsum("ij,ij->i", Qs, Qs))
     # Far-away queries would overflow float32: their chunk is scored in float64 (rare).
