@@ -1,4 +1,4 @@
-"""The ``mlx`` command: ``run``, ``list``, ``show`` and ``ui``; thin over :mod:`mlx.runner`.
+"""The ``mlx`` command: ``run``, ``worker``, ``list``, ``show`` and ``ui``; thin over the runner.
 
 MLflow, Optuna and scikit-learn are imported inside the commands, so that ``mlx --help`` does not
 pay for them. Errors that ``mlx`` raises on purpose become one line on stderr and the exit code of
@@ -64,6 +64,15 @@ _tracking_option = click.option(
 )
 
 
+_heartbeat_option = click.option(
+    "--heartbeat",
+    type=click.IntRange(min=1),
+    metavar="S",
+    help="Seconds between running trials' heartbeats; a trial silent for 3 x S is failed and "
+    "replaced [default: 10 with workers or a database server, else off].",
+)
+
+
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--n-trials", type=click.IntRange(min=1), help="Trials to run (overrides the file).")
@@ -86,9 +95,38 @@ _tracking_option = click.option(
     is_flag=True,
     help="Evaluate a test split that was already evaluated (the run records the count).",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the interrupted run of this experiment until n_trials trials finished.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes running trials on this machine, this one included.",
+)
+@_heartbeat_option
 @_friendly
-def run(file, n_trials, timeout, seed, tracking_uri, storage, no_test, allow_test_reuse):
-    """Run the experiment FILE: audit, split, search, refit, test once, log to MLflow."""
+def run(
+    file,
+    n_trials,
+    timeout,
+    seed,
+    tracking_uri,
+    storage,
+    no_test,
+    allow_test_reuse,
+    resume,
+    workers,
+    heartbeat,
+):
+    """Run the experiment FILE: audit, split, search, refit, test once, log to MLflow.
+
+    This process coordinates: it splits, creates the study and the parent run, runs trials, and
+    evaluates the test split once every trial (its own and any worker's) has finished.
+    """
     from mlx.experiment import load_experiment
 
     experiment = load_experiment(file)
@@ -105,8 +143,81 @@ def run(file, n_trials, timeout, seed, tracking_uri, storage, no_test, allow_tes
         no_test=no_test,
         allow_test_reuse=allow_test_reuse,
         show_progress=True,
+        resume=resume,
+        workers=workers,
+        heartbeat=heartbeat,
     )
     click.echo(result.summary())
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@_tracking_option
+@click.option(
+    "--storage",
+    metavar="URL",
+    envvar="MLX_STORAGE",
+    help="The coordinator's Optuna storage [default: $MLX_STORAGE, else sqlite:///mlx-optuna.db].",
+)
+@click.option("--seed", type=click.IntRange(min=0), help="The coordinator's --seed, if it had one.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S", help="Stop after S s."
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    metavar="S",
+    help="How long to wait for the coordinator to start.",
+)
+@_heartbeat_option
+@click.option("--worker-id", help="Name of this worker [default: host-pid].")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--parent-pid", type=int, hidden=True)
+@_friendly
+def worker(
+    file, tracking_uri, storage, seed, timeout, wait, heartbeat, worker_id, quiet, parent_pid
+):
+    """Join the running search of experiment FILE and run its trials until the budget is spent.
+
+    Start any number, on any machine that reaches the same --storage and --tracking-uri, before
+    or after the coordinator (`mlx run`).
+    """
+    from mlx.experiment import load_experiment
+
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
+    experiment = load_experiment(file)
+    _quiet_libraries()
+    from mlx.runner import work
+
+    ran = work(
+        experiment,
+        tracking_uri=tracking_uri,
+        storage=storage,
+        seed=seed,
+        timeout=timeout,
+        wait=wait,
+        heartbeat=heartbeat,
+        worker_id=worker_id,
+        show_progress=not quiet,
+    )
+    if not quiet:
+        click.echo(f"worker done: ran {ran} trials; the study's budget is spent.")
+
+
+def _exit_with_parent(pid):
+    """A local worker ends when its coordinator is gone (even after kill -9)."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mlx-parent-watch", daemon=True).start()
 
 
 @cli.command("list")
@@ -151,7 +262,7 @@ def list_(tracking_uri):
 )
 @_friendly
 def show(name, tracking_uri, top):
-    """Leaderboard of the trials of experiment NAME's latest run."""
+    """Leaderboard of the trials of experiment NAME's latest run (and of its model types)."""
     from mlx.tracking import TAG_STATE, Tracker, resolve_tracking_uri
 
     parent, children = Tracker(resolve_tracking_uri(tracking_uri)).trials(name)
@@ -180,7 +291,39 @@ def show(name, tracking_uri, top):
         f"{name}: run {parent.info.run_id} ({parent.info.status}), {len(children)} trials, "
         f"test {metric} = {_number(test)}"
     )
+    if any("mlx.model" in run.data.tags for run in children):
+        click.echo(_model_table(children, metric, "mlx.model", TAG_STATE) + "\n")
     click.echo(_table(["trial", "state", f"val {metric}", "train", "fit s", "params"], rows))
+
+
+def _model_table(children, metric, tag_model, tag_state):
+    """The per-model leaderboard of a search over several model types."""
+    from mlx.evaluation import leaderboard
+
+    trials = [
+        {
+            "number": int(run.data.tags.get("mlx.trial_number", -1)),
+            "model": run.data.tags.get(tag_model, "?"),
+            "state": run.data.tags.get(tag_state, ""),
+            "value": run.data.metrics.get(f"val_{metric}"),
+            "fit_time": run.data.metrics.get("fit_time"),
+            "size": run.data.metrics.get("model_bytes"),
+        }
+        for run in children
+    ]
+    rows = [
+        [
+            r["model"],
+            _number(r["best_value"]),
+            "-" if r["best_trial"] is None else f"trial-{r['best_trial']:04d}",
+            _number(r["fit_time"], "{:.3f}"),
+            _number(r["size"] and r["size"] / 1024, "{:.1f}"),
+            f"{r['complete']}/{r['pruned']}/{r['fail']}",
+        ]
+        for r in leaderboard(trials)
+    ]
+    header = ["model", f"best val {metric}", "best trial", "fit s", "KiB", "complete/pruned/fail"]
+    return _table(header, rows)
 
 
 @cli.command()

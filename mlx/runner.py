@@ -5,19 +5,25 @@ finished trial as a record, which the runner hands to :mod:`mlx.tracking`. The p
 always ends (FINISHED, FAILED or KILLED), whatever happens in between.
 """
 
+import contextlib
+import hashlib
 import logging
+import os
 import platform
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from optuna.trial import TrialState
 
 from mlx import data as mdata
-from mlx import evaluation, search
-from mlx.exceptions import DataError, SearchError, TestReuseError
+from mlx import evaluation, scheduling, search
+from mlx.exceptions import DataError, ExperimentError, SearchError, TestReuseError
 from mlx.experiment import Experiment, definition_hash, load_experiment
 from mlx.tracking import (
     TAG_EVALUATED,
@@ -32,14 +38,16 @@ from mlx.tracking import (
     ui_command,
 )
 
-__all__ = ["RunResult", "run"]
+__all__ = ["RunResult", "run", "work"]
 
 logger = logging.getLogger("mlx")
 
-_TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL")
 # Fixed estimator parameters longer than this (as text) are not logged as params.
 _MAX_FIXED_PARAM = 250
 _VERSIONED = ("numpy", "scikit-learn", "optuna", "mlflow", "pandas")
+_DEFAULT_HEARTBEAT = 10
+_POLL_SECONDS = 1.0
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass
@@ -98,8 +106,16 @@ def run(
     no_test=False,
     allow_test_reuse=False,
     show_progress=True,
+    resume=False,
+    workers=1,
+    heartbeat=None,
 ):
     """Run an experiment: search on validation, test once, log everything to MLflow.
+
+    This process is the *coordinator*: it alone splits, creates the study and the parent run,
+    and evaluates the test split once every trial of the study has finished. Trials may also be
+    run by workers (``workers`` local processes, or :func:`work` on other machines sharing the
+    storage and the tracking server).
 
     Parameters
     ----------
@@ -118,6 +134,15 @@ def run(
         Evaluate a test split that an earlier run already evaluated (the run records the count).
     show_progress : bool, default=True
         Show a progress bar over trials.
+    resume : bool, default=False
+        Continue the interrupted run of this experiment (same definition hash): its study until
+        ``n_trials`` trials have finished in total, and its parent run.
+    workers : int, default=1
+        Processes running trials on this machine, this one included (needs an experiment file).
+    heartbeat : int, default=None
+        Seconds between the heartbeats of running trials, after which (times three) a trial of a
+        dead process is failed and replaced. Default: 10 with workers or a database server,
+        else off.
 
     Returns
     -------
@@ -130,65 +155,258 @@ def run(
     TestReuseError
         The test split was evaluated before and neither ``no_test`` nor ``allow_test_reuse``.
     SearchError
-        No trial completed.
+        No trial completed, or nothing to resume.
     """
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     experiment = experiment.replace(n_trials=n_trials, timeout=timeout, seed=seed)
+    workers = int(workers)
+    if workers < 1:
+        raise ExperimentError(f"workers must be >= 1, got {workers}.")
+    if workers > 1 and experiment.path is None:
+        raise ExperimentError(
+            "workers > 1 run the experiment file in other processes: load it from a file "
+            "(mlx run FILE --workers N, or mlx.run('experiments/x.py', workers=N))."
+        )
     dataset, parts, audit, summary = _prepare_data(experiment)
-    fingerprints = {name: entry["fingerprint"] for name, entry in summary["splits"].items()}
-    digest = definition_hash(experiment, fingerprints)
-    study_name = f"{experiment.name}-{digest[:10]}"
+    fingerprints, digest, study_name = _identity(experiment, summary)
 
     uri = resolve_tracking_uri(tracking_uri)
     tracker = Tracker(uri)
-    use_count = _test_use_count(tracker, fingerprints["test"], no_test, allow_test_reuse)
-    experiment_id = tracker.experiment_id(experiment.name)
     storage_url = search.resolve_storage(storage)
-    study = _create_study(experiment, study_name, storage_url)
-    parent_id = tracker.start_run(
-        experiment_id,
-        study_name,
-        tags={
-            TAG_STUDY: study_name,
-            TAG_HASH: digest,
-            TAG_FINGERPRINT: fingerprints["test"],
-            TAG_USE_COUNT: str(use_count),
-            TAG_EVALUATED: "false",
-            TAG_ROLE: "parent",
-            "mlx.optuna_storage": redact_url(storage_url),
-            **_provenance(experiment),
-        },
-    )
-    try:
-        result = _search_and_evaluate(
-            experiment,
-            dataset,
-            parts,
-            tracker=tracker,
-            study=study,
-            experiment_id=experiment_id,
-            parent_id=parent_id,
-            audit=audit,
-            summary=summary,
-            no_test=no_test,
-            use_count=use_count,
-            show_progress=show_progress,
+    optuna_storage = _open_storage(storage_url, _heartbeat(heartbeat, storage_url, workers))
+    use_count = _test_use_count(tracker, fingerprints["test"], no_test, allow_test_reuse)
+    if resume:
+        parent = _resumable_parent(tracker, experiment, study_name, uri)
+        parent_id, experiment_id = parent.info.run_id, parent.info.experiment_id
+        study = _load_study(experiment, study_name, optuna_storage)
+        tracker.reopen(parent_id)
+    else:
+        experiment_id = tracker.experiment_id(experiment.name)
+        study = _create_study(experiment, study_name, optuna_storage)
+        # Slots first: a worker that sees the parent run must also see work to do.
+        scheduling.enqueue(study, experiment.n_trials)
+        parent_id = tracker.start_run(
+            experiment_id,
+            study_name,
+            tags={
+                TAG_STUDY: study_name,
+                TAG_HASH: digest,
+                TAG_FINGERPRINT: fingerprints["test"],
+                TAG_USE_COUNT: str(use_count),
+                TAG_EVALUATED: "false",
+                TAG_ROLE: "parent",
+                "mlx.optuna_storage": redact_url(storage_url),
+                **_provenance(experiment),
+            },
         )
+    try:
+        if resume:
+            _recover(experiment, study, optuna_storage, tracker, parent_id, storage_url)
+            tracker.log(parent_id, tags={TAG_USE_COUNT: str(use_count)})
+        with _local_workers(experiment, workers - 1, storage_url, uri, heartbeat):
+            result = _search_and_evaluate(
+                experiment,
+                dataset,
+                parts,
+                tracker=tracker,
+                study=study,
+                storage=optuna_storage,
+                experiment_id=experiment_id,
+                parent_id=parent_id,
+                audit=audit,
+                summary=summary,
+                no_test=no_test,
+                use_count=use_count,
+                show_progress=show_progress,
+                log_inputs=not resume,
+            )
     except BaseException as exc:
         # Whatever happened, the parent run must not stay RUNNING; recording the failure must
         # not hide the error itself.
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        status = "KILLED" if interrupted else "FAILED"
         message = redact_url(f"{type(exc).__name__}: {exc}")
         _try(tracker.log, parent_id, tags={"mlx.error": message})
         _try(tracker.end_run, parent_id, status)
+        if interrupted:
+            logger.warning(
+                "interrupted: the finished trials are kept in study %s; continue with "
+                "`mlx run %s --resume` (same --storage and --tracking-uri).",
+                study_name,
+                experiment.path or "FILE",
+            )
         raise
     tracker.end_run(parent_id, "FINISHED")
     result.tracking_uri = uri
     return result
 
 
-def _prepare_data(experiment):
+def work(
+    experiment,
+    *,
+    tracking_uri=None,
+    storage=None,
+    seed=None,
+    timeout=None,
+    wait=600.0,
+    heartbeat=None,
+    worker_id=None,
+    show_progress=True,
+):
+    """Join the running search of ``experiment`` as a worker; return how many trials it ran.
+
+    The worker rebuilds the same split from the same file, finds the study by its definition
+    hash and the coordinator's parent run on the tracking server, and runs trials as child runs
+    under it until the study's budget is spent. It waits up to ``wait`` seconds for a
+    coordinator (``mlx run``) to start, and refuses to join one whose definition differs.
+    """
+    if not isinstance(experiment, Experiment):
+        experiment = load_experiment(experiment)
+    experiment = experiment.replace(timeout=timeout, seed=seed)
+    dataset, parts, _, summary = _prepare_data(experiment, quiet=True)
+    _, digest, study_name = _identity(experiment, summary)
+    tracker = Tracker(resolve_tracking_uri(tracking_uri))
+    storage_url = search.resolve_storage(storage)
+    optuna_storage = _open_storage(storage_url, _heartbeat(heartbeat, storage_url, 2))
+    parent = _wait_for_coordinator(tracker, experiment, study_name, digest, wait)
+    worker_id = worker_id or f"{platform.node()}-{os.getpid()}"
+    study = _load_study(experiment, study_name, optuna_storage, worker_id=worker_id)
+    objective = _objective(experiment, dataset, parts)
+    logger.info("worker %s joined study %s", worker_id, study_name)
+    runs = {}
+
+    def on_start(number):
+        runs[number] = tracker.start_trial(
+            number,
+            experiment_id=parent.info.experiment_id,
+            parent_id=parent.info.run_id,
+            study_name=study_name,
+            worker=worker_id,
+        )
+
+    def on_trial(record):
+        tracker.finish_trial(runs.pop(record.number), record, metric_name=experiment.metric_name)
+
+    return search.optimize(
+        study,
+        optuna_storage,
+        objective,
+        timeout=experiment.timeout,
+        on_start=on_start,
+        on_trial=on_trial,
+    ).count
+
+
+def _identity(experiment, summary):
+    """``(split fingerprints, definition hash, study name)`` of an experiment on its data."""
+    fingerprints = {name: entry["fingerprint"] for name, entry in summary["splits"].items()}
+    digest = definition_hash(experiment, fingerprints)
+    return fingerprints, digest, f"{experiment.name}-{digest[:10]}"
+
+
+def _resumable_parent(tracker, experiment, study_name, uri):
+    parent = tracker.find_parent(experiment.name, study_name)
+    if parent is None:
+        raise SearchError(
+            f"nothing to resume: no run of study {study_name!r} in {redact_url(uri)}. Start it "
+            f"without --resume; a changed experiment file, data or seed is a new study."
+        )
+    if parent.info.status == "FINISHED":
+        raise SearchError(
+            f"nothing to resume: run {parent.info.run_id} of study {study_name!r} finished. "
+            f"Run without --resume to add trials to the study in a new run."
+        )
+    return parent
+
+
+def _recover(experiment, study, storage, tracker, parent_id, storage_url):
+    """Account for what a dead coordinator left: lost trials, RUNNING child runs, the budget.
+
+    On a local file storage no other machine can be running trials, so every RUNNING trial
+    belonged to the dead run; on a database server, only trials whose heartbeat stopped are.
+    """
+    scheduling.fail_lost(study, storage, running_are_lost=_is_local(storage_url))
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    tracker.end_orphan_trials(parent_id, alive={str(t.number) for t in running})
+    added = scheduling.top_up(study, experiment.n_trials)
+    done = scheduling.budget(study).finished
+    logger.warning("resuming study %s: %d trials finished, %d to go", study.study_name, done, added)
+
+
+def _wait_for_coordinator(tracker, experiment, study_name, digest, wait):
+    deadline = time.monotonic() + wait
+    announced = False
+    while True:
+        parent = tracker.find_parent(experiment.name, study_name, statuses=("RUNNING",))
+        if parent is not None:
+            return parent
+        others = tracker.parents_of_other_definitions(experiment.name, study_name)
+        if others:
+            theirs = others[0].data.tags.get(TAG_HASH, "?")
+            raise ExperimentError(
+                f"refusing to join: this experiment file defines study {study_name!r} "
+                f"(definition hash {digest[:10]}), but the running coordinator's study is "
+                f"{others[0].data.tags.get(TAG_STUDY)!r} (hash {theirs[:10]}). Workers must use "
+                f"the same experiment file, data and --seed as the coordinator."
+            )
+        if time.monotonic() > deadline:
+            raise SearchError(
+                f"no coordinator of study {study_name!r} appeared within {wait:g} s; start it "
+                f"with `mlx run FILE` and the same --storage and --tracking-uri."
+            )
+        if not announced:
+            logger.warning("waiting for the coordinator of study %s ...", study_name)
+            announced = True
+        time.sleep(1.0)
+
+
+@contextlib.contextmanager
+def _local_workers(experiment, n, storage_url, tracking_uri, heartbeat):
+    """Start ``n`` worker processes on this machine for the duration of the block.
+
+    URLs go through the environment, not the command line, where ``ps`` would show a password.
+    BLAS gets one thread per process so that the processes do not fight over the cores.
+    """
+    if n <= 0:
+        yield []
+        return
+    env = {
+        **os.environ,
+        "MLX_STORAGE": storage_url,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        **dict.fromkeys(_THREAD_VARIABLES, str(max(1, (os.cpu_count() or 1) // (n + 1)))),
+    }
+    command = [sys.executable, "-m", "mlx", "worker", str(experiment.path), "--quiet"]
+    command += ["--seed", str(experiment.seed), "--parent-pid", str(os.getpid())]
+    if experiment.timeout is not None:
+        command += ["--timeout", str(experiment.timeout)]
+    if heartbeat is not None:
+        command += ["--heartbeat", str(heartbeat)]
+    processes = [
+        subprocess.Popen([*command, "--worker-id", f"{platform.node()}-local{i + 1}"], env=env)
+        for i in range(n)
+    ]
+    from threadpoolctl import threadpool_limits
+
+    try:
+        with threadpool_limits(max(1, (os.cpu_count() or 1) // (n + 1))):
+            yield processes
+    except BaseException:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        raise
+    finally:
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _prepare_data(experiment, quiet=False):
     """Load, audit and split the data: ``(dataset, parts, audit, split summary)``."""
     task = experiment.task
     dataset = mdata.load(experiment.data, task)
@@ -205,7 +423,7 @@ def _prepare_data(experiment):
     for what, count in summary["shared_rows"].items():
         if count:
             audit["warnings"].append(f"{count} rows of {what.replace('_in_', ' also in ')}.")
-    for message in audit["warnings"]:
+    for message in [] if quiet else audit["warnings"]:
         logger.warning("data: %s", message)
     return dataset, parts, audit, summary
 
@@ -225,20 +443,71 @@ def _test_use_count(tracker, fingerprint, no_test, allow_test_reuse):
     return len(earlier) + (0 if no_test else 1)
 
 
-def _create_study(experiment, study_name, storage_url):
+def _is_local(storage_url):
+    """Whether the storage is a file on this machine (no other machine can share it)."""
+    return storage_url.startswith("sqlite") or "://" not in storage_url
+
+
+def _heartbeat(heartbeat, storage_url, workers):
+    if heartbeat is not None:
+        return int(heartbeat)
+    return _DEFAULT_HEARTBEAT if workers > 1 or not _is_local(storage_url) else None
+
+
+def _open_storage(storage_url, heartbeat):
     try:
-        storage = search.make_storage(storage_url)
+        return search.make_storage(storage_url, heartbeat_interval=heartbeat)
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SearchError(
             f"cannot use the Optuna storage {redact_url(storage_url)}: {redact_url(first_line)}"
         ) from None
+
+
+def _create_study(experiment, study_name, storage):
     return search.create_study(
         study_name,
         storage=storage,
         seed=experiment.seed,
         sampler=experiment.sampler,
         pruner=experiment.pruner,
+    )
+
+
+def _load_study(experiment, study_name, storage, worker_id=None):
+    """The existing study ``study_name``; a worker's sampler gets a seed of its own.
+
+    Workers seeded alike would sample the same parameters from the same history.
+    """
+    import optuna
+
+    sampler = experiment.sampler
+    if sampler is None:
+        seed = experiment.seed
+        if worker_id is not None:
+            seed = int.from_bytes(hashlib.sha256(f"{seed}:{worker_id}".encode()).digest()[:4])
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    try:
+        return search.load_study(
+            study_name, storage=storage, sampler=sampler, pruner=experiment.pruner
+        )
+    except KeyError:
+        raise SearchError(
+            f"no study {study_name!r} in the Optuna storage; start the experiment without "
+            f"--resume, or point --storage at the storage it ran on."
+        ) from None
+
+
+def _objective(experiment, dataset, parts):
+    ((estimator, space),) = experiment.candidates.values()
+    return search.Objective(
+        estimator,
+        space,
+        experiment.scorer,
+        (mdata.take(dataset.X, parts.train), mdata.take(dataset.y, parts.train)),
+        (mdata.take(dataset.X, parts.val), mdata.take(dataset.y, parts.val)),
+        seed=experiment.seed,
+        max_epochs=experiment.max_epochs,
     )
 
 
@@ -249,6 +518,7 @@ def _search_and_evaluate(
     *,
     tracker,
     study,
+    storage,
     experiment_id,
     parent_id,
     audit,
@@ -256,62 +526,56 @@ def _search_and_evaluate(
     no_test,
     use_count,
     show_progress,
+    log_inputs=True,
 ):
     name = experiment.metric_name
     ((estimator, space),) = experiment.candidates.values()
     X_train, y_train = mdata.take(dataset.X, parts.train), mdata.take(dataset.y, parts.train)
     X_val, y_val = mdata.take(dataset.X, parts.val), mdata.take(dataset.y, parts.val)
-    settings = _settings(experiment, dataset, estimator, space)
-    settings.update({f"mlx.rows.{name}": len(indices) for name, indices in parts.items()})
-    tracker.log(parent_id, params=settings)
-    tracker.log_dict(parent_id, audit, "audit.json")
-    tracker.log_dict(parent_id, summary, "split.json")
-    if experiment.path is not None:
-        tracker.log_file(parent_id, experiment.path, "experiment")
+    if log_inputs:  # a resumed run logged them when it started
+        settings = _settings(experiment, dataset, estimator, space)
+        settings.update({f"mlx.rows.{name}": len(indices) for name, indices in parts.items()})
+        tracker.log(parent_id, params=settings)
+        tracker.log_dict(parent_id, audit, "audit.json")
+        tracker.log_dict(parent_id, summary, "split.json")
+        if experiment.path is not None:
+            tracker.log_file(parent_id, experiment.path, "experiment")
 
-    objective = search.Objective(
-        estimator,
-        space,
-        experiment.scorer,
-        (X_train, y_train),
-        (X_val, y_val),
-        seed=experiment.seed,
-        max_epochs=experiment.max_epochs,
-    )
-    records = {}
+    objective = _objective(experiment, dataset, parts)
+    records, runs = {}, {}
     progress = _progress(experiment, show_progress)
+    progress.update(scheduling.budget(study).finished)
+
+    def on_start(number):
+        runs[number] = tracker.start_trial(
+            number,
+            experiment_id=experiment_id,
+            parent_id=parent_id,
+            study_name=study.study_name,
+            worker=f"{platform.node()}-{os.getpid()} (coordinator)",
+        )
 
     def on_trial(record):
         # Logged synchronously: the writes are CPU-bound ORM work, so a logging thread only
         # competed with the trials for the GIL (measured: slower per trial, not faster).
         records[record.number] = record
-        tracker.log_trial(
-            record,
-            experiment_id=experiment_id,
-            parent_id=parent_id,
-            metric_name=name,
-            study_name=study.study_name,
-        )
+        tracker.finish_trial(runs.pop(record.number), record, metric_name=name)
         progress.update(1)
         if record.state == "COMPLETE":
             best = max(r.value for r in records.values() if r.state == "COMPLETE")
             progress.set_postfix_str(f"best val {name}={best:.4f}", refresh=False)
 
     try:
-        search.optimize(
-            study,
-            objective,
-            n_trials=experiment.n_trials,
-            timeout=experiment.timeout,
-            on_trial=on_trial,
-        )
+        _coordinate(study, storage, objective, experiment.timeout, on_start, on_trial, progress)
     finally:
         progress.close()
+    # Every trial has ended now: a child run still RUNNING belonged to a process that died.
+    tracker.end_orphan_trials(parent_id, alive=set())
 
     counts = _trial_counts(study)
     tracker.log(parent_id, tags={f"mlx.trials_{k.lower()}": str(v) for k, v in counts.items()})
     if counts["COMPLETE"] == 0:
-        errors = [r.error for r in records.values() if r.error]
+        errors = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
         hint = f" First error: {errors[0]}" if errors else ""
         raise SearchError(
             f"none of the {sum(counts.values())} trials of study {study.study_name!r} completed, "
@@ -385,6 +649,31 @@ def _search_and_evaluate(
     )
 
 
+def _coordinate(study, storage, objective, timeout, on_start, on_trial, progress):
+    """Run slots until the study's budget is spent and every trial of any process has ended.
+
+    While other processes finish their last trials, the coordinator polls the study (and so
+    fails and replaces trials whose heartbeat stopped, then runs the replacements itself).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stopped = False
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if remaining != 0.0:
+            ran = search.optimize(
+                study, storage, objective, timeout=remaining, on_start=on_start, on_trial=on_trial
+            )
+            if ran.stopped:  # the sampler has nothing left to try (an exhausted grid)
+                stopped = True
+        counts = scheduling.budget(study)
+        progress.n = counts.finished
+        progress.refresh()
+        timed_out = deadline is not None and time.monotonic() >= deadline
+        if counts.running == 0 and (counts.waiting == 0 or timed_out or stopped):
+            return
+        time.sleep(_POLL_SECONDS)
+
+
 def _fixed_trial(params):
     import optuna
 
@@ -392,10 +681,11 @@ def _fixed_trial(params):
 
 
 def _trial_counts(study):
-    counts = dict.fromkeys(_TRIAL_STATES, 0)
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state.name in counts:
-            counts[trial.state.name] += 1
+    """Trials of the study by state; lost trials (replaced by another) only when there are."""
+    budget = scheduling.budget(study)
+    counts = {"COMPLETE": budget.complete, "PRUNED": budget.pruned, "FAIL": budget.fail}
+    if budget.lost:
+        counts["LOST"] = budget.lost
     return counts
 
 

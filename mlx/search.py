@@ -8,11 +8,13 @@ both learning curves are kept. What a trial produced is handed to an ``on_trial`
 :class:`TrialRecord`; this module knows nothing of MLflow.
 """
 
+import contextlib
 import logging
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import optuna
@@ -25,6 +27,7 @@ from optuna.trial import TrialState
 from sklearn.base import clone, is_classifier
 from sklearn.pipeline import Pipeline
 
+from mlx import scheduling
 from mlx.evaluation import final_step
 
 __all__ = [
@@ -41,6 +44,8 @@ __all__ = [
     "seeded",
     "suggest",
 ]
+
+logger = logging.getLogger("mlx")
 
 DEFAULT_STORAGE_FILE = "mlx-optuna.db"
 # Messages kept per trial from the warnings a fit raised (ConvergenceWarning, ...).
@@ -66,6 +71,7 @@ class TrialRecord:
     warnings: list = field(default_factory=list)
     start_time: float | None = None
     end_time: float | None = None
+    interrupted: bool = False
 
 
 def resolve_storage(url=None):
@@ -81,17 +87,28 @@ def resolve_storage(url=None):
 
 
 def make_storage(url, *, heartbeat_interval=None, grace_period=None):
-    """An Optuna RDB storage on ``url`` (heartbeats off unless an interval is given)."""
-    engine_kwargs = None
+    """An Optuna RDB storage on ``url``; with a heartbeat, lost trials get replaced.
+
+    Heartbeats are off unless ``heartbeat_interval`` is given; a running trial silent for
+    ``grace_period`` seconds (default three intervals) is failed and a new slot replaces it
+    (:func:`mlx.scheduling.replace_lost`).
+    """
+    engine_kwargs = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         # Wait for a lock instead of failing at once when another process writes.
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-    )
+    if heartbeat_interval is not None and grace_period is None:
+        grace_period = 3 * heartbeat_interval
+    with warnings.catch_warnings():
+        # Heartbeats are "experimental" in Optuna since 2.x; they are what mlx relies on.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=scheduling.replace_lost if heartbeat_interval else None,
+        )
 
 
 def create_study(name, *, storage, seed, sampler=None, pruner=None):
@@ -219,7 +236,7 @@ class Objective:
         self.seed = seed
         self.max_epochs = max_epochs
         # Per-trial results that Optuna's storage need not hold (curves, fit time): read and
-        # removed by the callback of :func:`optimize` right after the trial ends.
+        # removed by :meth:`finish` right after the trial ends.
         self.records = {}
 
     def build(self, params):
@@ -234,7 +251,7 @@ class Objective:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    params = suggest(trial, self.space)
+                    params = scheduling.retrying(suggest, trial, self.space)
                     record.params = dict(trial.params)
                     value = self._fit_and_score(trial, self.build(params), record)
                 finally:
@@ -247,7 +264,7 @@ class Objective:
             raise
         except Exception as exc:
             record.error = f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("error", record.error[:1000])
+            scheduling.retrying(trial.set_user_attr, "error", record.error[:1000])
             raise
 
     def _fit_and_score(self, trial, estimator, record):
@@ -270,11 +287,30 @@ class Objective:
             record.train_score = float(self.scorer(last, Xt_train, y_train))
             record.curves["val"].append(value)
             record.curves["train"].append(record.train_score)
-            trial.report(value, epoch)
-            if trial.should_prune():
+            scheduling.retrying(trial.report, value, epoch)
+            if scheduling.retrying(trial.should_prune):
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {epochs}")
             start = time.perf_counter()
         return value
+
+    def fail(self, number, error):
+        """Record ``error`` for trial ``number`` (a trial stopped from outside)."""
+        record = self.records.get(number)
+        if record is not None:
+            record.error = error
+
+    def finish(self, frozen):
+        """The record of the finished trial ``frozen``, completed from the study's view."""
+        record = self.records.pop(frozen.number, None)
+        if record is None:
+            record = TrialRecord(number=frozen.number, params={}, state="")
+            record.error = frozen.user_attrs.get("error")
+        record.state = frozen.state.name
+        record.params = dict(frozen.params)
+        if frozen.state == TrialState.COMPLETE:
+            record.value = frozen.value
+        record.end_time = time.time()
+        return record
 
 
 def _unique_messages(caught):
@@ -306,30 +342,77 @@ def quiet_optuna():
             handler.addFilter(_OneLineTracebacks())
 
 
-def optimize(study, objective, *, n_trials, timeout=None, on_trial=None):
-    """Run ``n_trials`` trials (or until ``timeout``), calling ``on_trial(record)`` after each.
+class Ran(NamedTuple):
+    """What :func:`optimize` did: trials run by this process; whether the study was stopped."""
 
-    A trial that raises is marked FAIL (its error in the record and the trial's ``error`` user
-    attribute) and the search goes on; an error raised by ``on_trial`` stops the search.
+    count: int
+    stopped: bool
+
+
+def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial=None):
+    """Run slots of ``study`` until none is left or ``timeout`` passes.
+
+    Slots are claimed one at a time through ``storage`` (see :mod:`mlx.scheduling`), so any
+    number of processes may run this on the same study. ``on_start(number)`` is called when a
+    trial starts and ``on_trial(record)`` when it ends. A trial that raises is told FAIL (its
+    error in the record and the trial's ``error`` user attribute) and the search goes on; an
+    error raised by a callback stops it. Ctrl-C ends the running trial as FAIL (the record's
+    ``interrupted`` is set), reports it, then propagates. Returns a :class:`Ran`.
     """
-
-    def callback(study, frozen):
-        record = objective.records.pop(frozen.number, None)
-        if record is None:
-            record = TrialRecord(number=frozen.number, params=dict(frozen.params), state="")
-        record.state = frozen.state.name
-        record.params = dict(frozen.params)
-        if frozen.state == TrialState.COMPLETE:
-            record.value = frozen.value
-        record.end_time = time.time()
-        if on_trial is not None:
-            on_trial(record)
-
     quiet_optuna()
-    study.optimize(
-        objective,
-        n_trials=n_trials,
-        timeout=timeout,
-        catch=(Exception,),
-        callbacks=[callback],
-    )
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ran = 0
+    with _optimize_loop(study):
+        while deadline is None or time.monotonic() < deadline:
+            scheduling.fail_lost(study, storage)
+            claimed = scheduling.claim(study, storage)
+            if claimed is None:
+                break
+            trial, trial_id = claimed
+            if on_start is not None:
+                on_start(trial.number)
+            record = _run_trial(study, storage, objective, trial, trial_id)
+            ran += 1
+            if on_trial is not None:
+                on_trial(record)
+            if record.interrupted:
+                raise KeyboardInterrupt
+            if study._stop_flag:
+                return Ran(ran, stopped=True)
+    return Ran(ran, stopped=False)
+
+
+def _run_trial(study, storage, objective, trial, trial_id):
+    value, state, interrupted = None, TrialState.FAIL, False
+    try:
+        with scheduling.Heartbeat(storage, trial_id):
+            value = objective(trial)
+        state = TrialState.COMPLETE
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except KeyboardInterrupt:
+        interrupted = True
+        objective.fail(trial.number, "interrupted (Ctrl-C)")
+    except Exception as exc:
+        logger.warning("trial %d failed: %s", trial.number, _one_line(exc))
+    frozen = scheduling.retrying(study.tell, trial, value, state=state, skip_if_finished=True)
+    record = objective.finish(frozen)
+    record.interrupted = interrupted
+    return record
+
+
+@contextlib.contextmanager
+def _optimize_loop(study):
+    # Optuna lets samplers stop a study (GridSampler does, once its grid is exhausted) only
+    # inside its own optimize loop, which this loop stands in for: flag it the same way.
+    study._thread_local.in_optimize_loop = True
+    study._stop_flag = False
+    try:
+        yield
+    finally:
+        study._thread_local.in_optimize_loop = False
+
+
+def _one_line(exc):
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:500]

@@ -2,7 +2,8 @@
 
 All writes go through ``MlflowClient`` with explicit run ids (no active-run stack), so the same
 code serves a coordinator and workers in other processes. A trial costs three store writes:
-``create_run`` (with its tags), one ``log_batch`` (params and metrics), ``set_terminated``.
+``create_run`` (with its tags) when it starts, so the UI shows it RUNNING, then one
+``log_batch`` (params, metrics and final tags) and ``set_terminated`` when it ends.
 
 SQLite stores are put in write-ahead-log mode (see ``_write_ahead_log``).
 
@@ -39,12 +40,16 @@ TAG_EVALUATED = "mlx.test_evaluated"
 TAG_USE_COUNT = "mlx.test_use_count"
 TAG_STATE = "mlx.trial_state"
 TAG_ROLE = "mlx.role"
+TAG_TRIAL = "mlx.trial_number"
+TAG_WORKER = "mlx.worker"
 # MLflow's limits per log_batch call.
 _MAX_PARAMS_TAGS, _MAX_METRICS, _MAX_ENTITIES = 100, 1000, 1000
 _MAX_PARAM_LEN, _MAX_TAG_LEN = 6000, 8000
 # user:password@ right after the scheme; the password may hold an unescaped "@".
 _USERINFO = re.compile(r"(?<=://)([^/@:]*):([^/]*)@")
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+# Seconds a tracking server or database may take to answer before it counts as unreachable.
+_CONNECT_TIMEOUT = 10
 
 
 def redact_url(url):
@@ -110,6 +115,49 @@ def _relax_sync(dbapi_connection, connection_record):
             dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
+def _check_reachable(uri):
+    """Fail within seconds when the tracking server or database at ``uri`` does not answer.
+
+    MLflow retries on its own: a database URL ten times over about 100 s
+    (``create_sqlalchemy_engine_with_retry``, not configurable), a server URL with exponential
+    backoff (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``). One attempt with a short timeout tells a
+    wrong or stopped store at once; a store that answers is then opened by MLflow as usual.
+    """
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    dialect = scheme.split("+", 1)[0]
+    try:
+        if dialect in ("http", "https"):
+            import requests
+
+            # Any HTTP answer (even 404 from a server without /health) shows the server is up.
+            requests.get(f"{uri.rstrip('/')}/health", timeout=_CONNECT_TIMEOUT).close()
+        elif dialect in ("postgresql", "mysql", "mssql"):
+            import sqlalchemy
+            from sqlalchemy.pool import NullPool
+
+            timeout = {"connect_timeout": _CONNECT_TIMEOUT} if dialect != "mssql" else {}
+            engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args=timeout)
+            try:
+                engine.connect().close()
+            finally:
+                engine.dispose()
+    except Exception as exc:
+        what = "tracking server" if dialect.startswith("http") else "tracking database"
+        raise TrackingError(
+            f"cannot reach the MLflow {what} {redact_url(uri)}: "
+            f"{redact_url(_root_cause(exc))}. Check that it is running and that the URL is "
+            f"right, or pass another --tracking-uri."
+        ) from None
+
+
+def _root_cause(exc):
+    """The first line of the innermost error (the driver's or the socket's own words)."""
+    exc = getattr(exc, "orig", None) or exc
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return _first_line(exc)
+
+
 def ui_command(uri):
     """The shell command that opens the MLflow UI on the store ``uri`` (password redacted)."""
     if uri.startswith(("http://", "https://")):
@@ -147,6 +195,7 @@ class Tracker:
         path = _sqlite_path(uri)
         if path is not None:
             _write_ahead_log(path)
+        _check_reachable(uri)
         with self._store_errors():
             self.client = MlflowClient(tracking_uri=uri)
 
@@ -235,25 +284,32 @@ class Tracker:
                 tags=[e for e in head if isinstance(e, RunTag)],
             )
 
-    def log_trial(self, record, *, experiment_id, parent_id, metric_name, study_name):
-        """One child run for a finished trial: three store writes for any ordinary trial."""
-        tags = {
-            TAG_STATE: record.state,
-            TAG_STUDY: study_name,
-            TAG_ROLE: "trial",
-            "mlx.trial_number": str(record.number),
-        }
+    def start_trial(self, number, *, experiment_id, parent_id, study_name, worker):
+        """The RUNNING child run of trial ``number``, run by ``worker`` (one store write)."""
+        return self.start_run(
+            experiment_id,
+            f"trial-{number:04d}",
+            tags={
+                TAG_STUDY: study_name,
+                TAG_ROLE: "trial",
+                TAG_TRIAL: str(number),
+                TAG_STATE: "RUNNING",
+                TAG_WORKER: worker,
+            },
+            parent_id=parent_id,
+        )
+
+    def finish_trial(self, run_id, record, *, metric_name):
+        """Log a finished trial into its child run and end it (two store writes).
+
+        A trial stopped by Ctrl-C ends KILLED; failed trials FAILED; complete and pruned
+        trials FINISHED (``mlx.trial_state`` tells which).
+        """
+        tags = {TAG_STATE: record.state}
         if record.error:
             tags["mlx.error"] = record.error
         if record.warnings:
             tags["mlx.warnings"] = " | ".join(record.warnings)
-        run_id = self.start_run(
-            experiment_id,
-            f"trial-{record.number:04d}",
-            tags=tags,
-            parent_id=parent_id,
-            start_time=record.start_time,
-        )
         metrics, steps = {}, {}
         if record.curves.get("val"):
             steps[f"val_{metric_name}"] = record.curves["val"]
@@ -266,9 +322,65 @@ class Tracker:
                 metrics[f"train_{metric_name}"] = record.train_score
         if record.fit_time is not None:
             metrics["fit_time"] = record.fit_time
-        self.log(run_id, params=record.params, metrics=metrics, steps=steps)
-        self.end_run(run_id, _STATUS.get(record.state, "FAILED"), end_time=record.end_time)
+        self.log(run_id, params=record.params, metrics=metrics, steps=steps, tags=tags)
+        status = "KILLED" if record.interrupted else _STATUS.get(record.state, "FAILED")
+        self.end_run(run_id, status, end_time=record.end_time)
         return run_id
+
+    @_guarded
+    def find_parent(self, experiment_name, study_name, statuses=None):
+        """The latest parent run of ``study_name`` (optionally only with one of ``statuses``)."""
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            return None
+        runs = self.client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`{TAG_ROLE}` = 'parent' AND tags.`{TAG_STUDY}` = '{study_name}'",
+            max_results=50,
+            order_by=["attributes.start_time DESC"],
+        )
+        for run in runs:
+            if statuses is None or run.info.status in statuses:
+                return run
+        return None
+
+    @_guarded
+    def parents_of_other_definitions(self, experiment_name, study_name):
+        """RUNNING parent runs of ``experiment_name`` whose study is not ``study_name``."""
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            return []
+        runs = self.client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`{TAG_ROLE}` = 'parent' AND attributes.status = 'RUNNING'",
+            max_results=50,
+        )
+        return [r for r in runs if r.data.tags.get(TAG_STUDY) != study_name]
+
+    @_guarded
+    def reopen(self, run_id):
+        """Mark a KILLED or FAILED run RUNNING again (resuming it)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    @_guarded
+    def end_orphan_trials(self, parent_id, alive):
+        """End (KILLED) the RUNNING child runs whose trial number is not in ``alive``.
+
+        Such a child belongs to a trial whose process died; returns how many were ended.
+        """
+        run = self.client.get_run(parent_id)
+        children = _pages(
+            self.client.search_runs,
+            [run.info.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{parent_id}' AND attributes.status = 'RUNNING'",
+        )
+        ended = 0
+        for child in children:
+            if child.data.tags.get(TAG_TRIAL) not in alive:
+                self.client.set_tag(child.info.run_id, "mlx.error", "lost: its process stopped")
+                self.end_run(child.info.run_id, "KILLED")
+                ended += 1
+        return ended
 
     # --- artifacts and model ---------------------------------------------------------------
     def log_dict(self, run_id, dictionary, name):

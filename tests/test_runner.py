@@ -328,7 +328,7 @@ def test_redact_url(url, shown):
 def test_a_conditional_search_space_function():
     from sklearn.metrics import get_scorer
 
-    from mlx import search
+    from mlx import scheduling, search
 
     def space(trial):
         weights = trial.suggest_categorical("weights", ["uniform", "distance"])
@@ -345,8 +345,12 @@ def test_a_conditional_search_space_function():
         seed=0,
     )
     seen = []
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
-    search.optimize(study, objective, n_trials=4, on_trial=seen.append)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage, direction="maximize", sampler=optuna.samplers.TPESampler(seed=0)
+    )
+    scheduling.enqueue(study, 4)
+    search.optimize(study, storage, objective, on_trial=seen.append)
     assert [r.state for r in seen] == ["COMPLETE"] * 4
     for record in seen:
         assert set(record.params) == {"weights", "k"}
