@@ -265,9 +265,16 @@ def split(dataset, fractions, seed, *, stratify):
             if n - n_test - n_val < 1:
                 raise ValueError("no rows are left for training")
             y = np.asarray(dataset.y) if stratify else None
+            if stratify:
+                _check_strata(y, n, fractions, n_val, n_test)
             rest, test = train_test_split(idx, test_size=n_test, random_state=seed, stratify=y)
             y_rest = None if y is None else y[rest]
             train, val = train_test_split(rest, test_size=n_val, random_state=seed, stratify=y_rest)
+    except DataError as exc:
+        # A known cause, with its own fix.
+        raise DataError(
+            f"cannot split {n} rows into train/val/test fractions {tuple(fractions)}: {exc}"
+        ) from None
     except ValueError as exc:
         raise DataError(
             f"cannot split {n} rows into train/val/test fractions {tuple(fractions)}: {exc}. "
@@ -278,6 +285,32 @@ def split(dataset, fractions, seed, *, stratify):
             f"the split {tuple(fractions)} of {n} rows leaves an empty split; use more data."
         )
     return Split(train, val, test)
+
+
+def _check_strata(y, n, fractions, n_val, n_test):
+    """Refuse a stratified split that cannot give every class a row in each of the three parts.
+
+    scikit-learn would refuse some of these cases itself, depending on the seed, in words about
+    ``test_size`` and "groups"; this says which class is short and what to change.
+    """
+    labels, counts = np.unique(y, return_counts=True)
+    rare = counts < 3
+    if rare.any():
+        shown = ", ".join(
+            f"{k!r} ({c} row{'s' if c > 1 else ''})"
+            for k, c in zip(labels[rare].tolist(), counts[rare], strict=True)
+        )
+        raise DataError(
+            f"too few rows of class {shown} for a stratified split: each class needs at least 3 "
+            f"rows, one per split. Add rows of that class, or drop or merge it."
+        )
+    smallest = min(n_val, n_test)
+    if smallest < len(labels):
+        raise DataError(
+            f"{n_val} validation and {n_test} test rows are too few for one row of each of the "
+            f"{len(labels)} classes; use larger validation and test fractions (at least "
+            f"{len(labels) / n:.2g} each) or more data."
+        )
 
 
 def _group_split(idx, y, groups, fraction, seed):

@@ -243,7 +243,8 @@ def load_experiment(path):
     """
     path = Path(path)
     if not path.is_file():
-        raise ExperimentError(f"experiment file {str(path)!r} not found.")
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise ExperimentError(f"experiment file {str(path)!r} not found{where}; check the path.")
     path = path.resolve()
     # A unique module name so that two files called alike never share a module.
     module_name = f"_mlx_experiment_{path.stem}_{uuid.uuid4().hex[:8]}"
@@ -272,7 +273,8 @@ def load_experiment(path):
         )
     if not isinstance(experiment, Experiment):
         raise ExperimentError(
-            f"`experiment` in {path} is a {type(experiment).__name__}, not an mlx.Experiment."
+            f"`experiment` in {path} is a {type(experiment).__name__}, not an mlx.Experiment; "
+            f"assign `experiment = mlx.Experiment(...)`."
         )
     experiment.path = path
     return experiment
@@ -454,7 +456,8 @@ def _check_split(split):
         raise ExperimentError(f"each split fraction must be > 0, got split={split!r}.")
     if abs(sum(fractions) - 1) > 1e-6:
         raise ExperimentError(
-            f"split fractions must sum to 1, got split={split!r} (sum {sum(fractions):g})."
+            f"split fractions must sum to 1, got split={split!r} (sum {sum(fractions):g}); for "
+            f"example split=(0.8, 0.1, 0.1)."
         )
     return fractions
 
