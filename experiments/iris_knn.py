@@ -1,8 +1,10 @@
 """Iris with k-nearest neighbours: how many neighbours, which weighting and which distance.
 
 The smallest complete experiment: `mlx run experiments/iris_knn.py` splits iris once (stratified
-80/10/10), lets Optuna pick ``n_neighbors``, ``weights`` and ``metric`` on the validation split,
+60/20/20), lets Optuna pick ``n_neighbors``, ``weights`` and ``metric`` on the validation split,
 refits the best on the training split, evaluates the test split once and logs it all to MLflow.
+With 150 flowers, 30 test flowers make each test error worth 3.3 points of accuracy (15 would
+make it 6.7), and 30 validation flowers let the search tell more configurations apart.
 """
 
 from optuna.distributions import CategoricalDistribution, IntDistribution
@@ -25,7 +27,7 @@ experiment = mlx.Experiment(
         ),
     },
     metric="accuracy",
-    split=(0.8, 0.1, 0.1),
+    split=(0.6, 0.2, 0.2),
     seed=0,
     n_trials=30,
 )
