@@ -21,9 +21,15 @@ from pathlib import Path
 import numpy as np
 from optuna.trial import TrialState
 
+from mlx import _candidates, evaluation, scheduling, search
 from mlx import data as mdata
-from mlx import evaluation, scheduling, search
-from mlx.exceptions import DataError, ExperimentError, SearchError, TestReuseError
+from mlx.exceptions import (
+    DataError,
+    ExperimentError,
+    SearchError,
+    TestReuseError,
+    TrackingError,
+)
 from mlx.experiment import Experiment, definition_hash, load_experiment
 from mlx.tracking import (
     TAG_EVALUATED,
@@ -35,6 +41,7 @@ from mlx.tracking import (
     Tracker,
     redact_url,
     resolve_tracking_uri,
+    trial_summaries,
     ui_command,
 )
 
@@ -185,7 +192,7 @@ def run(
         experiment_id = tracker.experiment_id(experiment.name)
         study = _create_study(experiment, study_name, optuna_storage)
         # Slots first: a worker that sees the parent run must also see work to do.
-        scheduling.enqueue(study, experiment.n_trials)
+        _enqueue_slots(study, experiment)
         parent_id = tracker.start_run(
             experiment_id,
             study_name,
@@ -229,12 +236,14 @@ def run(
         message = redact_url(f"{type(exc).__name__}: {exc}")
         _try(tracker.log, parent_id, tags={"mlx.error": message})
         _try(tracker.end_run, parent_id, status)
-        if interrupted:
+        if interrupted or isinstance(exc, TrackingError):
             logger.warning(
-                "interrupted: the finished trials are kept in study %s; continue with "
-                "`mlx run %s --resume` (same --storage and --tracking-uri).",
+                "%s: the finished trials are kept in study %s; continue with "
+                "`mlx run %s --resume` (same --storage and --tracking-uri)%s.",
+                "interrupted" if interrupted else "the MLflow store failed",
                 study_name,
                 experiment.path or "FILE",
+                "" if interrupted else " once the store answers again",
             )
         raise
     tracker.end_run(parent_id, "FINISHED")
@@ -498,11 +507,18 @@ def _load_study(experiment, study_name, storage, worker_id=None):
         ) from None
 
 
+def _enqueue_slots(study, experiment):
+    """The trial budget as slots; with ``model_budget="fixed"``, each model's share of it."""
+    if experiment.model_budget != "fixed" or _candidates.is_single(experiment.candidates):
+        scheduling.enqueue(study, experiment.n_trials)
+        return
+    for name in _candidates.fixed_shares(experiment.candidates, experiment.n_trials):
+        scheduling.enqueue(study, 1, fixed_params={_candidates.MODEL_PARAM: name})
+
+
 def _objective(experiment, dataset, parts):
-    ((estimator, space),) = experiment.candidates.values()
     return search.Objective(
-        estimator,
-        space,
+        experiment.candidates,
         experiment.scorer,
         (mdata.take(dataset.X, parts.train), mdata.take(dataset.y, parts.train)),
         (mdata.take(dataset.X, parts.val), mdata.take(dataset.y, parts.val)),
@@ -529,11 +545,10 @@ def _search_and_evaluate(
     log_inputs=True,
 ):
     name = experiment.metric_name
-    ((estimator, space),) = experiment.candidates.values()
     X_train, y_train = mdata.take(dataset.X, parts.train), mdata.take(dataset.y, parts.train)
     X_val, y_val = mdata.take(dataset.X, parts.val), mdata.take(dataset.y, parts.val)
     if log_inputs:  # a resumed run logged them when it started
-        settings = _settings(experiment, dataset, estimator, space)
+        settings = _settings(experiment, dataset)
         settings.update({f"mlx.rows.{name}": len(indices) for name, indices in parts.items()})
         tracker.log(parent_id, params=settings)
         tracker.log_dict(parent_id, audit, "audit.json")
@@ -582,7 +597,11 @@ def _search_and_evaluate(
             f"so there is no model to test.{hint}"
         )
     best = study.best_trial
-    best_params = search.suggest(_fixed_trial(best.params), space)
+    best_model, own_params = objective.suggest(_fixed_trial(best.params))
+    best_params = own_params
+    if not _candidates.is_single(experiment.candidates):
+        # Only the overall winner is refit and tested; its type is part of its parameters.
+        best_params = {_candidates.MODEL_PARAM: best_model, **own_params}
     tracker.log(
         parent_id,
         params={f"best.{k}": v for k, v in best_params.items()},
@@ -590,7 +609,7 @@ def _search_and_evaluate(
         tags={"mlx.best_trial": str(best.number)},
     )
 
-    model = objective.build(best_params)
+    model = objective.build(own_params, best_model)
     if experiment.refit == "train+val":
         X_fit = _concat(X_train, X_val)
         y_fit = None if y_train is None else _concat(y_train, y_val)
@@ -629,6 +648,17 @@ def _search_and_evaluate(
             tracker.log_figure(parent_id, fig, f"search/{file}")
     finally:
         evaluation.close(figures)
+    _compare_models(
+        experiment,
+        study,
+        objective,
+        tracker,
+        parent_id,
+        test=None
+        if no_test
+        else (mdata.take(dataset.X, parts.test), mdata.take(dataset.y, parts.test)),
+        winner=(best_model, model if experiment.refit == "train" else None),
+    )
     example = mdata.take(X_fit, np.arange(min(5, len(X_fit))))
     model_uri = tracker.log_model(
         parent_id, model, example, _requirements(model, X_fit), params=best_params
@@ -674,6 +704,51 @@ def _coordinate(study, storage, objective, timeout, on_start, on_trial, progress
         time.sleep(_POLL_SECONDS)
 
 
+def _compare_models(experiment, study, objective, tracker, parent_id, *, test, winner):
+    """The parent's view across model types: leaderboard, and decision boundaries in 2-D.
+
+    The leaderboard (several models) is read back from the child runs, so it holds the trials
+    of every process. Decision boundaries (classification on two features) show the best
+    configuration of each model type fitted on the training split; test points are drawn only
+    when the test split is evaluated anyway.
+    """
+    metric = experiment.metric_name
+    names = list(experiment.candidates)
+    if not _candidates.is_single(experiment.candidates):
+        trials = trial_summaries(tracker.children(parent_id), metric)
+        rows = evaluation.leaderboard(trials, names)
+        tracker.log_text(parent_id, evaluation.leaderboard_csv(rows, metric), "leaderboard.csv")
+        tracker.log_figure(
+            parent_id, evaluation.leaderboard_figure(rows, metric), "leaderboard.png"
+        )
+    X_train, y_train = objective.train
+    if experiment.task != "classification" or np.shape(X_train)[1] != 2:
+        return
+    best = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        model, _ = objective.suggest(_fixed_trial(trial.params))
+        if model not in best or trial.value > best[model].value:
+            best[model] = trial
+    models, titles = {}, {}
+    for name in [n for n in names if n in best]:
+        trial = best[name]
+        if name == winner[0] and winner[1] is not None:
+            models[name] = winner[1]  # already fitted on the training split
+        else:
+            params = objective.suggest(_fixed_trial(trial.params))[1]
+            models[name] = search.fit_model(
+                objective.build(params, name),
+                X_train,
+                y_train,
+                epochs=search.n_epochs(experiment.candidates[name][0], experiment.max_epochs),
+            )
+        mark = " (winner)" if name == winner[0] and len(best) > 1 else ""
+        titles[name] = f"val {metric} {trial.value:.3f}, trial {trial.number}{mark}"
+    figure = evaluation.decision_boundary_figure(models, (X_train, y_train), test, titles)
+    if figure is not None:
+        tracker.log_figure(parent_id, figure, "decision_boundaries.png")
+
+
 def _fixed_trial(params):
     import optuna
 
@@ -710,16 +785,30 @@ def _progress(experiment, show):
     )
 
 
-def _settings(experiment, dataset, estimator, space):
-    """Parent-run params: the settings and the estimator's fixed (non-searched) parameters."""
-    searched = set(space) if isinstance(space, dict) else set()
-    params = {
-        key: value
-        for key, value in estimator.get_params(deep=True).items()
-        if key not in searched
-        and (value is None or isinstance(value, bool | int | float | str))
-        and len(str(value)) <= _MAX_FIXED_PARAM
-    }
+def _settings(experiment, dataset):
+    """Parent-run params: the settings and the estimator's fixed (non-searched) parameters.
+
+    With several candidate models, their names and types instead of fixed parameters (which
+    would mix the models' parameters in one list; the experiment file holds them).
+    """
+    if _candidates.is_single(experiment.candidates):
+        ((estimator, space),) = experiment.candidates.values()
+        searched = set(space) if isinstance(space, dict) else set()
+        params = {
+            key: value
+            for key, value in estimator.get_params(deep=True).items()
+            if key not in searched
+            and (value is None or isinstance(value, bool | int | float | str))
+            and len(str(value)) <= _MAX_FIXED_PARAM
+        }
+        params["mlx.estimator"] = type(estimator).__name__
+    else:
+        params = {
+            f"mlx.estimator.{name}": type(estimator).__name__
+            for name, (estimator, _) in experiment.candidates.items()
+        }
+        params["mlx.models"] = ",".join(experiment.candidates)
+        params["mlx.model_budget"] = experiment.model_budget
     X = dataset.X
     params.update(
         {
@@ -733,7 +822,6 @@ def _settings(experiment, dataset, estimator, space):
             "mlx.refit": experiment.refit,
             "mlx.data.rows": len(X),
             "mlx.data.features": X.shape[1],
-            "mlx.estimator": type(estimator).__name__,
         }
     )
     return params
@@ -745,7 +833,9 @@ def _provenance(experiment):
     tags = {f"mlx.version.{name}": _version(name) for name in _VERSIONED}
     tags["mlx.version.mlx"] = mlx.__version__
     tags["mlx.version.python"] = platform.python_version()
-    tags["mlx.estimator"] = repr(experiment.estimator)
+    tags["mlx.estimator"] = repr(
+        experiment.estimator if experiment.estimators is None else experiment.estimators
+    )
     folder = Path.cwd()
     if experiment.path is not None:
         folder = experiment.path.parent

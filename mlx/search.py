@@ -1,7 +1,8 @@
 """Optuna: the study and its storage, the sampler and pruner, and the trial objective.
 
 A trial clones the estimator, sets the trial's parameters, fits on the training split and scores
-on the validation split. Estimators that learn incrementally (``partial_fit`` and a ``max_iter``
+on the validation split. With several candidate models, the trial first chooses one (see
+:mod:`mlx._candidates`) and then only that model's parameters. Estimators that learn incrementally (``partial_fit`` and a ``max_iter``
 parameter, alone or as the last step of a Pipeline) are trained epoch by epoch: the validation
 score of each epoch is reported to the trial so that the pruner can stop bad trials early, and
 both learning curves are kept. What a trial produced is handed to an ``on_trial`` callback as a
@@ -10,6 +11,7 @@ both learning curves are kept. What a trial produced is handed to an ``on_trial`
 
 import contextlib
 import logging
+import pickle
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from optuna.trial import TrialState
 from sklearn.base import clone, is_classifier
 from sklearn.pipeline import Pipeline
 
-from mlx import scheduling
+from mlx import _candidates, scheduling
 from mlx.evaluation import final_step
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
 logger = logging.getLogger("mlx")
 
 DEFAULT_STORAGE_FILE = "mlx-optuna.db"
+_INTERRUPTED = "interrupted (Ctrl-C)"
 # Messages kept per trial from the warnings a fit raised (ConvergenceWarning, ...).
 _MAX_WARNINGS = 3
 
@@ -58,6 +61,9 @@ class TrialRecord:
 
     ``state`` is ``"COMPLETE"``, ``"PRUNED"`` or ``"FAIL"``; ``curves`` holds the per-epoch
     ``"train"`` and ``"val"`` scores of epoch-by-epoch training (empty lists otherwise).
+    ``model`` is the chosen candidate's name in a search over several (None otherwise), and
+    ``params`` then holds ``model`` and that model's own parameters only. ``size`` is the
+    number of bytes of the pickled fitted model (complete trials).
     """
 
     number: int
@@ -72,6 +78,8 @@ class TrialRecord:
     start_time: float | None = None
     end_time: float | None = None
     interrupted: bool = False
+    model: str | None = None
+    size: int | None = None
 
 
 def resolve_storage(url=None):
@@ -213,10 +221,10 @@ class Objective:
 
     Parameters
     ----------
-    estimator : estimator object
-        Cloned for each trial.
-    space : dict or callable
-        See :func:`suggest`.
+    candidates : dict
+        ``{name: (estimator, space)}`` (see ``Experiment.candidates``): the estimator is cloned
+        for each trial, the space is a dict or callable (see :func:`suggest`). With more than
+        the single ``"model"``, each trial chooses a candidate first.
     scorer : callable
         ``(estimator, X, y) -> float``, greater is better.
     train, val : tuple
@@ -227,9 +235,8 @@ class Objective:
         See :func:`n_epochs`.
     """
 
-    def __init__(self, estimator, space, scorer, train, val, *, seed, max_epochs=None):
-        self.estimator = estimator
-        self.space = space
+    def __init__(self, candidates, scorer, train, val, *, seed, max_epochs=None):
+        self.candidates = dict(candidates)
         self.scorer = scorer
         self.train = train
         self.val = val
@@ -239,9 +246,15 @@ class Objective:
         # removed by :meth:`finish` right after the trial ends.
         self.records = {}
 
-    def build(self, params):
-        """A fresh, seeded clone of the estimator with ``params`` set."""
-        return seeded(clone(self.estimator).set_params(**params), self.seed)
+    def build(self, params, model=_candidates.MODEL_PARAM):
+        """A fresh, seeded clone of candidate ``model`` with ``params`` set."""
+        estimator = self.candidates[model][0]
+        return seeded(clone(estimator).set_params(**params), self.seed)
+
+    def suggest(self, trial):
+        """``(model, estimator params)`` of ``trial``: the chosen candidate and its parameters."""
+        model, named = _candidates.choose(trial, self.candidates)
+        return model, suggest(named, self.candidates[model][1])
 
     def __call__(self, trial):
         record = TrialRecord(number=trial.number, params={}, state="RUNNING")
@@ -251,9 +264,11 @@ class Objective:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    params = scheduling.retrying(suggest, trial, self.space)
-                    record.params = dict(trial.params)
-                    value = self._fit_and_score(trial, self.build(params), record)
+                    model, params = scheduling.retrying(self.suggest, trial)
+                    record.model, record.params = self._logged_params(trial.params)
+                    estimator = self.build(params, model)
+                    value = self._fit_and_score(trial, estimator, record)
+                    record.size = _pickled_size(estimator)
                 finally:
                     record.warnings = _unique_messages(caught)
             if not np.isfinite(value):
@@ -306,11 +321,28 @@ class Objective:
             record = TrialRecord(number=frozen.number, params={}, state="")
             record.error = frozen.user_attrs.get("error")
         record.state = frozen.state.name
-        record.params = dict(frozen.params)
+        record.model, record.params = self._logged_params(frozen.params)
         if frozen.state == TrialState.COMPLETE:
             record.value = frozen.value
         record.end_time = time.time()
         return record
+
+    def _logged_params(self, optuna_params):
+        """``(model, params)`` for logging: the chosen model and its own, unprefixed params."""
+        if _candidates.is_single(self.candidates):
+            return None, dict(optuna_params)
+        if _candidates.MODEL_PARAM not in optuna_params:  # failed before choosing
+            return None, {}
+        model, params = _candidates.split_params(optuna_params, self.candidates)
+        return model, {_candidates.MODEL_PARAM: model, **params}
+
+
+def _pickled_size(estimator):
+    """Bytes of the pickled fitted estimator (its memory footprint, roughly); None if unpicklable."""
+    try:
+        return len(pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # a lambda inside a FunctionTransformer, an open handle, ...
+        return None
 
 
 def _unique_messages(caught):
@@ -392,7 +424,8 @@ def _run_trial(study, storage, objective, trial, trial_id):
         state = TrialState.PRUNED
     except KeyboardInterrupt:
         interrupted = True
-        objective.fail(trial.number, "interrupted (Ctrl-C)")
+        objective.fail(trial.number, _INTERRUPTED)
+        scheduling.retrying(trial.set_user_attr, "error", _INTERRUPTED)
     except Exception as exc:
         logger.warning("trial %d failed: %s", trial.number, _one_line(exc))
     frozen = scheduling.retrying(study.tell, trial, value, state=state, skip_if_finished=True)

@@ -28,6 +28,7 @@ __all__ = [
     "Tracker",
     "redact_url",
     "resolve_tracking_uri",
+    "trial_summaries",
     "ui_command",
 ]
 
@@ -42,6 +43,8 @@ TAG_STATE = "mlx.trial_state"
 TAG_ROLE = "mlx.role"
 TAG_TRIAL = "mlx.trial_number"
 TAG_WORKER = "mlx.worker"
+# The chosen model of a trial in a search over several model types.
+TAG_MODEL = "mlx.model"
 # MLflow's limits per log_batch call.
 _MAX_PARAMS_TAGS, _MAX_METRICS, _MAX_ENTITIES = 100, 1000, 1000
 _MAX_PARAM_LEN, _MAX_TAG_LEN = 6000, 8000
@@ -284,6 +287,7 @@ class Tracker:
                 tags=[e for e in head if isinstance(e, RunTag)],
             )
 
+    @_guarded
     def start_trial(self, number, *, experiment_id, parent_id, study_name, worker):
         """The RUNNING child run of trial ``number``, run by ``worker`` (one store write)."""
         return self.start_run(
@@ -299,6 +303,7 @@ class Tracker:
             parent_id=parent_id,
         )
 
+    @_guarded
     def finish_trial(self, run_id, record, *, metric_name):
         """Log a finished trial into its child run and end it (two store writes).
 
@@ -310,6 +315,8 @@ class Tracker:
             tags["mlx.error"] = record.error
         if record.warnings:
             tags["mlx.warnings"] = " | ".join(record.warnings)
+        if record.model is not None:
+            tags[TAG_MODEL] = record.model
         metrics, steps = {}, {}
         if record.curves.get("val"):
             steps[f"val_{metric_name}"] = record.curves["val"]
@@ -322,6 +329,8 @@ class Tracker:
                 metrics[f"train_{metric_name}"] = record.train_score
         if record.fit_time is not None:
             metrics["fit_time"] = record.fit_time
+        if record.size is not None:
+            metrics["model_bytes"] = record.size
         self.log(run_id, params=record.params, metrics=metrics, steps=steps, tags=tags)
         status = "KILLED" if record.interrupted else _STATUS.get(record.state, "FAILED")
         self.end_run(run_id, status, end_time=record.end_time)
@@ -490,12 +499,39 @@ class Tracker:
         if not parents:
             raise TrackingError(f"experiment {experiment_name!r} has no mlx run yet.")
         parent = parents[0]
-        children = _pages(
+        return parent, self.children(parent)
+
+    @_guarded
+    def children(self, parent):
+        """The child (trial) runs of the run ``parent`` (a Run or a run id)."""
+        if isinstance(parent, str):
+            parent = self.client.get_run(parent)
+        runs = _pages(
             self.client.search_runs,
-            [experiment.experiment_id],
+            [parent.info.experiment_id],
             f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
         )
-        return parent, list(children)
+        return list(runs)
+
+
+def trial_summaries(runs, metric_name):
+    """The trials of a search over several models, as :func:`mlx.evaluation.leaderboard` takes.
+
+    ``runs`` are child runs; those without a model (a trial that failed before choosing one,
+    a single-model search) are left out.
+    """
+    return [
+        {
+            "number": int(run.data.tags.get(TAG_TRIAL, -1)),
+            "model": run.data.tags[TAG_MODEL],
+            "state": run.data.tags.get(TAG_STATE, ""),
+            "value": run.data.metrics.get(f"val_{metric_name}"),
+            "fit_time": run.data.metrics.get("fit_time"),
+            "size": run.data.metrics.get("model_bytes"),
+        }
+        for run in runs
+        if TAG_MODEL in run.data.tags
+    ]
 
 
 def _serialization(model):

@@ -1,0 +1,294 @@
+"""Interrupts, kill -9 and resume, local workers, and a real `mlflow server` (issue 6).
+
+Every scenario runs the real ``mlx`` command in a subprocess and checks the stores it left:
+the Optuna study (its trials and their states) and the MLflow runs (through ``MlflowClient``).
+Trials sleep inside the search-space function, so their length is known without loading the
+machine, and a signal reliably lands in the middle of one.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import optuna
+import pytest
+from _servers import MlflowServer
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+EXPERIMENT = """
+import time
+
+from optuna.distributions import FloatDistribution
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+import mlx
+
+
+def space(trial):
+    time.sleep({sleep})
+    return {{"C": trial.suggest_float("C", 1e-2, 1e2, log=True)}}
+
+
+experiment = mlx.Experiment(
+    name="{name}",
+    data=lambda: load_iris(return_X_y=True),
+    estimator=LogisticRegression(max_iter=200),
+    search_space=space,
+    metric="accuracy",
+    seed={seed},
+    n_trials={n_trials},
+)
+"""
+
+
+def _write(folder, name="reliable", sleep=0.4, n_trials=8, seed=0):
+    path = folder / f"{name}.py"
+    path.write_text(
+        textwrap.dedent(EXPERIMENT.format(name=name, sleep=sleep, n_trials=n_trials, seed=seed))
+    )
+    return path
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(
+        MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true",
+        # A dead server fails the run in seconds, not after MLflow's minutes of retries.
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        MLFLOW_HTTP_REQUEST_TIMEOUT="10",
+    )
+    env.update(extra)
+    return env
+
+
+def _mlx(*args):
+    return [sys.executable, "-m", "mlx", *map(str, args)]
+
+
+def _start(folder, *args):
+    return subprocess.Popen(
+        _mlx(*args),
+        cwd=folder,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a signal for the test's process group must not reach it
+    )
+
+
+def _run(folder, *args, timeout=240):
+    return subprocess.run(
+        _mlx(*args), cwd=folder, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _study(folder):
+    storage = f"sqlite:///{folder / 'mlx-optuna.db'}"
+    (name,) = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _wait_for(predicate, timeout=120, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # the store may not exist yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _states(study):
+    out = {}
+    for trial in study.get_trials(deepcopy=False):
+        out[trial.state] = out.get(trial.state, 0) + 1
+    return out
+
+
+def _runs(uri, name):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("mlx.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlx.role") == "trial"]
+    return client, parents, children
+
+
+def _mid_search(folder, n_complete):
+    """A predicate: the study has ``n_complete`` finished trials and one RUNNING."""
+
+    def ready():
+        states = _states(_study(folder))
+        return (
+            states.get(TrialState.COMPLETE, 0) >= n_complete
+            and states.get(TrialState.RUNNING, 0) == 1
+        )
+
+    return ready
+
+
+def _assert_finished_once(uri, name, parent_id, n_trials, folder):
+    client, parents, children = _runs(uri, name)
+    assert [p.info.run_id for p in parents] == [parent_id]
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert "test_accuracy" in parent.data.metrics
+    assert parent.data.tags["mlx.test_evaluated"] == "true"
+    assert all(c.info.status != "RUNNING" for c in children)
+    study = _study(folder)
+    counted = [t for t in study.trials if t.number not in _replaced(study)]
+    assert len(counted) == n_trials
+    assert all(t.state.is_finished() for t in study.trials)
+    # One child run per trial of the study (lost ones included, ended KILLED).
+    numbers = sorted(int(c.data.tags["mlx.trial_number"]) for c in children)
+    assert numbers == sorted(t.number for t in study.trials if t.datetime_start is not None)
+    return parent, children, study
+
+
+def _replaced(study):
+    return {t.user_attrs["mlx.replaces"] for t in study.trials if "mlx.replaces" in t.user_attrs}
+
+
+def test_ctrl_c_kills_the_runs_keeps_the_trials_and_resume_finishes(tmp_path):
+    path = _write(tmp_path, n_trials=8)
+    process = _start(tmp_path, "run", path)
+    _wait_for(_mid_search(tmp_path, 2), what="two finished trials and one running")
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, (parent,), children = _runs(uri, "reliable")
+    assert parent.info.status == "KILLED"
+    study = _study(tmp_path)
+    states = _states(study)
+    assert states.get(TrialState.RUNNING, 0) == 0
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1 and "interrupted" in interrupted[0].user_attrs["error"]
+    by_state = {c.info.status for c in children}
+    assert "RUNNING" not in by_state and "KILLED" in by_state
+    kept = states[TrialState.COMPLETE]
+
+    result = _run(tmp_path, "run", path, "--resume")
+    assert result.returncode == 0, result.stderr
+    parent, children, study = _assert_finished_once(
+        uri, "reliable", parent.info.run_id, 8, tmp_path
+    )
+    assert _states(study)[TrialState.COMPLETE] == 7 >= kept  # 8 minus the interrupted one
+
+
+def test_kill_9_then_resume_ends_the_orphans_and_replaces_the_lost_trial(tmp_path):
+    path = _write(tmp_path, n_trials=6)
+    process = _start(tmp_path, "run", path)
+    _wait_for(_mid_search(tmp_path, 2), what="two finished trials and one running")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, (parent,), children = _runs(uri, "reliable")
+    assert parent.info.status == "RUNNING"
+    orphans = [c for c in children if c.info.status == "RUNNING"]
+    assert len(orphans) == 1
+
+    result = _run(tmp_path, "run", path, "--resume")
+    assert result.returncode == 0, result.stderr
+    _, children, study = _assert_finished_once(uri, "reliable", parent.info.run_id, 6, tmp_path)
+    ended = {c.info.run_id: c for c in children}[orphans[0].info.run_id]
+    assert ended.info.status == "KILLED"
+    lost = int(orphans[0].data.tags["mlx.trial_number"])
+    assert _replaced(study) == {lost}
+    assert study.trials[lost].state == TrialState.FAIL
+
+
+def test_local_workers_share_one_budget_exactly(tmp_path):
+    path = _write(tmp_path, n_trials=12, sleep=0.5)
+    result = _run(tmp_path, "run", path, "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "database is locked" not in result.stderr
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, (parent,), children = _runs(uri, "reliable")
+    _assert_finished_once(uri, "reliable", parent.info.run_id, 12, tmp_path)
+    assert len(children) == 12
+    workers = {c.data.tags["mlx.worker"] for c in children}
+    assert len(workers) == 2, workers
+
+
+def test_resume_with_nothing_to_resume_is_a_clear_error(tmp_path):
+    path = _write(tmp_path, n_trials=2, sleep=0)
+    result = _run(tmp_path, "run", path, "--resume")
+    assert result.returncode == 1
+    assert "nothing to resume" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    server = MlflowServer(f"sqlite:///{folder / 'backend.db'}", folder / "artifacts", folder)
+    with server:
+        yield server
+
+
+def test_a_run_against_a_real_mlflow_server(tmp_path, mlflow_server, monkeypatch):
+    path = _write(tmp_path, name="served", n_trials=3, sleep=0)
+    result = _run(tmp_path, "run", path, "--tracking-uri", mlflow_server.url)
+    assert result.returncode == 0, result.stderr
+    assert mlflow_server.url in result.stdout  # the summary says where to look
+
+    client, (parent,), children = _runs(mlflow_server.url, "served")
+    assert parent.info.status == "FINISHED" and len(children) == 3
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert all("val_accuracy" in c.data.metrics and "C" in c.data.params for c in children)
+    assert "test_accuracy" in parent.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"audit.json", "split.json", "test", "search", "experiment"} <= artifacts
+    test_files = {a.path for a in client.list_artifacts(parent.info.run_id, "test")}
+    assert "test/confusion_matrix.png" in test_files
+
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    mlflow.set_tracking_uri(mlflow_server.url)
+    try:
+        model = mlflow.sklearn.load_model(parent.data.tags["mlx.model_uri"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    X, y = load_iris(return_X_y=True)
+    assert (model.predict(X) == y).mean() > 0.8
+
+
+def test_the_server_dying_mid_search_fails_clearly_and_resume_finishes(tmp_path):
+    folder = tmp_path / "server"
+    folder.mkdir()
+    server = MlflowServer(f"sqlite:///{folder / 'backend.db'}", folder / "artifacts", folder)
+    server.start()
+    try:
+        path = _write(tmp_path, name="dying", n_trials=8, sleep=0.4)
+        process = _start(tmp_path, "run", path, "--tracking-uri", server.url)
+        _wait_for(_mid_search(tmp_path, 2), what="two finished trials and one running")
+        server.stop()
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 1, err
+        assert "cannot use the MLflow store" in err and "--resume" in err
+        assert "Traceback" not in err
+        study = _study(tmp_path)
+        assert _states(study).get(TrialState.COMPLETE, 0) >= 2  # kept for --resume
+
+        server = MlflowServer(server.backend_store_uri, server.artifacts_dir, folder, server.port)
+        server.start()
+        result = _run(tmp_path, "run", path, "--resume", "--tracking-uri", server.url)
+        assert result.returncode == 0, result.stderr
+        _, (parent,), _ = _runs(server.url, "dying")
+        _assert_finished_once(server.url, "dying", parent.info.run_id, 8, tmp_path)
+    finally:
+        server.stop()
