@@ -391,7 +391,42 @@ def _check_space(space, estimator, where="search_space"):
                 f"{where}[{key!r}] must be an Optuna distribution (FloatDistribution, "
                 f"IntDistribution, CategoricalDistribution), got {dist!r}."
             )
+        _check_range(f"{where}[{key!r}]", key, dist, estimator, known)
     return dict(space)
+
+
+def _check_range(where, key, dist, estimator, params):
+    """The ends of a numeric distribution must be values the parameter accepts.
+
+    Checked against the owning estimator's ``_parameter_constraints`` (scikit-learn's and mlx's
+    estimators declare them), so that a FloatDistribution for an integer or a range past a bound
+    fails now, not in every trial. A bad categorical choice is left to its trials.
+    """
+    from optuna.distributions import FloatDistribution, IntDistribution
+    from sklearn.utils._param_validation import (
+        InvalidParameterError,
+        validate_parameter_constraints,
+    )
+
+    if not isinstance(dist, FloatDistribution | IntDistribution):
+        return
+    owner_key, _, name = key.rpartition("__")
+    owner = params.get(owner_key) if owner_key else estimator
+    constraints = getattr(owner, "_parameter_constraints", None)
+    if not isinstance(constraints, dict) or name not in constraints:
+        return
+    for end in (dist.low, dist.high):
+        try:
+            validate_parameter_constraints(
+                {name: constraints[name]}, {name: end}, caller_name=type(owner).__name__
+            )
+        except InvalidParameterError as exc:
+            integer = isinstance(dist, FloatDistribution) and "must be an int" in str(exc)
+            fix = "Use IntDistribution" if integer else "Keep the range within those values"
+            raise ExperimentError(
+                f"{where} = {type(dist).__name__}({dist.low!r}, {dist.high!r}) does not fit the "
+                f"parameter: {exc} {fix}."
+            ) from None
 
 
 def _check_common_task(task, estimators):

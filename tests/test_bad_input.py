@@ -132,10 +132,19 @@ CASES = {
         extra='metric="adjusted_rand_score",',
     ),
     "float-distribution-for-an-int-parameter": Case(
-        1,
-        "none of the 2 trials.*'n_neighbors' parameter of KNeighborsClassifier must be an int",
-        "failed",
+        2,
+        r"search_space\['n_neighbors'\] = FloatDistribution\(1\.5, 5\.5\) does not fit the "
+        r"parameter: The 'n_neighbors' parameter of KNeighborsClassifier must be an int.*Got 1\.5 "
+        r"instead\. Use IntDistribution\.",
+        "refused",
         space='{"n_neighbors": FloatDistribution(1.5, 5.5)}',
+    ),
+    "range-past-a-bound": Case(
+        2,
+        r"IntDistribution\(0, 5\) does not fit the parameter: .*Got 0 instead\. Keep the range "
+        r"within those values\.",
+        "refused",
+        space='{"n_neighbors": IntDistribution(0, 5)}',
     ),
     "every-trial-fails": Case(
         1,
