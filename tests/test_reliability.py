@@ -267,6 +267,7 @@ def test_a_run_against_a_real_mlflow_server(tmp_path, mlflow_server, monkeypatch
     assert (model.predict(X) == y).mean() > 0.8
 
 
+@pytest.mark.slow
 def test_the_server_dying_mid_search_fails_clearly_and_resume_finishes(tmp_path):
     folder = tmp_path / "server"
     folder.mkdir()
