@@ -56,6 +56,7 @@ def _constant(X):
 # name -> (X to fit, X to predict) built from the base X.
 DATA = {
     "scale-1e6": lambda X: (X * 1e6, X * 1e6),
+    "float32-scale-1e6": lambda X: (np.float32(1e6) * X.astype(np.float32),) * 2,
     "offset-1e6": lambda X: (X + 1e6, X + 1e6),
     "tiny-1e-6": lambda X: (X * 1e-6, X * 1e-6),
     "queries-1e6-away": lambda X: (X, X * 1e6),
@@ -108,15 +109,42 @@ def test_awkward_data_gives_finite_outputs(name, data):
         assert np.isfinite(values).all(), f"{name}.{method} on {data} returned NaN or inf"
 
 
-@pytest.mark.parametrize("solver", ["normal", "gd", "sgd"])
+INCREMENTAL = [name for name, (make, _) in ESTIMATORS.items() if hasattr(make(), "partial_fit")]
+
+
+@pytest.mark.parametrize("data", ["scale-1e6", "offset-1e6", "duplicated-rows"])
+@pytest.mark.parametrize("name", INCREMENTAL)
+def test_epoch_by_epoch_training_stays_finite(name, data):
+    # The runner trains these with partial_fit, one epoch at a time.
+    make, kind = ESTIMATORS[name]
+    X, y_class, y_value = _base()
+    X_fit, X_query = DATA[data](X)
+    y = _targets(kind, y_class, y_value, X_fit)
+    estimator = make()
+    first = {"classes": np.unique(y)} if kind == "class" else {}
+    for epoch in range(3):
+        estimator.partial_fit(X_fit, y, **(first if epoch == 0 else {}))
+        for method, values in _outputs(estimator, X_query).items():
+            assert np.isfinite(np.asarray(values, dtype=float)).all(), (method, epoch)
+
+
+# Enough for 1e-4 of the target's range (standardised steps: the scale of X does not matter).
+LINEAR_SETTINGS = {
+    "normal": {},
+    "gd": {"learning_rate": 0.5, "max_iter": 1000, "tol": 1e-9},
+    "sgd": {"learning_rate": 0.1, "max_iter": 300, "learning_rate_schedule": "adaptive"},
+}
+
+
+@pytest.mark.parametrize("solver", list(LINEAR_SETTINGS))
 @pytest.mark.parametrize("data", ["scale-1e6", "offset-1e6", "constant-features"])
 def test_linear_regression_stays_accurate_at_extreme_scales(solver, data):
     # An exactly linear target: every solver must find it, whatever the features' scale.
     X, _, _ = _base()
     X_fit, _ = DATA[data](X)
     y = X_fit @ np.array([2.0, 0.0, -1.0, 0.5]) + 3.0
-    model = LinearRegression(solver=solver, max_iter=2000, tol=1e-10, random_state=0)
-    model.fit(X_fit, y)
+    model = LinearRegression(solver=solver, random_state=0, **LINEAR_SETTINGS[solver])
+    _fit(model, X_fit, y)
     np.testing.assert_allclose(model.predict(X_fit), y, rtol=0, atol=1e-4 * np.ptp(y))
 
 
@@ -138,6 +166,11 @@ REFUSED = {
 }
 
 
+# Overflow on the way to the refusal is expected; the refusal is what is tested.
+_OVERFLOW = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+@_OVERFLOW
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_values_beyond_float64_are_refused_or_handled(name):
     make, kind = ESTIMATORS[name]
@@ -153,6 +186,7 @@ def test_values_beyond_float64_are_refused_or_handled(name):
         assert np.isfinite(np.asarray(values, dtype=float)).all()
 
 
+@_OVERFLOW
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -170,6 +204,7 @@ def test_queries_too_far_from_the_training_points_are_refused(make, message):
                 getattr(model, method)(X * 1e200)
 
 
+@_OVERFLOW
 def test_gradient_descent_refuses_a_target_whose_variance_overflows():
     X, _, y = _base()
     with pytest.raises(ValueError, match="largest \\|y\\| = .*e\\+300"):
