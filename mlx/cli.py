@@ -263,7 +263,7 @@ def list_(tracking_uri):
 @_friendly
 def show(name, tracking_uri, top):
     """Leaderboard of the trials of experiment NAME's latest run (and of its model types)."""
-    from mlx.tracking import TAG_STATE, Tracker, resolve_tracking_uri
+    from mlx.tracking import TAG_STATE, Tracker, resolve_tracking_uri, trial_summaries
 
     parent, children = Tracker(resolve_tracking_uri(tracking_uri)).trials(name)
     metric = parent.data.params.get("mlx.metric", "")
@@ -291,26 +291,16 @@ def show(name, tracking_uri, top):
         f"{name}: run {parent.info.run_id} ({parent.info.status}), {len(children)} trials, "
         f"test {metric} = {_number(test)}"
     )
-    if any("mlx.model" in run.data.tags for run in children):
-        click.echo(_model_table(children, metric, "mlx.model", TAG_STATE) + "\n")
+    trials = trial_summaries(children, metric)
+    if trials:
+        click.echo(_model_table(trials, metric) + "\n")
     click.echo(_table(["trial", "state", f"val {metric}", "train", "fit s", "params"], rows))
 
 
-def _model_table(children, metric, tag_model, tag_state):
+def _model_table(trials, metric):
     """The per-model leaderboard of a search over several model types."""
     from mlx.evaluation import leaderboard
 
-    trials = [
-        {
-            "number": int(run.data.tags.get("mlx.trial_number", -1)),
-            "model": run.data.tags.get(tag_model, "?"),
-            "state": run.data.tags.get(tag_state, ""),
-            "value": run.data.metrics.get(f"val_{metric}"),
-            "fit_time": run.data.metrics.get("fit_time"),
-            "size": run.data.metrics.get("model_bytes"),
-        }
-        for run in children
-    ]
     rows = [
         [
             r["model"],

@@ -527,11 +527,16 @@ def trial_summaries(runs, metric_name):
             "state": run.data.tags.get(TAG_STATE, ""),
             "value": run.data.metrics.get(f"val_{metric_name}"),
             "fit_time": run.data.metrics.get("fit_time"),
-            "size": run.data.metrics.get("model_bytes"),
+            # MLflow keeps metrics as floats; a size is a count of bytes.
+            "size": _int_or_none(run.data.metrics.get("model_bytes")),
         }
         for run in runs
         if TAG_MODEL in run.data.tags
     ]
+
+
+def _int_or_none(value):
+    return None if value is None else int(value)
 
 
 def _serialization(model):

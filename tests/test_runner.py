@@ -83,7 +83,9 @@ def test_parent_run_with_one_child_per_trial(iris):
         assert child.data.tags["mlx.trial_state"] == "COMPLETE"
         # Params are the trial's hyperparameters only.
         assert set(child.data.params) == set(KNN_SPACE)
-        assert set(child.data.metrics) == {"val_accuracy", "train_accuracy", "fit_time"}
+        metrics = {"val_accuracy", "train_accuracy", "fit_time", "model_bytes"}
+        assert set(child.data.metrics) == metrics
+        assert child.data.metrics["model_bytes"] > 0
     best_child = max(children, key=lambda c: c.data.metrics["val_accuracy"])
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(result.best_value)
     assert best_child.data.metrics["val_accuracy"] == pytest.approx(result.best_value)
@@ -337,8 +339,7 @@ def test_a_conditional_search_space_function():
 
     X, y = _iris()
     objective = search.Objective(
-        KNeighborsClassifier(),
-        space,
+        {"model": (KNeighborsClassifier(), space)},
         get_scorer("accuracy"),
         (X[::2], y[::2]),
         (X[1::2], y[1::2]),
