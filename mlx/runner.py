@@ -591,7 +591,14 @@ def _search_and_evaluate(
     tracker.log(parent_id, tags={f"mlx.trials_{k.lower()}": str(v) for k, v in counts.items()})
     if counts["COMPLETE"] == 0:
         errors = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
-        hint = f" First error: {errors[0]}" if errors else ""
+        first = errors[0].strip().splitlines()[0] if errors else ""
+        hint = f" First error: {first}" if first else ""
+        if audit["nan"]["total"] or audit["inf"]["total"]:
+            hint += (
+                f" X has {audit['nan']['total']} NaN and {audit['inf']['total']} infinite values "
+                "(audit.json): put an imputer such as sklearn.impute.SimpleImputer first in the "
+                "Pipeline, or drop those rows."
+            )
         raise SearchError(
             f"none of the {sum(counts.values())} trials of study {study.study_name!r} completed, "
             f"so there is no model to test.{hint}"

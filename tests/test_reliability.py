@@ -210,15 +210,16 @@ def test_kill_9_then_resume_ends_the_orphans_and_replaces_the_lost_trial(tmp_pat
 
 
 def test_local_workers_share_one_budget_exactly(tmp_path):
-    path = _write(tmp_path, n_trials=12, sleep=0.5)
+    # Long enough for the worker process to start (imports, data) and take its share.
+    path = _write(tmp_path, n_trials=14, sleep=0.6)
     result = _run(tmp_path, "run", path, "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert "database is locked" not in result.stderr
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _, (parent,), children = _runs(uri, "reliable")
-    _assert_finished_once(uri, "reliable", parent.info.run_id, 12, tmp_path)
-    assert len(children) == 12
+    _assert_finished_once(uri, "reliable", parent.info.run_id, 14, tmp_path)
+    assert len(children) == 14
     workers = {c.data.tags["mlx.worker"] for c in children}
     assert len(workers) == 2, workers
 
