@@ -299,7 +299,8 @@ def leaderboard(trials, models=()):
     Returns
     -------
     rows : list of dict
-        One per model, best validation score first (models without a complete trial last):
+        One per model, best validation score first (ties: the earlier trial first; models
+        without a complete trial last):
         ``model``, ``best_trial``, ``best_value``, ``fit_time`` and ``size`` of that trial
         (None without a complete trial), and the number of trials per state (``complete``,
         ``pruned``, ``fail``).
@@ -325,9 +326,15 @@ def leaderboard(trials, models=()):
             entry.update(best_trial=trial["number"], best_value=float(value))
             entry.update(fit_time=trial.get("fit_time"), size=trial.get("size"))
     order = list(rows)
+    # Ties go to the earlier trial, as Optuna's best trial does: the first row is the winner.
     return sorted(
         rows.values(),
-        key=lambda r: (r["best_value"] is None, -(r["best_value"] or 0.0), order.index(r["model"])),
+        key=lambda r: (
+            r["best_value"] is None,
+            -(r["best_value"] or 0.0),
+            r["best_trial"] if r["best_trial"] is not None else 0,
+            order.index(r["model"]),
+        ),
     )
 
 
@@ -438,7 +445,9 @@ def decision_boundary_figure(models, train, test=None, titles=None):
             z = np.searchsorted(classes, np.asarray(model.predict(grid)))
             levels, cmap = class_levels, class_cmap
         ax.contourf(xx, yy, z.reshape(xx.shape), levels=levels, cmap=cmap, alpha=0.6)
-        for (X, y), marker, label in zip(parts, ["o", "^"], ["train", "test"], strict=False):
+        for (X, y), marker, size, label in zip(
+            parts, ["o", "^"], [14, 26], ["train", "test"], strict=False
+        ):
             X = np.asarray(X, dtype=float)
             colour = np.searchsorted(classes, np.asarray(y))
             ax.scatter(
@@ -449,7 +458,7 @@ def decision_boundary_figure(models, train, test=None, titles=None):
                 vmin=class_levels[0],
                 vmax=class_levels[-1],
                 marker=marker,
-                s=14,
+                s=size,
                 edgecolors="k",
                 linewidths=0.4,
                 label=label,

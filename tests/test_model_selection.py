@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from mlx import Experiment, _candidates, run
+from mlx import Experiment, _candidates, evaluation, run
 from mlx.cli import cli
 from mlx.estimators import KNeighborsClassifier, MLPClassifier
 from mlx.exceptions import ExperimentError
@@ -140,6 +140,8 @@ def test_the_leaderboard_agrees_with_the_child_runs(shared):
     assert set(rows) == set(SPACES)
     values = [float(row["best_val_accuracy"]) for row in csv.DictReader(io.StringIO(text))]
     assert values == sorted(values, reverse=True)
+    # The first row is the overall winner, the model that was refit and tested.
+    assert next(iter(rows)) == result.best_params["model"]
     for model, row in rows.items():
         mine = [c for c in children if c.data.params["model"] == model]
         complete = [c for c in mine if c.data.tags["mlx.trial_state"] == "COMPLETE"]
@@ -229,6 +231,30 @@ def test_a_single_model_keeps_plain_names():
     name, same = _candidates.choose(trial, candidates)
     assert (name, same) == ("model", trial)
     assert _candidates.split_params({"alpha": 0.5}, candidates) == ("model", {"alpha": 0.5})
+
+
+def test_leaderboard_ties_go_to_the_earlier_trial_as_in_optuna():
+    def trial(number, model, value, state="COMPLETE"):
+        return {"number": number, "model": model, "state": state, "value": value}
+
+    trials = [
+        trial(0, "b", 0.8),
+        trial(1, "a", 0.9, "PRUNED"),
+        trial(2, "b", 0.9),
+        trial(3, "a", 0.9),
+        trial(4, "c", None, "FAIL"),
+    ]
+    rows = evaluation.leaderboard(trials, ["a", "b", "c", "d"])
+    assert [(r["model"], r["best_trial"]) for r in rows] == [
+        ("b", 2),
+        ("a", 3),
+        ("c", None),
+        ("d", None),
+    ]
+    assert (rows[1]["complete"], rows[1]["pruned"], rows[2]["fail"]) == (1, 1, 1)
+    text = evaluation.leaderboard_csv(rows, "accuracy")
+    assert text.splitlines()[0].startswith("model,best_trial,best_val_accuracy,")
+    assert text.splitlines()[3] == "c,,,,,0,0,1"
 
 
 @pytest.mark.parametrize(
