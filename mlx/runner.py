@@ -733,7 +733,7 @@ def _compare_models(experiment, study, objective, tracker, parent_id, *, test, w
         return
     best = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        model, _ = objective.suggest(_fixed_trial(trial.params))
+        model = _candidates.split_params(trial.params, experiment.candidates)[0]
         if model not in best or trial.value > best[model].value:
             best[model] = trial
     models, titles = {}, {}
