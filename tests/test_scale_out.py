@@ -154,40 +154,70 @@ def _worker_args(storage, server, seed, worker_id, *extra):
 
 
 # --- reading the stores -----------------------------------------------------------------------
-def _client(server):
-    from mlflow import MlflowClient
+class _Stores:
+    """What one test's processes wrote: its parent run, child runs and Optuna study.
 
-    return MlflowClient(tracking_uri=server.url)
+    The parent run is found by its ``mlx.optuna_storage`` tag (each test has a database of its
+    own). The Optuna storage is opened only once the parent exists: by then the coordinator has
+    created the study, so this process never races it on creating the schema.
+    """
 
+    def __init__(self, server, storage_url):
+        from mlflow import MlflowClient
 
-def _parent_of(server, storage):
-    """The only parent run whose study lives in ``storage``."""
-    study = _study(storage)
-    client = _client(server)
-    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        f"tags.`mlx.role` = 'parent' AND tags.`mlx.study_name` = '{study.study_name}'",
-    )
-    assert len(runs) == 1, [r.info.run_id for r in runs]
-    return runs[0]
+        from mlx.tracking import redact_url
 
+        self.client = MlflowClient(tracking_uri=server.url)
+        self.storage_url = storage_url
+        self.storage_tag = redact_url(storage_url)
+        self._study = None
 
-def _children(server, parent):
-    return _client(server).search_runs(
-        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
-    )
+    def parent(self, status=None):
+        """The parent run of this test's study (None before the coordinator created it)."""
+        experiment = self.client.get_experiment_by_name(EXPERIMENT_NAME)
+        if experiment is None:
+            return None
+        query = f"tags.`mlx.role` = 'parent' AND tags.`mlx.optuna_storage` = '{self.storage_tag}'"
+        if status is not None:
+            query += f" AND attributes.status = '{status}'"
+        runs = self.client.search_runs([experiment.experiment_id], query)
+        assert len(runs) <= 1, [r.info.run_id for r in runs]
+        return runs[0] if runs else None
 
+    def children(self, parent, extra=""):
+        query = f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'{extra}"
+        return self.client.search_runs([parent.info.experiment_id], query)
 
-def _study(storage):
-    import optuna
+    def study(self):
+        if self._study is None:
+            import optuna
 
-    (name,) = optuna.get_all_study_names(storage)
-    return optuna.load_study(study_name=name, storage=storage)
+            parent = self.parent()
+            if parent is None:
+                return None
+            self._study = optuna.load_study(
+                study_name=parent.data.tags["mlx.study_name"],
+                storage=optuna.storages.RDBStorage(self.storage_url),
+            )
+        return self._study
 
+    def trials(self):
+        study = self.study()
+        return [] if study is None else study.get_trials(deepcopy=False)
 
-def _trials(storage):
-    return _study(storage).get_trials(deepcopy=False)
+    def running_trial(self, number=None, max_epochs_done=10):
+        """A RUNNING trial (number ``number``) at most ``max_epochs_done`` epochs in, or None.
+
+        A trial that has reported fewer epochs than the experiment's 15 is surely mid-trial.
+        """
+        for trial in self.trials():
+            if (
+                trial.state.name == "RUNNING"
+                and (number is None or trial.number == number)
+                and 1 <= len(trial.intermediate_values) <= max_epochs_done
+            ):
+                return trial
+        return None
 
 
 def _counted(trials):
@@ -209,58 +239,33 @@ def _wait_until(condition, what, processes, timeout=120):
                     f"`mlx` in {process.folder.name} exited ({process.process.returncode}) "
                     f"while waiting for {what}:\n{process.output()[-3000:]}"
                 )
-        time.sleep(0.1)
+        time.sleep(0.05)
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-def _study_ready(storage):
-    """The study once the coordinator has created it (and its slots), else None."""
-    import optuna
+def _assert_complete_run(stores, *, n_trials=N_TRIALS, replaced=0):
+    """One parent FINISHED with one test evaluation; one child per trial; nothing RUNNING.
 
-    try:
-        names = optuna.get_all_study_names(storage)
-    except Exception:  # the coordinator is still creating the schema
-        return None
-    return _study(storage) if names else None
-
-
-def _running_early(storage, max_epochs_done):
-    """A RUNNING trial that has reported at most ``max_epochs_done`` epochs, else None."""
-    from optuna.trial import TrialState
-
-    study = _study_ready(storage)
-    if study is None:
-        return None
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if 1 <= len(trial.intermediate_values) <= max_epochs_done:
-            return trial
-    return None
-
-
-def _assert_complete_run(server, storage, parent, *, expect_replaced=0):
-    """One parent FINISHED with one test evaluation; one child per trial; nothing RUNNING."""
-    from optuna.trial import TrialState
-
-    trials = _trials(storage)
-    counted = _counted(trials)
-    assert len(counted) == N_TRIALS, [(t.number, t.state.name) for t in trials]
-    states = {t.state for t in trials}
-    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    ``replaced`` is the number of lost trials that new slots replaced (None: any number).
+    Returns ``(trials, children)``.
+    """
+    trials = stores.trials()
+    assert len(_counted(trials)) == n_trials, [(t.number, t.state.name) for t in trials]
+    assert not [t.number for t in trials if t.state.name in ("RUNNING", "WAITING")]
     replacements = [t for t in trials if REPLACES in t.user_attrs]
-    if expect_replaced is not None:
-        assert len(replacements) == expect_replaced, [(t.number, t.user_attrs) for t in trials]
+    if replaced is not None:
+        assert len(replacements) == replaced, [(t.number, t.user_attrs) for t in trials]
 
-    client = _client(server)
-    parent = client.get_run(parent.info.run_id)
+    parent = stores.parent()
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["mlx.test_evaluated"] == "true"
-    assert "test_accuracy" in parent.data.metrics
-    assert len(client.get_metric_history(parent.info.run_id, "test_accuracy")) == 1
+    history = stores.client.get_metric_history(parent.info.run_id, "test_accuracy")
+    assert len(history) == 1, "the test split is evaluated once"
 
-    children = _children(server, parent)
-    numbers = [int(c.data.tags["mlx.trial_number"]) for c in children]
-    assert sorted(numbers) == sorted(t.number for t in trials), "one child run per trial"
-    assert not [c.info.run_id for c in children if c.info.status == "RUNNING"]
+    children = stores.children(parent)
+    numbers = sorted(int(c.data.tags["mlx.trial_number"]) for c in children)
+    assert numbers == sorted(t.number for t in trials), "one child run per trial"
+    assert not [c.info.run_name for c in children if c.info.status == "RUNNING"]
     return trials, children
 
 
@@ -276,35 +281,32 @@ def test_coordinator_and_two_workers_share_one_study(server, storage, launch):
     for worker in workers:
         assert "worker done" in worker.finish()
 
-    parent = _parent_of(server, storage)
-    assert parent.info.run_id in output
-    trials, children = _assert_complete_run(server, storage, parent)
-    assert len(trials) == N_TRIALS
-    assert all(t.state.name == "COMPLETE" for t in trials)
+    stores = _Stores(server, storage)
+    trials, children = _assert_complete_run(stores)
+    assert stores.parent().info.run_id in output
+    assert [t.state.name for t in trials] == ["COMPLETE"] * N_TRIALS
     assert all(c.info.status == "FINISHED" for c in children)
     who = {c.data.tags["mlx.worker"] for c in children}
     assert len(who) > 1, f"one process ran every trial: {who}"
     assert who & {"worker-1", "worker-2"}, who
 
 
-def test_worker_killed_mid_trial_is_replaced(server, storage, launch):
-    seed = 2
+def test_a_worker_killed_mid_trial_is_replaced(server, storage, launch):
+    seed, n_trials = 2, 10
     victim = launch("victim", *_worker_args(storage, server, seed, "victim"))
-    coordinator = launch("coordinator", *_coordinator_args(storage, server, seed))
+    coordinator = launch(
+        "coordinator", *_coordinator_args(storage, server, seed, "--n-trials", str(n_trials))
+    )
+    stores = _Stores(server, storage)
 
     def victim_mid_trial():
-        trial = _running_early(storage, max_epochs_done=8)
-        if trial is None:
-            return None
-        parent = _parents_running(server)
+        parent = stores.parent()
         if parent is None:
             return None
-        for child in _children(server, parent):
-            if (
-                child.info.status == "RUNNING"
-                and child.data.tags.get("mlx.worker") == "victim"
-                and child.data.tags.get("mlx.trial_number") == str(trial.number)
-            ):
+        extra = " AND attributes.status = 'RUNNING' AND tags.`mlx.worker` = 'victim'"
+        for child in stores.children(parent, extra):
+            trial = stores.running_trial(int(child.data.tags["mlx.trial_number"]))
+            if trial is not None:
                 return trial
         return None
 
@@ -313,73 +315,57 @@ def test_worker_killed_mid_trial_is_replaced(server, storage, launch):
     assert victim.wait() == -signal.SIGKILL
     coordinator.finish()
 
-    parent = _parent_of(server, storage)
-    trials, children = _assert_complete_run(server, storage, parent, expect_replaced=1)
-    lost = next(t for t in trials if t.number == trial.number)
-    assert lost.state.name == "FAIL"
-    assert any(t.user_attrs.get(REPLACES) == trial.number for t in trials)
-    orphan = next(c for c in children if c.data.tags["mlx.trial_number"] == str(trial.number))
+    trials, children = _assert_complete_run(stores, n_trials=n_trials, replaced=1)
+    assert next(t for t in trials if t.number == trial.number).state.name == "FAIL"
+    assert [t.number for t in trials if t.user_attrs.get(REPLACES) == trial.number]
+    (orphan,) = [c for c in children if c.data.tags["mlx.trial_number"] == str(trial.number)]
     assert orphan.info.status == "KILLED"
     assert orphan.data.tags["mlx.worker"] == "victim"
 
 
-def _parents_running(server):
-    client = _client(server)
-    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        "tags.`mlx.role` = 'parent' AND attributes.status = 'RUNNING'",
-    )
-    return runs[0] if len(runs) == 1 else None
-
-
-def test_coordinator_killed_and_resumed(server, storage, launch):
-    seed = 3
-    args = _coordinator_args(storage, server, seed)
+def test_the_coordinator_killed_and_resumed_finishes(server, storage, launch):
+    seed, n_trials = 3, 10
+    args = _coordinator_args(storage, server, seed, "--n-trials", str(n_trials))
     first = launch("coordinator", *args)
+    stores = _Stores(server, storage)
 
     def mid_search():
-        study = _study_ready(storage)
-        if study is None or len(_counted(study.get_trials(deepcopy=False))) < 2:
-            return None
-        return _running_early(storage, max_epochs_done=8)
+        return len(_counted(stores.trials())) >= 1 and stores.running_trial()
 
     trial = _wait_until(mid_search, "the coordinator mid-search", [first])
-    parent_before = _parents_running(server)
-    assert parent_before is not None
     os.kill(first.pid, signal.SIGKILL)
     assert first.wait() == -signal.SIGKILL
+    before = stores.parent()
+    assert before.info.status == "RUNNING"
 
-    folder = first.folder
-    again = _MlxProcess(folder, (*args, "--resume"))
+    again = _MlxProcess(first.folder, (*args, "--resume"))
     try:
         again.finish()
     finally:
         again.kill()
 
-    parent = _parent_of(server, storage)
-    assert parent.info.run_id == parent_before.info.run_id
-    trials, children = _assert_complete_run(server, storage, parent, expect_replaced=1)
+    trials, children = _assert_complete_run(stores, n_trials=n_trials, replaced=1)
+    assert stores.parent().info.run_id == before.info.run_id
     assert next(t for t in trials if t.number == trial.number).state.name == "FAIL"
-    killed = [c for c in children if c.data.tags["mlx.trial_number"] == str(trial.number)]
-    assert [c.info.status for c in killed] == ["KILLED"]
+    lost = [c for c in children if c.data.tags["mlx.trial_number"] == str(trial.number)]
+    assert [c.info.status for c in lost] == ["KILLED"]
 
 
-def test_worker_of_another_definition_refuses_to_join(server, storage, launch, tmp_path):
+def test_a_worker_of_another_definition_refuses_to_join(server, storage, launch, tmp_path):
     seed = 4
+    # Enough trials that it is still running when the refusals come.
     coordinator = launch(
-        "coordinator", *_coordinator_args(storage, server, seed, "--n-trials", "60")
+        "coordinator", *_coordinator_args(storage, server, seed, "--n-trials", "500")
     )
-    other_space = tmp_path / "other_space.py"
-    text = EXPERIMENT.read_text()
-    assert "FloatDistribution(1e-3, 3e-2, log=True)" in text
-    other_space.write_text(
-        text.replace("FloatDistribution(1e-3, 3e-2", "FloatDistribution(1e-4, 3e-2")
-    )
-    _wait_until(lambda: _parents_running(server), "the coordinator's parent run", [coordinator])
+    stores = _Stores(server, storage)
+    _wait_until(lambda: stores.parent("RUNNING"), "the coordinator's parent run", [coordinator])
 
+    other_space = tmp_path / "other_space.py"
+    original = "FloatDistribution(1e-3, 3e-2, log=True)"
+    assert original in EXPERIMENT.read_text()
+    other_space.write_text(
+        EXPERIMENT.read_text().replace(original, "FloatDistribution(1e-4, 3e-2, log=True)")
+    )
     refusing = [
         launch(
             "other-space", *_worker_args(storage, server, seed, "other-space"), file=other_space
@@ -391,19 +377,19 @@ def test_worker_of_another_definition_refuses_to_join(server, storage, launch, t
         output = worker.output()
         assert code != 0, output
         assert "refusing to join" in output and "same experiment file" in output, output
-        assert "Traceback" not in output
+        assert "Traceback" not in output, output
     assert coordinator.alive(), coordinator.output()[-3000:]
-    # No trial ran under another definition.
-    parent = _parents_running(server)
-    workers = {c.data.tags["mlx.worker"] for c in _children(server, parent)}
+    parent = stores.parent("RUNNING")
+    workers = {c.data.tags["mlx.worker"] for c in stores.children(parent)}
     assert all(w.endswith("(coordinator)") for w in workers), workers
+
     coordinator.process.send_signal(signal.SIGINT)
     assert coordinator.wait() == 130
-    assert _client(server).get_run(parent.info.run_id).info.status == "KILLED"
+    assert stores.parent().info.status == "KILLED"
 
 
-def _all_text_of_database(dbname):
-    """Every value of every column of every table in ``dbname``, as text."""
+def _text_of_database(dbname):
+    """``(tables, text)``: every row of every table of ``dbname``, as text."""
     import psycopg2
 
     conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_ADMIN, dbname=dbname)
@@ -413,19 +399,39 @@ def _all_text_of_database(dbname):
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
             )
             tables = [row[0] for row in cur.fetchall()]
-            chunks = []
+            rows = []
             for table in tables:
                 cur.execute(f'SELECT t::text FROM "{table}" AS t')
-                chunks += [row[0] for row in cur.fetchall()]
-            return tables, "\n".join(chunks)
+                rows += [row[0] for row in cur.fetchall()]
+            return tables, "\n".join(rows)
     finally:
         conn.close()
 
 
-def test_passwords_never_leak(tmp_path, launch):
+def _download_everything(client, tracking_uri, folder):
+    """Download every artifact of every run and logged model of the store into ``folder``."""
     import mlflow
     from mlflow.entities import ViewType
 
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    ids = [e.experiment_id for e in experiments]
+    runs = client.search_runs(ids, run_view_type=ViewType.ALL)
+    for run in runs:
+        target = folder / run.info.run_id
+        target.mkdir(parents=True)
+        client.download_artifacts(run.info.run_id, "", str(target))
+    for model in client.search_logged_models(ids):
+        target = folder / model.model_id
+        target.mkdir(parents=True)
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{model.model_id}",
+            dst_path=str(target),
+            tracking_uri=tracking_uri,
+        )
+    return runs, [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_passwords_never_leak(tmp_path, launch):
     password = f"Pw-{uuid.uuid4().hex[:12]}-secret"
     seed = 6
     with (
@@ -433,10 +439,11 @@ def test_passwords_never_leak(tmp_path, launch):
         postgres_database("mlx_secret_mlflow", owner=role) as mlflow_db,
         postgres_database("mlx_secret_optuna", owner=role) as optuna_db,
     ):
-        backend = pg_url(mlflow_db, user=role, password=password)
         storage = pg_url(optuna_db, user=role, password=password)
         folder = tmp_path / "server"
         folder.mkdir()
+        # The server itself is given the URL with the password: its command line may hold it.
+        backend = pg_url(mlflow_db, user=role, password=password)
         with MlflowServer(backend, folder / "artifacts", folder) as server:
             worker = launch("worker", *_worker_args(storage, server, seed, "worker"))
             coordinator = launch("coordinator", *_coordinator_args(storage, server, seed))
@@ -444,69 +451,46 @@ def test_passwords_never_leak(tmp_path, launch):
             for who, text in outputs.items():
                 assert password not in text, who
 
-            client = _client(server)
-            experiments = client.search_experiments(view_type=ViewType.ALL)
-            runs = client.search_runs([e.experiment_id for e in experiments])
-            assert len(runs) == N_TRIALS + 1
-            (parent,) = [r for r in runs if r.data.tags.get("mlx.role") == "parent"]
+            stores = _Stores(server, storage)
+            parent = stores.parent()
             # Redacted, not dropped: the run still says where its study lives.
             assert f"{role}:***@" in parent.data.tags["mlx.optuna_storage"]
-            downloads = tmp_path / "downloads"
+            runs, files = _download_everything(stores.client, server.url, tmp_path / "downloads")
+            assert len(runs) == N_TRIALS + 1
             for run in runs:
                 data = run.data
-                texts = [*data.params, *data.params.values(), *data.tags, *data.tags.values()]
-                texts += list(data.metrics)
-                texts += [run.info.artifact_uri or "", run.info.run_name or ""]
-                leaked = [t for t in texts if password in t]
-                assert not leaked, (run.info.run_name, leaked)
-                target = downloads / run.info.run_id
-                target.mkdir(parents=True)
-                client.download_artifacts(run.info.run_id, "", str(target))
-            for experiment in experiments:
-                for model in client.search_logged_models([experiment.experiment_id]):
-                    target = downloads / model.model_id
-                    target.mkdir(parents=True)
-                    mlflow.artifacts.download_artifacts(
-                        artifact_uri=f"models:/{model.model_id}",
-                        dst_path=str(target),
-                        tracking_uri=server.url,
-                    )
-            files = [p for p in downloads.rglob("*") if p.is_file()]
-            assert len(files) > N_TRIALS
-            assert any(p.name == "MLmodel" for p in files)
-            leaked = [str(p) for p in files if password.encode() in p.read_bytes()]
-            assert not leaked
+                texts = [*data.params.items(), *data.tags.items(), *data.metrics]
+                texts += [run.info.artifact_uri, run.info.run_name]
+                assert not [t for t in texts if password in str(t)], run.info.run_name
+            assert any(p.name == "MLmodel" for p in files) and len(files) > 5
+            assert not [str(p) for p in files if password.encode() in p.read_bytes()]
             on_disk = [p for p in (folder / "artifacts").rglob("*") if p.is_file()]
             assert not [str(p) for p in on_disk if password.encode() in p.read_bytes()]
 
         for db in (mlflow_db, optuna_db):
-            tables, text = _all_text_of_database(db)
-            assert len(tables) > 5
+            tables, text = _text_of_database(db)
+            assert len(tables) > 5, tables
+            assert parent.info.run_id in text or db == optuna_db
             assert password not in text, db
 
 
-def test_postgres_restart_mid_search(server, storage, launch):
+def test_a_postgres_restart_mid_search_is_survived(server, storage, launch):
+    # Last in the module: it restarts the database of the shared MLflow server too.
     if os.geteuid() != 0 and not os.environ.get("MLX_REQUIRE_POSTGRES"):
-        pytest.skip("restarting PostgreSQL needs root (pg_ctlcluster)")
-    versions = sorted(os.listdir("/etc/postgresql"), key=float)
+        pytest.skip("restarting PostgreSQL (pg_ctlcluster) needs root")
+    version = max(os.listdir("/etc/postgresql"), key=float)
     seed = 5
     workers = [
         launch(f"machine-{i}", *_worker_args(storage, server, seed, f"worker-{i}")) for i in (1, 2)
     ]
     coordinator = launch("machine-0", *_coordinator_args(storage, server, seed))
+    stores = _Stores(server, storage)
     processes = [coordinator, *workers]
-
-    def some_finished():
-        study = _study_ready(storage)
-        return study is not None and len(_counted(study.get_trials(deepcopy=False))) >= 2
-
-    _wait_until(some_finished, "two finished trials", processes)
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"],
-        check=True,
-        timeout=60,
-    )
+    _wait_until(lambda: len(_counted(stores.trials())) >= 2, "two finished trials", processes)
+    restart = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
+    subprocess.run(restart, check=True, timeout=120)
     for process in processes:
         process.finish()
-    parent = _parent_of(server, storage)
-    _assert_complete_run(server, storage, parent, expect_replaced=None)
+    # Trials whose heartbeat could not be recorded during the restart may have been replaced.
+    # (A fresh reader: the connections of the one above died with the restart.)
+    _assert_complete_run(_Stores(server, storage), replaced=None)
