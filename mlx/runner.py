@@ -5,6 +5,7 @@ finished trial as a record, which the runner hands to :mod:`mlx.tracking`. The p
 always ends (FINISHED, FAILED or KILLED), whatever happens in between.
 """
 
+import collections
 import contextlib
 import hashlib
 import logging
@@ -338,7 +339,7 @@ def _recover(experiment, study, storage, tracker, parent_id, storage_url):
     scheduling.fail_lost(study, storage, running_are_lost=_is_local(storage_url))
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     tracker.end_orphan_trials(parent_id, alive={str(t.number) for t in running})
-    added = scheduling.top_up(study, experiment.n_trials)
+    added = _top_up_slots(study, experiment)
     done = scheduling.budget(study).finished
     logger.warning("resuming study %s: %d trials finished, %d to go", study.study_name, done, added)
 
@@ -516,6 +517,26 @@ def _enqueue_slots(study, experiment):
         scheduling.enqueue(study, 1, fixed_params={_candidates.MODEL_PARAM: name})
 
 
+def _top_up_slots(study, experiment):
+    """Enqueue the slots the budget misses (each model's missing share in fixed mode)."""
+    if experiment.model_budget != "fixed" or _candidates.is_single(experiment.candidates):
+        return scheduling.top_up(study, experiment.n_trials)
+    model = _candidates.MODEL_PARAM
+    wanted = collections.Counter(
+        _candidates.fixed_shares(experiment.candidates, experiment.n_trials)
+    )
+    trials, _ = scheduling.counted_trials(study)
+    have = collections.Counter(
+        t.params.get(model) or t.system_attrs.get("fixed_params", {}).get(model) for t in trials
+    )
+    added = 0
+    for name, count in wanted.items():
+        missing = max(0, count - have[name])
+        scheduling.enqueue(study, missing, fixed_params={model: name})
+        added += missing
+    return added
+
+
 def _objective(experiment, dataset, parts):
     return search.Objective(
         experiment.candidates,
@@ -609,9 +630,14 @@ def _search_and_evaluate(
     if not _candidates.is_single(experiment.candidates):
         # Only the overall winner is refit and tested; its type is part of its parameters.
         best_params = {_candidates.MODEL_PARAM: best_model, **own_params}
+    fixed = {}
+    if _candidates.is_single(experiment.candidates):
+        ((estimator, space),) = experiment.candidates.values()
+        if callable(space):
+            fixed = _fixed_params(estimator, set(own_params))
     tracker.log(
         parent_id,
-        params={f"best.{k}": v for k, v in best_params.items()},
+        params={**fixed, **{f"best.{k}": v for k, v in best_params.items()}},
         metrics={f"best_val_{name}": best.value},
         tags={"mlx.best_trial": str(best.number)},
     )
@@ -800,14 +826,9 @@ def _settings(experiment, dataset):
     """
     if _candidates.is_single(experiment.candidates):
         ((estimator, space),) = experiment.candidates.values()
-        searched = set(space) if isinstance(space, dict) else set()
-        params = {
-            key: value
-            for key, value in estimator.get_params(deep=True).items()
-            if key not in searched
-            and (value is None or isinstance(value, bool | int | float | str))
-            and len(str(value)) <= _MAX_FIXED_PARAM
-        }
+        # Which parameters a define-by-run space sets is known only once it has run: its
+        # fixed parameters are logged after the search (see _fixed_params).
+        params = _fixed_params(estimator, space) if isinstance(space, dict) else {}
         params["mlx.estimator"] = type(estimator).__name__
     else:
         params = {
@@ -832,6 +853,17 @@ def _settings(experiment, dataset):
         }
     )
     return params
+
+
+def _fixed_params(estimator, searched):
+    """The estimator's loggable parameters that the search does not set."""
+    return {
+        key: value
+        for key, value in estimator.get_params(deep=True).items()
+        if key not in searched
+        and (value is None or isinstance(value, bool | int | float | str))
+        and len(str(value)) <= _MAX_FIXED_PARAM
+    }
 
 
 def _provenance(experiment):

@@ -30,6 +30,7 @@ __all__ = [
     "Budget",
     "budget",
     "claim",
+    "counted_trials",
     "fail_lost",
     "replace_lost",
     "retrying",
@@ -86,15 +87,19 @@ class Budget:
         return self.waiting + self.running + self.finished
 
 
-def budget(study):
-    """Count the study's trials; a lost trial that a slot replaced counts as ``lost`` only."""
+def counted_trials(study):
+    """The study's trials that count against its budget (all but replaced lost ones)."""
     trials = retrying(study.get_trials, deepcopy=False)
     replaced = {t.user_attrs[REPLACES] for t in trials if REPLACES in t.user_attrs}
-    counts = Budget()
+    return [t for t in trials if t.number not in replaced], len(replaced)
+
+
+def budget(study):
+    """Count the study's trials; a lost trial that a slot replaced counts as ``lost`` only."""
+    trials, lost = counted_trials(study)
+    counts = Budget(lost=lost)
     for trial in trials:
-        if trial.number in replaced:
-            counts.lost += 1
-        elif trial.state == TrialState.WAITING:
+        if trial.state == TrialState.WAITING:
             counts.waiting += 1
         elif trial.state == TrialState.RUNNING:
             counts.running += 1
@@ -153,7 +158,9 @@ def replace_lost(study, frozen):
         "trial %d was lost (its process stopped without finishing it); a new slot replaces it",
         frozen.number,
     )
-    enqueue(study, 1, user_attrs={REPLACES: frozen.number})
+    # A slot that fixed parameters (a model type's share of the budget) keeps them.
+    fixed = frozen.system_attrs.get("fixed_params")
+    enqueue(study, 1, fixed_params=fixed, user_attrs={REPLACES: frozen.number})
 
 
 def fail_lost(study, storage, *, running_are_lost=False):

@@ -314,16 +314,15 @@ class Objective:
         if record is not None:
             record.error = error
 
-    def finish(self, frozen):
-        """The record of the finished trial ``frozen``, completed from the study's view."""
-        record = self.records.pop(frozen.number, None)
+    def finish(self, trial, state, value=None):
+        """The record of ``trial``, ending in ``state`` (a ``TrialState``) with ``value``."""
+        record = self.records.pop(trial.number, None)
         if record is None:
-            record = TrialRecord(number=frozen.number, params={}, state="")
-            record.error = frozen.user_attrs.get("error")
-        record.state = frozen.state.name
-        record.model, record.params = self._logged_params(frozen.params)
-        if frozen.state == TrialState.COMPLETE:
-            record.value = frozen.value
+            record = TrialRecord(number=trial.number, params={}, state="")
+        record.state = state.name
+        record.model, record.params = self._logged_params(trial.params)
+        if state == TrialState.COMPLETE:
+            record.value = value
         record.end_time = time.time()
         return record
 
@@ -403,10 +402,17 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
             trial, trial_id = claimed
             if on_start is not None:
                 on_start(trial.number)
-            record = _run_trial(study, storage, objective, trial, trial_id)
+            record, state = _run_trial(storage, objective, trial, trial_id)
             ran += 1
-            if on_trial is not None:
-                on_trial(record)
+            try:
+                # The trial's child run ends before the study hears of it: whoever sees the
+                # trial finished in the study may rely on its run being final.
+                if on_trial is not None:
+                    on_trial(record)
+            finally:
+                scheduling.retrying(
+                    study.tell, trial, record.value, state=state, skip_if_finished=True
+                )
             if record.interrupted:
                 raise KeyboardInterrupt
             if study._stop_flag:
@@ -414,7 +420,8 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
     return Ran(ran, stopped=False)
 
 
-def _run_trial(study, storage, objective, trial, trial_id):
+def _run_trial(storage, objective, trial, trial_id):
+    """Run one claimed trial: ``(record, state)``, not yet told to the study."""
     value, state, interrupted = None, TrialState.FAIL, False
     try:
         with scheduling.Heartbeat(storage, trial_id):
@@ -428,10 +435,9 @@ def _run_trial(study, storage, objective, trial, trial_id):
         scheduling.retrying(trial.set_user_attr, "error", _INTERRUPTED)
     except Exception as exc:
         logger.warning("trial %d failed: %s", trial.number, _one_line(exc))
-    frozen = scheduling.retrying(study.tell, trial, value, state=state, skip_if_finished=True)
-    record = objective.finish(frozen)
+    record = objective.finish(trial, state, value)
     record.interrupted = interrupted
-    return record
+    return record, state
 
 
 @contextlib.contextmanager
