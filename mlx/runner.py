@@ -278,8 +278,10 @@ def work(
     _, digest, study_name = _identity(experiment, summary)
     tracker = Tracker(resolve_tracking_uri(tracking_uri))
     storage_url = search.resolve_storage(storage)
-    optuna_storage = _open_storage(storage_url, _heartbeat(heartbeat, storage_url, 2))
+    # The storage is opened only once the coordinator runs: opening an empty database creates
+    # Optuna's schema, which two processes must not do at once.
     parent = _wait_for_coordinator(tracker, experiment, study_name, digest, wait)
+    optuna_storage = _open_storage(storage_url, _heartbeat(heartbeat, storage_url, 2))
     worker_id = worker_id or f"{platform.node()}-{os.getpid()}"
     study = _load_study(experiment, study_name, optuna_storage, worker_id=worker_id)
     objective = _objective(experiment, dataset, parts)
