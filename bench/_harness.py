@@ -6,8 +6,8 @@ in machine load hit both; the table reports the median of the per-pair ratios.
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass
