@@ -409,7 +409,11 @@ def _text_of_database(dbname):
 
 
 def _download_everything(client, tracking_uri, folder):
-    """Download every artifact of every run and logged model of the store into ``folder``."""
+    """Download every artifact of every run and logged model of the store into ``folder``.
+
+    Returns ``(runs, files)``. ``mlflow-artifacts:`` locations resolve through the global
+    tracking URI, so the caller points ``MLFLOW_TRACKING_URI`` at the server.
+    """
     import mlflow
     from mlflow.entities import ViewType
 
@@ -424,14 +428,12 @@ def _download_everything(client, tracking_uri, folder):
         target = folder / model.model_id
         target.mkdir(parents=True)
         mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{model.model_id}",
-            dst_path=str(target),
-            tracking_uri=tracking_uri,
+            artifact_uri=model.artifact_location, dst_path=str(target), tracking_uri=tracking_uri
         )
     return runs, [p for p in folder.rglob("*") if p.is_file()]
 
 
-def test_passwords_never_leak(tmp_path, launch):
+def test_passwords_never_leak(tmp_path, launch, monkeypatch):
     password = f"Pw-{uuid.uuid4().hex[:12]}-secret"
     seed = 6
     with (
@@ -451,6 +453,7 @@ def test_passwords_never_leak(tmp_path, launch):
             for who, text in outputs.items():
                 assert password not in text, who
 
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
             stores = _Stores(server, storage)
             parent = stores.parent()
             # Redacted, not dropped: the run still says where its study lives.
