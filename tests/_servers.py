@@ -57,16 +57,15 @@ def postgres_database(prefix="mlx_test", owner=None):
     """Create a fresh database, yield its name, drop it (and its connections) afterwards."""
     require_postgres()
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = _admin_connection()
+    with contextlib.closing(_admin_connection()) as conn, conn.cursor() as cur:
+        owner_sql = f" OWNER {owner}" if owner else ""
+        cur.execute(f"CREATE DATABASE {name}{owner_sql}")
     try:
-        with conn.cursor() as cur:
-            owner_sql = f" OWNER {owner}" if owner else ""
-            cur.execute(f"CREATE DATABASE {name}{owner_sql}")
         yield name
     finally:
-        with conn.cursor() as cur:
+        # A new connection: the server may have restarted meanwhile (a test restarts it).
+        with contextlib.closing(_admin_connection()) as conn, conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.close()
 
 
 @contextlib.contextmanager
