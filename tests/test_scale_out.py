@@ -490,10 +490,12 @@ def test_a_postgres_restart_mid_search_is_survived(server, storage, launch):
     stores = _Stores(server, storage)
     processes = [coordinator, *workers]
     _wait_until(lambda: len(_counted(stores.trials())) >= 2, "two finished trials", processes)
+    assert len(_counted(stores.trials())) < N_TRIALS - 2
     restart = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
     subprocess.run(restart, check=True, timeout=120)
-    for process in processes:
-        process.finish()
+    outputs = [process.finish() for process in processes]
+    # The restart hit the search (the storage calls were retried), not its end.
+    assert any("storage unavailable" in output for output in outputs), outputs
     # Trials whose heartbeat could not be recorded during the restart may have been replaced.
     # (A fresh reader: the connections of the one above died with the restart.)
     _assert_complete_run(_Stores(server, storage), replaced=None)
