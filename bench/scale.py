@@ -1,0 +1,218 @@
+"""Scale-out: one CPU-bound experiment run with 1, 2 and 4 worker processes on PostgreSQL.
+
+Each configuration is ``mlx run FILE --workers N --storage <fresh PostgreSQL database>
+--tracking-uri <mlflow server>``: the coordinator plus N-1 local worker processes sharing one
+Optuna study through PostgreSQL, logging to an ``mlflow server`` whose backend store is
+PostgreSQL (one server for all configurations, started and stopped here; every database is
+created and dropped here). The experiment (written to a temporary folder) is k-means on
+overlapping blobs, scored by the adjusted Rand index against the blob labels; a trial is one fit
+of about a second, and scoring it (a prediction on the training and validation rows) costs a
+few milliseconds.
+
+Columns:
+
+- ``wall s``: wall time of the whole ``mlx run`` command (start-up, imports, split, study and
+  parent run, the search, refit, test evaluation and model logging).
+- ``trials/min``: ``n_trials / wall * 60``.
+- ``speed-up``: one worker's wall time over this one's.
+- ``search s``: from the first trial's start (its claim, Optuna's ``datetime_start``) to the
+  last trial's end (its child run's ``end_time``).
+- ``fixed s``: ``wall - search``: what a run pays once, whatever its number of trials.
+- ``overhead ms/trial``: the coordination overhead per trial,
+  ``(sum over processes p of busy_p - sum over trials of fit_time) / n_trials``, where
+  ``busy_p`` runs from the start of the first trial process ``p`` claimed to the end of its
+  last trial, and ``fit_time`` is the child run's ``fit_time`` metric (the estimator's own
+  ``fit``). It is the time a process spends per trial on anything but fitting: claiming a slot,
+  opening and logging the child run, heartbeats, telling the study the result, waiting for the
+  database, and scoring the trial (measured separately: ``scoring ms``). Start-up and the end
+  of the run are not in it (they are ``fixed s``), nor the idle tail of processes that found
+  no slot left.
+- ``wall-based ms/trial``: the issue's literal reading, ``(wall * N - sum fit_time) /
+  n_trials``: the overhead including the fixed costs spread over the trials.
+
+BLAS runs one thread per process in every configuration (``OPENBLAS_NUM_THREADS=1``, ...), so
+the worker processes are the only parallelism; ``--blas-default`` leaves the environment alone
+(then one worker uses both cores inside its matrix products, while several workers are pinned
+to one thread each by ``mlx run --workers``).
+
+Run: ``python bench/scale.py [--trials 16] [--workers 1 2 4] [--repeats 1]``. Needs the
+PostgreSQL server of the tests (127.0.0.1:5432, user postgres, trust auth). Targets: 2 workers
+at most 0.6 x one worker's wall time; overhead under 50 ms per trial.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _servers import MlflowServer, pg_url, postgres_database  # noqa: E402
+
+EXPERIMENT_NAME = "bench-scale-kmeans"
+EXPERIMENT = f'''"""bench/scale.py's experiment: k-means on overlapping blobs, about a second per fit."""
+
+from optuna.distributions import IntDistribution
+from sklearn.datasets import make_blobs
+
+import mlx
+from mlx.estimators import KMeans
+
+experiment = mlx.Experiment(
+    name="{EXPERIMENT_NAME}",
+    data=lambda: make_blobs(
+        n_samples=50_000, n_features=16, centers=10, cluster_std=6.0, random_state=0
+    ),
+    # tol=0: every start runs its max_iter iterations (unless no label changes).
+    estimator=KMeans(n_init=8, max_iter=40, tol=0.0),
+    search_space={{"n_clusters": IntDistribution(10, 14)}},
+    metric="adjusted_rand_score",
+    split=(0.8, 0.1, 0.1),
+    seed=0,
+    n_trials=16,
+)
+'''
+_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _environment(blas_default):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLX_"))}
+    if not blas_default:
+        env.update(dict.fromkeys(_THREADS, "1"))
+    return env
+
+
+def _one_run(folder, server, n_workers, n_trials, env):
+    """Run the experiment with ``n_workers``; return the measurements of one table row."""
+    with postgres_database("mlx_bench_optuna") as db:
+        storage = pg_url(db)
+        folder.mkdir()
+        (folder / "experiment.py").write_text(EXPERIMENT)
+        command = [sys.executable, "-m", "mlx", "run", "experiment.py"]
+        command += ["--workers", str(n_workers), "--n-trials", str(n_trials)]
+        command += ["--storage", storage, "--tracking-uri", server.url, "--allow-test-reuse"]
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"mlx run --workers {n_workers} failed:\n{done.stderr[-3000:]}")
+        return _measure(server, storage, wall, n_trials)
+
+
+def _measure(server, storage, wall, n_trials):
+    import optuna
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=server.url)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    (parent,) = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`mlx.role` = 'parent' AND tags.`mlx.optuna_storage` = '{storage}'",
+    )
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    rdb = optuna.storages.RDBStorage(storage)
+    try:
+        study = optuna.load_study(study_name=parent.data.tags["mlx.study_name"], storage=rdb)
+        started = {t.number: t.datetime_start.timestamp() for t in study.trials}
+    finally:
+        rdb.engine.dispose()
+    if len(children) != n_trials or len(started) != n_trials:
+        raise RuntimeError(f"expected {n_trials} trials, got {len(started)} ({len(children)} runs)")
+
+    by_process = {}
+    for child in children:
+        number = int(child.data.tags["mlx.trial_number"])
+        span = (started[number], child.info.end_time / 1000)
+        by_process.setdefault(child.data.tags["mlx.worker"], []).append(span)
+    busy = sum(max(e for _, e in s) - min(b for b, _ in s) for s in by_process.values())
+    fit = sum(child.data.metrics["fit_time"] for child in children)
+    first = min(started.values())
+    last = max(child.info.end_time / 1000 for child in children)
+    return {
+        "wall": wall,
+        "search": last - first,
+        "overhead": (busy - fit) / n_trials,
+        "wall_based": (wall * len(by_process) - fit) / n_trials,
+        "processes": len(by_process),
+        "fit": fit / n_trials,
+    }
+
+
+def _scoring_seconds():
+    """Time to score one fitted trial model as a trial does (train and validation rows)."""
+    from mlx.experiment import load_experiment
+    from mlx.runner import _prepare_data
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "experiment.py"
+        path.write_text(EXPERIMENT)
+        experiment = load_experiment(path)
+    dataset, parts, _, _ = _prepare_data(experiment, quiet=True)
+    X, y = np.asarray(dataset.X), np.asarray(dataset.y)
+    model = experiment.estimator.set_params(n_clusters=12, random_state=0).fit(X[parts.train])
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        experiment.scorer(model, X[parts.train], y[parts.train])
+        experiment.scorer(model, X[parts.val], y[parts.val])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--repeats", type=int, default=1, help="median over repeats")
+    parser.add_argument("--blas-default", action="store_true", help="leave BLAS threads alone")
+    args = parser.parse_args()
+    env = _environment(args.blas_default)
+    if not args.blas_default:
+        os.environ.update(dict.fromkeys(_THREADS, "1"))  # for the scoring time measured here
+    scoring = _scoring_seconds()
+
+    rows = {n: [] for n in args.workers}
+    with tempfile.TemporaryDirectory() as tmp, postgres_database("mlx_bench_mlflow") as db:
+        tmp = Path(tmp)
+        (tmp / "server").mkdir()
+        with MlflowServer(pg_url(db), tmp / "server" / "artifacts", tmp / "server") as server:
+            for repeat in range(args.repeats):
+                order = args.workers if repeat % 2 == 0 else args.workers[::-1]
+                for n in order:
+                    folder = tmp / f"workers-{n}-{repeat}"
+                    rows[n].append(_one_run(folder, server, n, args.trials, env))
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    def median(n, key):
+        return statistics.median(r[key] for r in rows[n])
+
+    base = median(args.workers[0], "wall")
+    print(
+        f"{args.trials} trials, mean fit {1000 * median(args.workers[0], 'fit'):.0f} ms, scoring "
+        f"{1000 * scoring:.1f} ms per trial; {os.cpu_count()} cores; BLAS threads: "
+        f"{'default' if args.blas_default else '1 per process'}; median of {args.repeats}\n"
+    )
+    print(
+        "| workers | wall s | trials/min | speed-up | search s | fixed s "
+        "| overhead ms/trial | wall-based ms/trial |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for n in args.workers:
+        wall, search = median(n, "wall"), median(n, "search")
+        print(
+            f"| {n} | {wall:.1f} | {60 * args.trials / wall:.1f} | {base / wall:.2f} "
+            f"| {search:.1f} | {wall - search:.1f} | {1000 * median(n, 'overhead'):.0f} "
+            f"| {1000 * median(n, 'wall_based'):.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
