@@ -482,15 +482,24 @@ def test_a_postgres_restart_mid_search_is_survived(server, storage, launch):
     if os.geteuid() != 0 and not os.environ.get("MLX_REQUIRE_POSTGRES"):
         pytest.skip("restarting PostgreSQL (pg_ctlcluster) needs root")
     version = max(os.listdir("/etc/postgresql"), key=float)
-    seed = 5
+    seed, n_trials = 5, 12
     workers = [
         launch(f"machine-{i}", *_worker_args(storage, server, seed, f"worker-{i}")) for i in (1, 2)
     ]
-    coordinator = launch("machine-0", *_coordinator_args(storage, server, seed))
+    coordinator = launch(
+        "machine-0", *_coordinator_args(storage, server, seed, "--n-trials", str(n_trials))
+    )
     stores = _Stores(server, storage)
     processes = [coordinator, *workers]
-    _wait_until(lambda: len(_counted(stores.trials())) >= 2, "two finished trials", processes)
-    assert len(_counted(stores.trials())) < N_TRIALS - 2
+
+    def all_joined():
+        parent = stores.parent()
+        who = {c.data.tags["mlx.worker"] for c in stores.children(parent)} if parent else set()
+        return {"worker-1", "worker-2"} <= who
+
+    # Every process is in the search (the restart is not the one a worker starts into).
+    _wait_until(all_joined, "both workers running trials", processes)
+    assert len(_counted(stores.trials())) < n_trials - 2
     restart = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
     subprocess.run(restart, check=True, timeout=120)
     outputs = [process.finish() for process in processes]
@@ -498,4 +507,4 @@ def test_a_postgres_restart_mid_search_is_survived(server, storage, launch):
     assert any("storage unavailable" in output for output in outputs), outputs
     # Trials whose heartbeat could not be recorded during the restart may have been replaced.
     # (A fresh reader: the connections of the one above died with the restart.)
-    _assert_complete_run(_Stores(server, storage), replaced=None)
+    _assert_complete_run(_Stores(server, storage), n_trials=n_trials, replaced=None)
