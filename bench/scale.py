@@ -37,7 +37,7 @@ the worker processes are the only parallelism; ``--blas-default`` leaves the env
 (then one worker uses both cores inside its matrix products, while several workers are pinned
 to one thread each by ``mlx run --workers``).
 
-Run: ``python bench/scale.py [--trials 16] [--workers 1 2 4] [--repeats 1]``. Needs the
+Run: ``python bench/scale.py [--trials 40] [--workers 1 2 4] [--repeats 1]``. Needs the
 PostgreSQL server of the tests (127.0.0.1:5432, user postgres, trust auth). Targets: 2 workers
 at most 0.6 x one worker's wall time; overhead under 50 ms per trial.
 """
@@ -172,7 +172,7 @@ def _scoring_seconds():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=1, help="median over repeats")
     parser.add_argument("--blas-default", action="store_true", help="leave BLAS threads alone")
