@@ -28,8 +28,8 @@ from optuna.trial import TrialState
 __all__ = [
     "REPLACES",
     "Budget",
+    "Slots",
     "budget",
-    "claim",
     "counted_trials",
     "fail_lost",
     "replace_lost",
@@ -136,20 +136,45 @@ def top_up(study, n_trials):
     return missing
 
 
-def claim(study, storage):
-    """Claim a WAITING slot: ``(trial, trial_id)``, or None when the budget is spent."""
-    study_id = retrying(storage.get_study_id_from_name, study.study_name)
-    for frozen in retrying(study.get_trials, deepcopy=False, states=(TrialState.WAITING,)):
-        trial_id = retrying(
-            storage.get_trial_id_from_study_id_trial_number, study_id, frozen.number
-        )
-        try:
-            if not retrying(storage.set_trial_state_values, trial_id, state=TrialState.RUNNING):
-                continue  # another process claimed it first
-        except UpdateFinishedTrialError:
-            continue
-        return retrying(optuna.Trial, study, trial_id), trial_id
-    return None
+class Slots:
+    """Claims the WAITING slots of ``study`` through ``storage``, one at a time.
+
+    The ids of the waiting trials are read once and tried in order (another process may have
+    claimed some meanwhile: its claim wins, the next id is tried); the study is read again only
+    when they run out. A claim is then one store write, as Optuna's own ``ask`` is.
+    """
+
+    def __init__(self, study, storage):
+        self.study = study
+        self.storage = storage
+        self._study_id = None
+        self._waiting = []
+
+    def claim(self):
+        """Claim a WAITING slot: ``(trial, trial_id)``, or None when the budget is spent."""
+        for refreshed in (False, True):
+            if refreshed or not self._waiting:
+                self._waiting = self._read_waiting()
+            while self._waiting:
+                trial_id = self._waiting.pop(0)
+                try:
+                    claimed = retrying(
+                        self.storage.set_trial_state_values, trial_id, state=TrialState.RUNNING
+                    )
+                except UpdateFinishedTrialError:
+                    continue
+                if claimed:  # else another process claimed it first
+                    return retrying(optuna.Trial, self.study, trial_id), trial_id
+        return None
+
+    def _read_waiting(self):
+        if self._study_id is None:
+            self._study_id = retrying(self.storage.get_study_id_from_name, self.study.study_name)
+        waiting = retrying(self.study.get_trials, deepcopy=False, states=(TrialState.WAITING,))
+        return [
+            retrying(self.storage.get_trial_id_from_study_id_trial_number, self._study_id, t.number)
+            for t in waiting
+        ]
 
 
 def replace_lost(study, frozen):

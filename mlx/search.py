@@ -30,6 +30,7 @@ from sklearn.base import clone, is_classifier
 from sklearn.pipeline import Pipeline
 
 from mlx import _candidates, scheduling
+from mlx._sqlite import sqlite_path, write_ahead_log
 from mlx.evaluation import final_step
 
 __all__ = [
@@ -102,6 +103,9 @@ def make_storage(url, *, heartbeat_interval=None, grace_period=None):
     (:func:`mlx.scheduling.replace_lost`).
     """
     engine_kwargs = {"pool_pre_ping": True}
+    path = sqlite_path(url)
+    if path is not None:
+        write_ahead_log(path)
     if url.startswith("sqlite"):
         # Wait for a lock instead of failing at once when another process writes.
         engine_kwargs = {"connect_args": {"timeout": 60}}
@@ -393,10 +397,11 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
     quiet_optuna()
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = 0
+    slots = scheduling.Slots(study, storage)
     with _optimize_loop(study):
         while deadline is None or time.monotonic() < deadline:
             scheduling.fail_lost(study, storage)
-            claimed = scheduling.claim(study, storage)
+            claimed = slots.claim()
             if claimed is None:
                 break
             trial, trial_id = claimed

@@ -5,7 +5,7 @@ code serves a coordinator and workers in other processes. A trial costs three st
 ``create_run`` (with its tags) when it starts, so the UI shows it RUNNING, then one
 ``log_batch`` (params, metrics and final tags) and ``set_terminated`` when it ends.
 
-SQLite stores are put in write-ahead-log mode (see ``_write_ahead_log``).
+SQLite stores are put in write-ahead-log mode (see :func:`mlx._sqlite.write_ahead_log`).
 
 The *test ledger* lives in the runs' tags: every parent run carries ``mlx.test_fingerprint`` and
 ``mlx.test_use_count``, and ``mlx.test_evaluated = true`` once the test split was evaluated.
@@ -20,6 +20,8 @@ import re
 import time
 from pathlib import Path
 
+from mlx._sqlite import sqlite_path as _sqlite_path
+from mlx._sqlite import write_ahead_log
 from mlx.exceptions import TrackingError
 
 __all__ = [
@@ -68,54 +70,6 @@ def resolve_tracking_uri(uri=None):
     if not uri:
         uri = f"sqlite:///{Path.cwd() / DEFAULT_TRACKING_FILE}"
     return uri
-
-
-def _sqlite_path(uri):
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :])
-    return None
-
-
-# Resolved paths of the SQLite tracking stores put in write-ahead-log mode by this process.
-_WAL_STORES = set()
-
-
-def _write_ahead_log(path):
-    """Put a SQLite store in write-ahead-log mode, synchronised at checkpoints only.
-
-    In WAL mode a commit appends to one log instead of writing a rollback journal and the
-    database; with ``synchronous=NORMAL`` it does not wait for the disk either. SQLite
-    documents this pair as safe from corruption; a power cut (not a crash of the process) may
-    lose the last commits. A trial's three writes then cost about 12 ms instead of 17-27 ms
-    here, and `mlflow ui` can read while a search writes. The journal mode is a persistent
-    setting of the file; ``synchronous`` is set on each new connection to this store (and to
-    no other database). Where WAL cannot be set (read-only or network file systems), the store
-    stays as it is.
-    """
-    import sqlite3
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
-            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                connection.execute("PRAGMA journal_mode=WAL").fetchone()
-    except sqlite3.Error:
-        return
-    if not _WAL_STORES:
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
-
-        event.listen(Engine, "connect", _relax_sync)
-    _WAL_STORES.add(str(path.resolve()))
-
-
-def _relax_sync(dbapi_connection, connection_record):
-    import sqlite3
-
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        main = dbapi_connection.execute("PRAGMA database_list").fetchone()
-        if main is not None and main[2] in _WAL_STORES:
-            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def _check_reachable(uri):
@@ -197,7 +151,7 @@ class Tracker:
         self.uri = uri
         path = _sqlite_path(uri)
         if path is not None:
-            _write_ahead_log(path)
+            write_ahead_log(path)
         _check_reachable(uri)
         with self._store_errors():
             self.client = MlflowClient(tracking_uri=uri)
