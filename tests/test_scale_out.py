@@ -6,8 +6,10 @@ server`` whose backend store is PostgreSQL. Faults are real too: ``kill -9`` of 
 the coordinator, a restart of the PostgreSQL server. The experiment is tests/scale_experiment.py
 (about a second per trial), so that several processes really share the trials.
 
-Run with ``pytest -m slow -n 2 --dist loadgroup``: the tests share one MLflow server and run in
-one xdist group, in file order (the PostgreSQL restart is last).
+The tests share one MLflow server and must run in one process, in file order (the PostgreSQL
+restart is last): ``pytest -m slow -n 2 --dist loadfile``. (``--dist loadgroup`` with the
+``xdist_group`` mark below should do the same, but does not group on pytest 9.2 with
+pytest-xdist 3.8: pytest-dev/pytest-xdist#1386.)
 """
 
 import contextlib
@@ -475,6 +477,30 @@ def test_passwords_never_leak(tmp_path, launch, monkeypatch):
             assert len(tables) > 5, tables
             assert parent.info.run_id in text or db == optuna_db
             assert password not in text, db
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="runner._open_storage does not retry a storage that is restarting (bug report issue 7)",
+)
+def test_opening_the_storage_retries_while_postgres_restarts(storage, monkeypatch):
+    """A process that starts while the database restarts waits for it, as running ones do."""
+    from optuna.exceptions import StorageInternalError
+
+    from mlx import runner, search
+
+    make_storage, calls = search.make_storage, []
+
+    def restarting_once(*args, **kwargs):  # the fault: the first attempt meets the restart
+        calls.append(args)
+        if len(calls) == 1:
+            raise StorageInternalError("An exception is raised during the commit.")
+        return make_storage(*args, **kwargs)
+
+    monkeypatch.setattr(search, "make_storage", restarting_once)
+    opened = runner._open_storage(storage, 1)
+    assert len(calls) == 2
+    opened.engine.dispose()
 
 
 def test_a_postgres_restart_mid_search_is_survived(server, storage, launch):
