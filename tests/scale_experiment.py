@@ -1,8 +1,9 @@
 """A small CPU-bound experiment for the scale-out tests (tests/test_scale_out.py).
 
 An MLP on digits, trained epoch by epoch for a fixed number of epochs (no pruning, so every
-trial does the same work): about half a second per trial on one core, long enough for several
-processes to share the trials and for a test to catch a trial while it runs.
+trial does the same work): about a second per trial on one core (the fit and, per epoch, the
+scores and a report to the study), long enough for several processes to share the trials and
+for a test to catch a trial while it runs.
 """
 
 import optuna
