@@ -73,16 +73,15 @@ def postgres_role(password):
     """A password-protected login role (for the secrets tests), dropped afterwards."""
     require_postgres()
     name = f"mlx_role_{uuid.uuid4().hex[:8]}"
-    conn = _admin_connection()
+    with contextlib.closing(_admin_connection()) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {name} LOGIN PASSWORD %s CREATEDB", (password,))
     try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE ROLE {name} LOGIN PASSWORD %s CREATEDB", (password,))
         yield name
     finally:
-        with conn.cursor() as cur:
+        # A new connection, as in postgres_database.
+        with contextlib.closing(_admin_connection()) as conn, conn.cursor() as cur:
             cur.execute(f"DROP OWNED BY {name}")
             cur.execute(f"DROP ROLE IF EXISTS {name}")
-        conn.close()
 
 
 class MlflowServer:
