@@ -468,7 +468,7 @@ def _heartbeat(heartbeat, storage_url, workers):
 
 def _open_storage(storage_url, heartbeat):
     try:
-        return search.make_storage(storage_url, heartbeat_interval=heartbeat)
+        return scheduling.retrying(search.make_storage, storage_url, heartbeat_interval=heartbeat)
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SearchError(
@@ -500,8 +500,12 @@ def _load_study(experiment, study_name, storage, worker_id=None):
             seed = int.from_bytes(hashlib.sha256(f"{seed}:{worker_id}".encode()).digest()[:4])
         sampler = optuna.samplers.TPESampler(seed=seed)
     try:
-        return search.load_study(
-            study_name, storage=storage, sampler=sampler, pruner=experiment.pruner
+        return scheduling.retrying(
+            search.load_study,
+            study_name,
+            storage=storage,
+            sampler=sampler,
+            pruner=experiment.pruner,
         )
     except KeyError:
         raise SearchError(

@@ -479,10 +479,6 @@ def test_passwords_never_leak(tmp_path, launch, monkeypatch):
             assert password not in text, db
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner._open_storage does not retry a storage that is restarting (bug report issue 7)",
-)
 def test_opening_the_storage_retries_while_postgres_restarts(storage, monkeypatch):
     """A process that starts while the database restarts waits for it, as running ones do."""
     from optuna.exceptions import StorageInternalError
