@@ -630,7 +630,7 @@ def _search_and_evaluate(
             f"none of the {sum(counts.values())} trials of study {study.study_name!r} completed, "
             f"so there is no model to test.{hint}"
         )
-    best = study.best_trial
+    best = scheduling.retrying(lambda: study.best_trial)
     best_model, own_params = objective.suggest(_fixed_trial(best.params))
     best_params = own_params
     if not _candidates.is_single(experiment.candidates):
@@ -657,7 +657,8 @@ def _search_and_evaluate(
     search.fit_model(model, X_fit, y_fit, epochs=search.n_epochs(model, experiment.max_epochs))
 
     test_scores = None
-    figures = evaluation.study_figures(study)
+    # Read from the storage, which may be a database server restarting for a moment.
+    figures = scheduling.retrying(evaluation.study_figures, study)
     try:
         if not no_test:
             # Recorded before the metrics exist: even a crash mid-evaluation counts as a use.
