@@ -11,6 +11,7 @@ __all__ = [
     "SearchError",
     "TestReuseError",
     "TrackingError",
+    "first_line",
 ]
 
 
@@ -50,3 +51,12 @@ class TrackingError(MlxError):
     """The tracking store could not be used."""
 
     exit_code = 1
+
+
+def first_line(exc):
+    """The first line of an exception's message (its type's name when it has none).
+
+    Drivers and libraries put pages under one exception; messages shown to users take a line.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

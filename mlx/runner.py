@@ -30,6 +30,7 @@ from mlx.exceptions import (
     SearchError,
     TestReuseError,
     TrackingError,
+    first_line,
 )
 from mlx.experiment import Experiment, definition_hash, load_experiment
 from mlx.tracking import (
@@ -470,9 +471,9 @@ def _open_storage(storage_url, heartbeat):
     try:
         return scheduling.retrying(search.make_storage, storage_url, heartbeat_interval=heartbeat)
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SearchError(
-            f"cannot use the Optuna storage {redact_url(storage_url)}: {redact_url(first_line)}"
+            f"cannot use the Optuna storage {redact_url(storage_url)}: "
+            f"{redact_url(first_line(exc))}"
         ) from None
 
 

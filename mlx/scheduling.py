@@ -25,12 +25,16 @@ import optuna
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from mlx.exceptions import first_line
+
 __all__ = [
     "REPLACES",
     "Budget",
+    "Heartbeat",
     "Slots",
     "budget",
     "counted_trials",
+    "enqueue",
     "fail_lost",
     "replace_lost",
     "retrying",
@@ -57,14 +61,9 @@ def retrying(func, *args, **kwargs):
         except StorageInternalError as exc:
             if time.monotonic() > deadline:
                 raise
-            logger.warning("storage unavailable (%s); retrying in %.1f s", _first_line(exc), delay)
+            logger.warning("storage unavailable (%s); retrying in %.1f s", first_line(exc), delay)
             time.sleep(delay)
             delay = min(2 * delay, 5.0)
-
-
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 @dataclass
@@ -241,7 +240,7 @@ class Heartbeat:
         try:
             self.storage.record_heartbeat(self.trial_id)
         except Exception as exc:  # a missed beat is retried at the next interval
-            logger.warning("heartbeat of a trial not recorded: %s", _first_line(exc))
+            logger.warning("heartbeat of a trial not recorded: %s", first_line(exc))
 
     def _run(self):
         while not self._stop.wait(self.interval):

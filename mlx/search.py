@@ -32,6 +32,7 @@ from sklearn.pipeline import Pipeline
 from mlx import _candidates, scheduling
 from mlx._sqlite import sqlite_path, write_ahead_log
 from mlx.evaluation import final_step
+from mlx.exceptions import first_line
 
 __all__ = [
     "DEFAULT_STORAGE_FILE",
@@ -458,5 +459,4 @@ def _optimize_loop(study):
 
 
 def _one_line(exc):
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+    return f"{type(exc).__name__}: {first_line(exc)}"[:500]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mlx._sqlite import sqlite_path as _sqlite_path
 from mlx._sqlite import write_ahead_log
-from mlx.exceptions import TrackingError
+from mlx.exceptions import TrackingError, first_line
 
 __all__ = [
     "DEFAULT_TRACKING_FILE",
@@ -112,7 +112,7 @@ def _root_cause(exc):
     exc = getattr(exc, "orig", None) or exc
     while exc.__cause__ is not None or exc.__context__ is not None:
         exc = exc.__cause__ or exc.__context__
-    return _first_line(exc)
+    return first_line(exc)
 
 
 def ui_command(uri):
@@ -167,8 +167,7 @@ class Tracker:
             raise
         except Exception as exc:
             raise TrackingError(
-                f"cannot use the MLflow store {redact_url(self.uri)}: "
-                f"{redact_url(_first_line(exc))}"
+                f"cannot use the MLflow store {redact_url(self.uri)}: {redact_url(first_line(exc))}"
             ) from None
 
     def experiment_id(self, name):
@@ -531,10 +530,6 @@ def _pages(search, *args, **kwargs):
 def _truncate(value, limit):
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _first_line(exc):
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 @contextlib.contextmanager
