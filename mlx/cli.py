@@ -173,7 +173,7 @@ def run(
 )
 @_heartbeat_option
 @click.option("--worker-id", help="Name of this worker [default: host-pid].")
-@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--quiet", is_flag=True, help="Print nothing when done.")
 @click.option("--parent-pid", type=int, hidden=True)
 @_friendly
 def worker(
@@ -201,7 +201,6 @@ def worker(
         wait=wait,
         heartbeat=heartbeat,
         worker_id=worker_id,
-        show_progress=not quiet,
     )
     if not quiet:
         click.echo(f"worker done: ran {ran} trials; the study's budget is spent.")
