@@ -146,14 +146,16 @@ class Slots:
     def __init__(self, study, storage):
         self.study = study
         self.storage = storage
-        self._study_id = None
         self._waiting = []
 
     def claim(self):
         """Claim a WAITING slot: ``(trial, trial_id)``, or None when the budget is spent."""
         for refreshed in (False, True):
             if refreshed or not self._waiting:
-                self._waiting = self._read_waiting()
+                self._waiting = [
+                    trial_id
+                    for _, trial_id in _trials(self.study, self.storage, TrialState.WAITING)
+                ]
             while self._waiting:
                 trial_id = self._waiting.pop(0)
                 try:
@@ -166,14 +168,13 @@ class Slots:
                     return retrying(optuna.Trial, self.study, trial_id), trial_id
         return None
 
-    def _read_waiting(self):
-        if self._study_id is None:
-            self._study_id = retrying(self.storage.get_study_id_from_name, self.study.study_name)
-        waiting = retrying(self.study.get_trials, deepcopy=False, states=(TrialState.WAITING,))
-        return [
-            retrying(self.storage.get_trial_id_from_study_id_trial_number, self._study_id, t.number)
-            for t in waiting
-        ]
+
+def _trials(study, storage, state):
+    """``(frozen trial, storage trial id)`` of the study's trials in ``state``."""
+    study_id = retrying(storage.get_study_id_from_name, study.study_name)
+    for frozen in retrying(study.get_trials, deepcopy=False, states=(state,)):
+        number = frozen.number
+        yield frozen, retrying(storage.get_trial_id_from_study_id_trial_number, study_id, number)
 
 
 def replace_lost(study, frozen):
@@ -200,9 +201,7 @@ def fail_lost(study, storage, *, running_are_lost=False):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 retrying(optuna.storages.fail_stale_trials, study)
         return
-    study_id = retrying(storage.get_study_id_from_name, study.study_name)
-    for frozen in retrying(study.get_trials, deepcopy=False, states=(TrialState.RUNNING,)):
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+    for frozen, trial_id in list(_trials(study, storage, TrialState.RUNNING)):
         try:
             storage.set_trial_user_attr(trial_id, "error", "lost: its process stopped")
             storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
