@@ -21,12 +21,12 @@ allocated once per epoch and written in place.
 """
 
 import contextlib
-import functools
 from itertools import pairwise
 
 import numpy as np
 from scipy.special import expit
-from threadpoolctl import ThreadpoolController
+
+from mlx.estimators._threads import single_threaded_blas
 
 # --- activations ----------------------------------------------------------------------------
 # Each activation overwrites Z with f(Z) and returns it; each derivative multiplies the
@@ -437,16 +437,11 @@ def loss_and_gradient(network, grads, X, Y, *, activation, loss, alpha, workspac
 SINGLE_THREAD_PRODUCT = 1 << 25
 
 
-@functools.cache
-def _threadpool_controller():
-    return ThreadpoolController()
-
-
 def _blas_threads(layer_units, batch_size):
     """One BLAS thread for small products (see SINGLE_THREAD_PRODUCT), else the default."""
     if batch_size * max(a * b for a, b in pairwise(layer_units)) >= SINGLE_THREAD_PRODUCT:
         return contextlib.nullcontext()
-    return _threadpool_controller().limit(limits=1, user_api="blas")
+    return single_threaded_blas()
 
 
 def train_epoch(network, optimizer, X, Y, *, activation, loss, alpha, batch_size, order=None):

@@ -1,6 +1,5 @@
 """k-means clustering: Lloyd iterations on BLAS distances, k-means++ seeding, and choosing k."""
 
-import functools
 import math
 import warnings
 from numbers import Integral, Real
@@ -20,7 +19,8 @@ from sklearn.metrics import silhouette_score
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import ThreadpoolController
+
+from mlx.estimators._threads import single_threaded_blas
 
 __all__ = ["KMeans", "KSelection", "select_k"]
 
@@ -44,20 +44,6 @@ def _check_distances(largest, dtype, what):
 
 def _squared_norms(X):
     return np.einsum("ij,ij->i", X, X)
-
-
-@functools.cache
-def _threadpools():
-    # Created once (inspecting the loaded libraries takes tens of milliseconds); entering its
-    # limit() afterwards costs microseconds.
-    return ThreadpoolController()
-
-
-def _single_threaded_blas():
-    """Pin BLAS to one thread: our products are narrow (k rows) and memory-bound, a second
-    BLAS thread brings little, and its spinning stalls other OpenMP/BLAS pools on a busy
-    machine."""
-    return _threadpools().limit(limits=1, user_api="blas")
 
 
 def _working_data(X):
@@ -399,7 +385,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         n_init = self._n_runs()
         rng = check_random_state(self.random_state)
 
-        with _single_threaded_blas():
+        with single_threaded_blas():
             X, x_sq, shift, total_variance = _working_data(X)
             # Points within a radius r of the origin are within 2 r of each other.
             _check_distances(4 * float(x_sq.max()), X.dtype, "the training points")
@@ -495,7 +481,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             Index of the nearest centre.
         """
         X, centers = self._check_test_data(X)
-        with _single_threaded_blas():
+        with single_threaded_blas():
             labels, min_sq = _nearest(X, centers)
         _check_distances(float(min_sq.max()), X.dtype, "the samples and the cluster centres")
         return labels
@@ -514,7 +500,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             Distance of each sample to each centre, in X's floating dtype.
         """
         X, centers = self._check_test_data(X)
-        with _single_threaded_blas():
+        with single_threaded_blas():
             D = _squared_distances(X, _squared_norms(X), centers, _squared_norms(centers))
         _check_distances(float(D.max()), X.dtype, "the samples and the cluster centres")
         return np.sqrt(D, out=D)
@@ -536,7 +522,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             Minus the sum of squared distances of the samples to their nearest centre.
         """
         X, centers = self._check_test_data(X)
-        with _single_threaded_blas():
+        with single_threaded_blas():
             labels, min_sq = _nearest(X, centers)
         _check_distances(float(min_sq.max()), X.dtype, "the samples and the cluster centres")
         return -_inertia(X, centers, labels)

@@ -8,7 +8,6 @@ without sorting whole rows (:func:`_search_euclidean`, :func:`_k_smallest`).
 
 import math
 import os
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
@@ -26,23 +25,11 @@ from sklearn.exceptions import DataConversionWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import ThreadpoolController
+
+from mlx.estimators._threads import single_threaded_blas
 
 # Scores held per chunk when chunk_size=None: 4 Mi entries, 32 MiB in float64.
 _AUTO_CHUNK_ENTRIES = 2**22
-
-_controller = None
-_controller_lock = threading.Lock()
-
-
-def _blas_controller():
-    # Creating a ThreadpoolController inspects the loaded libraries (slow); using one is cheap.
-    global _controller
-    with _controller_lock:
-        if _controller is None:
-            _controller = ThreadpoolController()
-    return _controller
-
 
 # --- metrics ---------------------------------------------------------------------------------
 # Each metric has a `prepare` step, run once on the training points at fit time, and a `search`
@@ -366,7 +353,7 @@ class _KNeighborsBase(MultiOutputMixin, BaseEstimator):
             # Two Python threads each running a one-thread BLAS beat one BLAS running two: the
             # selection between products is numpy code that a threaded BLAS leaves single-core.
             with (
-                _blas_controller().limit(limits=1, user_api="blas"),
+                single_threaded_blas(),
                 ThreadPoolExecutor(n_threads) as pool,
             ):
                 parts = list(pool.map(search, starts))
