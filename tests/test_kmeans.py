@@ -13,19 +13,8 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mlx.estimators import KMeans, KSelection, select_k
-
-
-@parametrize_with_checks(
-    [
-        KMeans(n_clusters=3, n_init=2, random_state=0),
-        KMeans(n_clusters=3, init="random", n_init=2, random_state=0),
-    ]
-)
-def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mlx.estimators import LinearRegression
 
@@ -24,14 +23,6 @@ FAST = {
     "gd": dict(learning_rate=0.3),
     "sgd": dict(learning_rate=0.05, batch_size=100, learning_rate_schedule="adaptive"),
 }
-
-
-@parametrize_with_checks([LinearRegression(solver=solver, random_state=0) for solver in SOLVERS])
-def test_sklearn_estimator_checks(estimator, check):
-    with warnings.catch_warnings():
-        # Some checks fit on a handful of noisy samples for which max_iter is not enough.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
 
 
 def make_data(n=400, d=6, targets=None, shift=0.0, seed=0, scales=(0.01, 100)):

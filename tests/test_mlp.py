@@ -14,7 +14,6 @@ from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mlx.estimators import MLPAutoencoder, MLPClassifier, MLPRegressor
 
@@ -43,17 +42,6 @@ def blobs():
 
 # A higher learning rate lets 50 epochs of a small network pass the checks' accuracy floors.
 @quiet_convergence
-@parametrize_with_checks(
-    [
-        MLPClassifier((16,), learning_rate_init=0.01, max_iter=50),
-        MLPRegressor((16,), learning_rate_init=0.01, max_iter=50),
-        MLPAutoencoder((8, 3), max_iter=5),
-    ]
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
-
-
 # --- the same algorithm as scikit-learn's MLP where they coincide --------------------------
 
 

@@ -13,25 +13,12 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mlx.estimators import KNeighborsClassifier, KNeighborsRegressor
 from mlx.estimators.neighbors import _k_smallest
 
 METRICS = ["euclidean", "manhattan", "cosine"]
 WEIGHTS = ["uniform", "distance"]
-
-
-@parametrize_with_checks(
-    [
-        KNeighborsClassifier(),
-        KNeighborsRegressor(),
-        KNeighborsClassifier(weights="distance", metric="manhattan"),
-        KNeighborsRegressor(weights="distance", metric="cosine"),
-    ]
-)
-def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
 
 
 @pytest.fixture(scope="module")
