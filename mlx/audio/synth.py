@@ -1,12 +1,28 @@
-"""Synthetic instrument sounds: labelled clips with recording groups, numpy only."""
+"""Synthetic sounds, numpy only: instrument notes, and melodies whose class is their contour."""
 
 from dataclasses import dataclass
 from numbers import Integral
+from types import MappingProxyType
 
 import numpy as np
 from sklearn.utils import check_random_state
 
 INSTRUMENTS = ("flute", "clarinet", "violin", "piano", "drum", "bell")
+
+# Melodic contours: the scale step (0 lowest .. 4 highest) played at each of the five positions.
+# Every contour plays each step once, so all classes share one multiset of notes.
+CONTOURS = MappingProxyType(
+    {
+        "rising": (0, 1, 2, 3, 4),
+        "falling": (4, 3, 2, 1, 0),
+        "arch": (0, 2, 4, 3, 1),
+        "valley": (4, 2, 0, 1, 3),
+        "zigzag": (0, 3, 1, 4, 2),
+    }
+)
+_CONTOUR_STEP = 3  # semitones between adjacent steps of the scale: the melody spans an octave
+_PITCHED = ("flute", "clarinet", "violin", "piano", "bell")
+_RELEASE = 0.01  # s, fade at the end of each note (no click)
 
 # Partial frequencies of a struck bell relative to its nominal (hum, prime, tierce, quint, ...)
 # and of a circular membrane's first modes: the inharmonic spectra that make them recognisable.
@@ -204,6 +220,43 @@ def _render(voice, rng, t, onset, sr):
     return tone + burst.astype(np.float32)
 
 
+def _check_generator_args(n_per_class, clips_per_recording, sr, duration, noise):
+    """Check the arguments the generators share; return the samples per clip."""
+    for value, name in ((n_per_class, "n_per_class"), (clips_per_recording, "clips_per_recording")):
+        if not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {name}={value!r}.")
+    if not isinstance(sr, Integral) or sr < 1000:
+        raise ValueError(f"sr must be an integer >= 1000 Hz, got sr={sr!r}.")
+    n_samples = round(sr * duration)
+    if n_samples < 1:
+        raise ValueError(f"duration={duration!r} s at sr={sr} gives no samples.")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got noise={noise!r}.")
+    return n_samples
+
+
+def _add_noise_and_level(signal, rng, noise):
+    """White noise at ``noise`` times each clip's RMS, then a random peak level in [0.1, 0.9].
+
+    Works in place on ``signal`` (a fresh float32 array of the caller's).
+    """
+    signal += (
+        noise
+        * np.sqrt(np.mean(signal**2, axis=1, keepdims=True))
+        * rng.standard_normal(signal.shape)
+    )
+    peak = rng.uniform(0.1, 0.9, (signal.shape[0], 1))
+    signal *= peak / (np.abs(signal).max(axis=1, keepdims=True) + 1e-12)
+    return signal.astype(np.float32)
+
+
+def _shuffled(rng, shuffle, *arrays):
+    if not shuffle:
+        return arrays
+    order = rng.permutation(arrays[0].shape[0])
+    return tuple(a[order] for a in arrays)
+
+
 def make_instrument_sounds(
     n_per_class=100,
     *,
@@ -262,16 +315,7 @@ def make_instrument_sounds(
     >>> clips.shape, clips.dtype, np.unique(labels)[:3].tolist(), np.unique(groups).size
     ((60, 8000), dtype('float32'), ['bell', 'clarinet', 'drum'], 12)
     """
-    for value, name in ((n_per_class, "n_per_class"), (clips_per_recording, "clips_per_recording")):
-        if not isinstance(value, Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {name}={value!r}.")
-    if not isinstance(sr, Integral) or sr < 1000:
-        raise ValueError(f"sr must be an integer >= 1000 Hz, got sr={sr!r}.")
-    n_samples = round(sr * duration)
-    if n_samples < 1:
-        raise ValueError(f"duration={duration!r} s at sr={sr} gives no samples.")
-    if not noise >= 0:
-        raise ValueError(f"noise must be >= 0, got noise={noise!r}.")
+    n_samples = _check_generator_args(n_per_class, clips_per_recording, sr, duration, noise)
     rng = check_random_state(random_state)
 
     t = np.arange(n_samples) / sr
@@ -284,18 +328,177 @@ def make_instrument_sounds(
         voice.f0 = voice.f0 * 2.0 ** (rng.randint(-4, 5, (n_per_class, 1)) / 12)
         onset = rng.uniform(0.0, min(0.05, duration / 4), (n_per_class, 1))
         signal = _render(voice, rng, t, onset, sr)
-        signal += (
-            noise
-            * np.sqrt(np.mean(signal**2, axis=1, keepdims=True))
-            * (rng.standard_normal(signal.shape))
-        )
-        peak = rng.uniform(0.1, 0.9, (n_per_class, 1))
-        signal *= peak / (np.abs(signal).max(axis=1, keepdims=True) + 1e-12)
-        clips.append(signal.astype(np.float32))
+        clips.append(_add_noise_and_level(signal, rng, noise))
         labels.append(np.full(n_per_class, name))
         groups.append(class_index * n_recordings + recording)
     clips, labels, groups = np.concatenate(clips), np.concatenate(labels), np.concatenate(groups)
-    if shuffle:
-        order = rng.permutation(clips.shape[0])
-        clips, labels, groups = clips[order], labels[order], groups[order]
-    return clips, labels, groups
+    return _shuffled(rng, shuffle, clips, labels, groups)
+
+
+def make_contour_sounds(
+    n_per_class=100,
+    *,
+    sr=16000,
+    duration=1.0,
+    noise=0.05,
+    clips_per_recording=5,
+    instruments=_PITCHED,
+    shuffle=True,
+    random_state=None,
+    return_notes=False,
+):
+    """Five-note melodies whose class is the order of the notes, not the notes themselves.
+
+    Each clip plays the five notes of a scale of minor thirds (an octave from lowest to
+    highest) once each, in the order of its class's contour (``mlx.audio.CONTOURS``): rising,
+    falling, arch (up to the top, then down), valley (down to the bottom, then up) and zigzag
+    (alternating up and down). The notes are played by the synthetic voices of
+    :func:`make_instrument_sounds`, each recording by an instrument drawn at random, so timbre
+    says nothing about the class.
+
+    Every clip holds the same multiset of notes, each note in a slot of the same length, so what
+    is pooled over time (the mean, spread, minimum, maximum of each log-mel band, as
+    :class:`LogMelFeatures` computes) is the same for every class up to the few frames where one
+    note hands over to the next. A model on such statistics stays near chance (1 in 5); only a
+    model that sees the order of the frames (a convolutional or recurrent network on
+    :class:`LogMelSpectrogram` frames) can learn the task. Small random changes keep it from
+    being trivial: the melody's start, tempo and transposition vary per clip, and each note's
+    onset, length, tuning and loudness vary a little, independently of its position (so they
+    carry no class information either).
+
+    Clips come in "recordings" of ``clips_per_recording`` melodies of one contour, played by one
+    instrument with one timbre around one base pitch: a grouped split by ``groups`` keeps a
+    recording on one side, as for :func:`make_instrument_sounds`.
+
+    Parameters
+    ----------
+    n_per_class : int, default=100
+        Clips per contour.
+    sr : int, default=16000
+        Sample rate in Hz.
+    duration : float, default=1.0
+        Clip length in seconds, at least 0.2; the melody fills 80-95% of it.
+    noise : float, default=0.05
+        Standard deviation of added white noise relative to the RMS of each clip.
+    clips_per_recording : int, default=5
+        Melodies per recording (the last recording of a contour may have fewer).
+    instruments : tuple of str, default=("flute", "clarinet", "violin", "piano", "bell")
+        Instruments the recordings are drawn from, among ``mlx.audio.INSTRUMENTS`` (the drum's
+        pitch glide and noise burst make a poor melody instrument, so it is left out by default).
+    shuffle : bool, default=True
+        Shuffle the clips; otherwise they come contour by contour, recording by recording.
+    random_state : int, RandomState instance or None, default=None
+        Seed of every random choice.
+    return_notes : bool, default=False
+        Also return the fundamental frequency of each note, in the order played.
+
+    Returns
+    -------
+    clips : ndarray of shape (5 * n_per_class, round(sr * duration)), float32
+        Peak amplitude between 0.1 and 0.9.
+    labels : ndarray of shape (5 * n_per_class,), str
+        Contour names (the keys of ``mlx.audio.CONTOURS``).
+    groups : ndarray of shape (5 * n_per_class,), int
+        Recording ids, unique across contours.
+    notes : ndarray of shape (5 * n_per_class, 5), float
+        Only if ``return_notes``: each note's fundamental in Hz, in the order played.
+
+    See Also
+    --------
+    make_instrument_sounds : single notes whose class is the instrument.
+    LogMelSpectrogram : frames in time order, the features this task needs.
+
+    Notes
+    -----
+    Note :math:`k` of the scale has the fundamental
+    :math:`f_k = f_0 \\, 2^{(3k - 6 + \\tau + \\epsilon_k)/12}`, with :math:`f_0` the
+    recording's base pitch (drawn in the instrument's range), :math:`\\tau` a transposition
+    of the clip (uniform in +-2 semitones) and :math:`\\epsilon_k` a detuning of the note
+    (uniform in +-0.3 semitones). The melody fills a fraction (uniform in 0.8-0.95) of the clip
+    from a random start; it is cut into five equal slots, and each note starts up to 10% of a
+    slot late and sounds for 75-90% of it, then fades out in 10 ms, so notes never overlap.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mlx.audio import make_contour_sounds
+    >>> clips, labels, groups, notes = make_contour_sounds(10, random_state=0, return_notes=True)
+    >>> clips.shape, clips.dtype, np.unique(labels).tolist()
+    ((50, 16000), dtype('float32'), ['arch', 'falling', 'rising', 'valley', 'zigzag'])
+    >>> np.unique(groups).size, notes.shape
+    (10, (50, 5))
+    >>> np.argsort(notes[labels == "arch"][0]).tolist()  # positions from lowest to highest note
+    [0, 4, 1, 3, 2]
+    """
+    n_samples = _check_generator_args(n_per_class, clips_per_recording, sr, duration, noise)
+    if duration < 0.2:
+        raise ValueError(
+            f"duration={duration!r} s is too short for five notes: use at least 0.2 s."
+        )
+    unknown = [name for name in instruments if name not in INSTRUMENTS]
+    if unknown or not len(instruments):
+        raise ValueError(
+            f"instruments must be a non-empty selection of {INSTRUMENTS}, got "
+            f"instruments={instruments!r}."
+        )
+    rng = check_random_state(random_state)
+
+    names = list(CONTOURS)
+    n_classes, n_notes = len(names), len(CONTOURS[names[0]])
+    n_clips = n_classes * n_per_class
+    label_index = np.repeat(np.arange(n_classes), n_per_class)
+    recording = np.arange(n_per_class) // clips_per_recording
+    n_recordings = int(recording[-1]) + 1
+    groups = label_index * n_recordings + np.tile(recording, n_classes)
+    instrument = rng.randint(len(instruments), size=n_classes * n_recordings)[groups]
+
+    # One row per note, clip by clip: (clip, position).
+    clip_of_note = np.repeat(np.arange(n_clips), n_notes)
+    steps = np.asarray([CONTOURS[name] for name in names])[label_index].ravel()
+    semitones = (
+        _CONTOUR_STEP * (steps - (n_notes - 1) / 2)
+        + rng.uniform(-2, 2, n_clips)[clip_of_note]
+        + rng.uniform(-0.3, 0.3, clip_of_note.shape)
+    )
+
+    # Timing: the melody's slots, then each note's onset and length inside its slot.
+    melody = rng.uniform(0.8, 0.95, n_clips) * duration
+    start = rng.uniform(0, 1, n_clips) * (duration - melody)
+    slot = np.repeat(melody / n_notes, n_notes)
+    slot_start = start[clip_of_note] + np.tile(np.arange(n_notes), n_clips) * slot
+    onset = slot_start + rng.uniform(0, 0.1, clip_of_note.shape) * slot
+    length = rng.uniform(0.75, 0.9, clip_of_note.shape) * slot
+    note_samples = int(np.ceil(length.max() * sr))
+    t = np.arange(note_samples) / sr
+
+    notes = np.empty(clip_of_note.shape)
+    audio = np.zeros((clip_of_note.shape[0], note_samples), dtype=np.float32)
+    for index, name in enumerate(instruments):
+        rows = np.flatnonzero(instrument[clip_of_note] == index)
+        if rows.size == 0:
+            continue
+        # Consecutive recording ids for _voice: a recording's notes share its timbre and pitch.
+        _, recording_ids = np.unique(groups[clip_of_note[rows]], return_inverse=True)
+        voice = _voice(name, rng, recording_ids)
+        voice.f0 = voice.f0 * 2.0 ** (semitones[rows, None] / 12)
+        notes[rows] = voice.f0[:, 0]
+        audio[rows] = _render(voice, rng, t, np.zeros((rows.size, 1)), sr)
+    # Each note ends at its length with a short linear fade, at a loudness within +-1.5 dB.
+    gate = np.clip((length[:, None] - t) / _RELEASE, 0.0, 1.0)
+    audio *= (gate * 10 ** (rng.uniform(-1.5, 1.5, (clip_of_note.shape[0], 1)) / 20)).astype(
+        np.float32
+    )
+
+    # Place the notes: one assignment per position, as a clip's notes never overlap. The
+    # padding takes the silent tails of the last notes that run past the clip's end.
+    signal = np.zeros((n_clips, n_samples + note_samples), dtype=np.float32)
+    first = np.round(onset * sr).astype(int).reshape(n_clips, n_notes)
+    audio = audio.reshape(n_clips, n_notes, note_samples)
+    rows = np.arange(n_clips)[:, None]
+    for position in range(n_notes):
+        signal[rows, first[:, position, None] + np.arange(note_samples)] += audio[:, position]
+    clips = _add_noise_and_level(signal[:, :n_samples], rng, noise)
+    labels = np.asarray(names)[label_index]
+    notes = notes.reshape(n_clips, n_notes)
+    arrays = _shuffled(rng, shuffle, clips, labels, groups, notes)
+    return arrays if return_notes else arrays[:3]
