@@ -323,12 +323,13 @@ def test_missing_extra_names_the_install_command(monkeypatch, tmp_path):
 def test_module_and_synthesis_work_without_the_extra():
     code = (
         "import sys; sys.modules['librosa'] = None; sys.modules['soundfile'] = None\n"
-        "from mlx.audio import make_instrument_sounds\n"
-        "print(make_instrument_sounds(2, random_state=0)[0].shape)"
+        "from mlx.audio import make_contour_sounds, make_instrument_sounds\n"
+        "print(make_instrument_sounds(2, random_state=0)[0].shape)\n"
+        "print(make_contour_sounds(2, duration=0.5, random_state=0)[0].shape)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(12, 8000)"
+    assert result.stdout.split("\n")[:2] == ["(12, 8000)", "(10, 8000)"]
 
 
 # --- make_instrument_sounds ------------------------------------------------------------------
