@@ -1,47 +1,47 @@
 """Recurrent layers (mlx.estimators._recurrent): gradients through time against central
 differences in float64, for the parameters and the inputs."""
 
+import pickle
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from mlx.estimators import _recurrent
+from mlx.estimators import _nn, _recurrent
 
 # --- the cells ----------------------------------------------------------------------------
 
 
 def _stack(cell, sizes, rng):
-    """Recurrent layers of ``sizes = (D, H_1[, H_2])`` with parameters in float64 arrays, moved
-    away from their initial values (biases 0, orthogonal U) so that no term vanishes."""
-    scratch = _recurrent.Scratch(np.float64)
-    layers = []
+    """Recurrent layers of ``sizes = (D, H_1[, H_2])`` with their parameters and gradients as
+    dicts of float64 arrays, the parameters moved away from their initial values (biases 0,
+    orthogonal U) so that no term vanishes."""
+    stack = []
     for k, (d, h) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layer = _recurrent.RECURRENT_LAYERS[cell](d, h, name=f"{k}.", scratch=scratch)
+        layer = _recurrent.RECURRENT_LAYERS[cell](d, h)
         shapes = layer.parameter_shapes()
-        layer.bind(
-            {name: np.zeros(shape) for name, shape in shapes.items()},
-            {name: np.zeros(shape) for name, shape in shapes.items()},
-        )
-        layer.initialise(np.random.RandomState(k))
-        for p in layer.params.values():
-            p += rng.normal(scale=0.3, size=p.shape)
-        layers.append(layer)
-    return layers
+        p = {name: np.zeros(shape) for name, shape in shapes.items()}
+        g = {name: np.zeros(shape) for name, shape in shapes.items()}
+        layer.initialise(p, np.random.RandomState(k))
+        for a in p.values():
+            a += rng.normal(scale=0.3, size=a.shape)
+        stack.append((layer, p, g))
+    return stack
 
 
-def _objective(layers, X, R, Q):
+def _objective(stack, X, R, Q):
     """J = <R, h_T> + <Q, H>: the last hidden state of the top layer (what a many-to-one head
     reads) and every hidden state (what a layer stacked on top sends back)."""
     H = X
-    for layer in layers:
-        H = layer.forward(H)
+    for layer, p, _ in stack:
+        H = layer.forward(H, p)
     return float(np.vdot(R, H[-1]) + np.vdot(Q, H))
 
 
-def _backward(layers, R, Q):
+def _backward(stack, R, Q):
     dH, dh_last = Q, R
-    for layer in reversed(layers):
-        dH = layer.backward(dh_last, dH, need_dX=True).copy()
+    for layer, p, g in reversed(stack):
+        dH = layer.backward(p, g, dh_last, dH, input_grad=True).copy()
         dh_last = None
     return dH
 
@@ -72,17 +72,15 @@ def _relative_error(a, b):
 @pytest.mark.parametrize("cell", sorted(_recurrent.RECURRENT_LAYERS))
 def test_gradient_through_time_matches_central_differences(cell, sizes, T):
     rng = np.random.default_rng(0)
-    layers = _stack(cell, sizes, rng)
+    stack = _stack(cell, sizes, rng)
     n = 5
     X = rng.normal(size=(T, n, sizes[0]))
     R, Q = rng.normal(size=(n, sizes[-1])), rng.normal(size=(T, n, sizes[-1]))
-    _objective(layers, X, R, Q)
-    dX = _backward(layers, R, Q)
-    analytic = np.concatenate(
-        [dX.ravel()] + [g.ravel() for layer in layers for g in layer.grads.values()]
-    )
-    arrays = [X] + [p for layer in layers for p in layer.params.values()]
-    numeric = _central_differences(lambda: _objective(layers, X, R, Q), arrays)
+    _objective(stack, X, R, Q)
+    dX = _backward(stack, R, Q)
+    analytic = np.concatenate([dX.ravel()] + [a.ravel() for *_, g in stack for a in g.values()])
+    arrays = [X] + [a for _, p, _ in stack for a in p.values()]
+    numeric = _central_differences(lambda: _objective(stack, X, R, Q), arrays)
     rel = _relative_error(analytic, numeric)
     assert rel < 1e-6, f"relative error {rel:.2e} for {cell=}, {sizes=}, {T=}"
 
@@ -91,11 +89,10 @@ def test_gradient_through_time_matches_central_differences(cell, sizes, T):
 def test_cells_follow_their_equations_frame_by_frame(cell):
     # One frame at a time with the textbook equations, against the layer's unrolled loop.
     rng = np.random.default_rng(1)
-    (layer,) = _stack(cell, (3, 4), rng)
+    ((layer, p, _),) = _stack(cell, (3, 4), rng)
     T, n, H = 6, 2, 4
     X = rng.normal(size=(T, n, 3))
-    out = layer.forward(X).copy()
-    p = layer.params
+    out = layer.forward(X, p).copy()
     W, U, b = p["W"], p["U"], p["b"]
     sigma = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     h, c = np.zeros((n, H)), np.zeros((n, H))
@@ -117,19 +114,71 @@ def test_cells_follow_their_equations_frame_by_frame(cell):
 
 @pytest.mark.parametrize("cell", sorted(_recurrent.RECURRENT_LAYERS))
 def test_initialisation_is_seeded_and_recurrent_blocks_are_orthogonal(cell):
-    def layer(seed, dtype):
-        layer = _recurrent.RECURRENT_LAYERS[cell](3, 5)
-        shapes = layer.parameter_shapes()
-        layer.bind({k: np.zeros(s, dtype) for k, s in shapes.items()}, {})
-        return layer.initialise(np.random.RandomState(seed))
+    layer = _recurrent.RECURRENT_LAYERS[cell](3, 5)
 
-    a, b = layer(0, np.float64), layer(0, np.float32)
-    for name in a.params:
-        assert_allclose(a.params[name], b.params[name], rtol=1e-6, atol=1e-7)
-    U = a.params["U"]
-    for k in range(a.n_gates):
-        block = U[:, 5 * k : 5 * (k + 1)]
+    def draw(seed, dtype):
+        p = {k: np.zeros(s, dtype) for k, s in layer.parameter_shapes().items()}
+        layer.initialise(p, np.random.RandomState(seed))
+        return p
+
+    a, b = draw(0, np.float64), draw(0, np.float32)
+    for name in a:
+        assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7)
+    for k in range(layer.n_gates):
+        block = a["U"][:, 5 * k : 5 * (k + 1)]
         assert_allclose(block.T @ block, np.eye(5), atol=1e-12)
-    assert not np.allclose(layer(1, np.float64).params["W"], a.params["W"])
+    assert not np.allclose(draw(1, np.float64)["W"], a["W"])
     if cell == "lstm":  # the forget gate starts open
-        assert_allclose(a.params["b"], np.repeat([0.0, 1.0, 0.0, 0.0], 5))
+        assert_allclose(a["b"], np.repeat([0.0, 1.0, 0.0, 0.0], 5))
+
+
+# --- the network (the protocol of _deep: flat buffers, a head on the last hidden state) -----
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("cell", sorted(_recurrent.RECURRENT_LAYERS))
+def test_network_gradient_matches_central_differences(cell, num_layers):
+    rng = np.random.default_rng(2)
+    n, C, T, k = 4, 3, 5, 3
+    network = _recurrent.RecurrentNetwork(
+        (C, T), k, cell=cell, hidden_size=4, num_layers=num_layers, dtype=np.float64
+    ).initialise(np.random.RandomState(0))
+    network.params += rng.normal(scale=0.2, size=network.params.shape)
+    X = rng.normal(size=(n, C, T))
+    Y = np.eye(k)[rng.integers(0, k, n)]
+
+    def loss():
+        return _nn.cross_entropy(network.forward(X, training=True).copy(), Y)
+
+    dZ = network.forward(X, training=True)
+    _nn.cross_entropy(dZ, Y)
+    network.backward(dZ)
+    numeric = _central_differences(loss, [network.params])
+    rel = _relative_error(network.grads, numeric)
+    assert rel < 1e-6, f"relative error {rel:.2e} for {cell=}, {num_layers=}"
+
+
+def test_network_reads_channels_as_features_and_time_as_frames():
+    # Moving a frame changes the output; permuting the channels inside every frame in the same
+    # way as the rows of W does not.
+    rng = np.random.default_rng(3)
+    network = _recurrent.RecurrentNetwork(
+        (3, 6), 2, cell="gru", hidden_size=5, num_layers=1, dtype=np.float64
+    ).initialise(np.random.RandomState(0))
+    X = rng.normal(size=(4, 3, 6))
+    Z = network.forward(X).copy()
+    assert not np.allclose(network.forward(X[:, :, ::-1]), Z)
+    perm = [2, 0, 1]
+    network.p["0.W"][...] = network.p["0.W"][perm]
+    assert_allclose(network.forward(X[:, perm, :]), Z, rtol=1e-12)
+
+
+def test_network_pickles_as_its_parameters():
+    network = _recurrent.RecurrentNetwork(
+        (2, 4), 3, cell="lstm", hidden_size=3, num_layers=2, dtype=np.float32
+    ).initialise(np.random.RandomState(0))
+    X = np.random.default_rng(4).normal(size=(5, 2, 4)).astype(np.float32)
+    Z = network.forward(X).copy()
+    again = pickle.loads(pickle.dumps(network))
+    assert_allclose(again.forward(X), Z)
+    assert again.params.dtype == np.float32
