@@ -151,14 +151,15 @@ def _measure(server, storage, wall, n_trials):
 
 def _scoring_seconds():
     """Time to score one fitted trial model as a trial does (train and validation rows)."""
+    from mlx.data import prepare
     from mlx.experiment import load_experiment
-    from mlx.runner import _prepare_data
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "experiment.py"
         path.write_text(EXPERIMENT)
         experiment = load_experiment(path)
-    dataset, parts, _, _ = _prepare_data(experiment, quiet=True)
+    prepared = prepare(experiment)
+    dataset, parts = prepared.dataset, prepared.parts
     X, y = np.asarray(dataset.X), np.asarray(dataset.y)
     model = experiment.estimator.set_params(n_clusters=12, random_state=0).fit(X[parts.train])
     times = []

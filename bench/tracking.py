@@ -8,11 +8,11 @@ in fresh temporary SQLite stores (Optuna and MLflow):
       what users reach for: the baseline);
   (c) ``mlx.run``: one child run per trial (params, validation and training scores, fit time,
       state), three store writes a trial. mlx puts its SQLite tracking store in write-ahead-log
-      mode (part of its design, see mlx._sqlite); (b) runs on MLflow's default journal mode,
+      mode (part of its design, see mlx.stores); (b) runs on MLflow's default journal mode,
       as a user of the callback would. The Optuna study file, which is not what is compared,
       is in write-ahead-log mode in all three.
 
-For (c) only the trial loop is timed (``mlx.search.optimize``, which includes writing each
+For (c) only the trial loop is timed (``mlx.search.loop.optimize``, which includes writing each
 trial's child run, is wrapped): the fixed end of a
 run (refit, test evaluation, figures, model logging) happens once per experiment, not per trial,
 and is reported separately. Fresh stores are copies of empty, already migrated SQLite files:
@@ -40,7 +40,8 @@ from sklearn.preprocessing import StandardScaler
 import mlx
 from mlx import data as mdata
 from mlx import search
-from mlx._sqlite import sqlite_path, write_ahead_log
+from mlx.search import loop
+from mlx.stores import sqlite_path, write_ahead_log
 
 SPACE = {
     "kneighborsclassifier__n_neighbors": IntDistribution(1, 30),
@@ -129,7 +130,7 @@ def run_callback(n_trials, stores):
 
 def run_mlx(n_trials, stores):
     timed = {}
-    optimize = search.optimize
+    optimize = loop.optimize
 
     def timed_optimize(*args, **kwargs):
         start = _now()
@@ -138,7 +139,7 @@ def run_mlx(n_trials, stores):
         finally:
             timed["loop"] = _now() - start
 
-    search.optimize = timed_optimize
+    loop.optimize = timed_optimize
     try:
         start = _now()
         mlx.run(
@@ -149,7 +150,7 @@ def run_mlx(n_trials, stores):
         )
         total = _now() - start
     finally:
-        search.optimize = optimize
+        loop.optimize = optimize
     return timed["loop"], (total - timed["loop"])[0]
 
 

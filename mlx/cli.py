@@ -5,50 +5,15 @@ pay for them. Errors that ``mlx`` raises on purpose become one line on stderr an
 their class (2 for an invalid experiment or data); anything else keeps its traceback.
 """
 
-import functools
-import logging
 import os
 import subprocess
 import sys
 
 import click
 
+from mlx.console import one_line_errors, quiet_libraries
+
 __all__ = ["cli", "main"]
-
-
-def _friendly(func):
-    """Turn mlx's own errors into ``mlx: error: ...`` and their exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from mlx.exceptions import MlxError
-
-        try:
-            return func(*args, **kwargs)
-        except MlxError as exc:
-            from mlx.tracking import redact_url
-
-            click.echo(f"mlx: error: {redact_url(str(exc))}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("mlx: interrupted.", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-def _quiet_libraries():
-    # Library chatter (database migrations, Optuna's per-trial INFO lines) drowns the progress
-    # bar; mlx's own warnings (data audit) stay visible.
-    logging.basicConfig(format="mlx: %(message)s", level=logging.WARNING)
-    # MLflow sets its loggers' levels when imported: import it first, then turn them down.
-    import mlflow  # noqa: F401
-
-    for name in ("mlflow", "alembic", "optuna"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,7 +73,7 @@ _heartbeat_option = click.option(
     help="Processes running trials on this machine, this one included.",
 )
 @_heartbeat_option
-@_friendly
+@one_line_errors
 def run(
     file,
     n_trials,
@@ -130,7 +95,7 @@ def run(
     from mlx.experiment import load_experiment
 
     experiment = load_experiment(file)
-    _quiet_libraries()
+    quiet_libraries()
     from mlx.runner import run as run_experiment
 
     result = run_experiment(
@@ -174,11 +139,8 @@ def run(
 @_heartbeat_option
 @click.option("--worker-id", help="Name of this worker [default: host-pid].")
 @click.option("--quiet", is_flag=True, help="Print nothing when done.")
-@click.option("--parent-pid", type=int, hidden=True)
-@_friendly
-def worker(
-    file, tracking_uri, storage, seed, timeout, wait, heartbeat, worker_id, quiet, parent_pid
-):
+@one_line_errors
+def worker(file, tracking_uri, storage, seed, timeout, wait, heartbeat, worker_id, quiet):
     """Join the running search of experiment FILE and run its trials until the budget is spent.
 
     Start any number, on any machine that reaches the same --storage and --tracking-uri, before
@@ -186,11 +148,9 @@ def worker(
     """
     from mlx.experiment import load_experiment
 
-    if parent_pid is not None:
-        _exit_with_parent(parent_pid)
     experiment = load_experiment(file)
-    _quiet_libraries()
-    from mlx.runner import work
+    quiet_libraries()
+    from mlx.workers import work
 
     ran = work(
         experiment,
@@ -206,30 +166,17 @@ def worker(
         click.echo(f"worker done: ran {ran} trials; the study's budget is spent.")
 
 
-def _exit_with_parent(pid):
-    """A local worker ends when its coordinator is gone (even after kill -9)."""
-    import threading
-    import time
-
-    def watch():
-        while os.getppid() == pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="mlx-parent-watch", daemon=True).start()
-
-
 @cli.command("list")
 @_tracking_option
-@_friendly
+@one_line_errors
 def list_(tracking_uri):
     """List experiments with their latest run's best validation and test scores."""
-    from mlx.tracking import Tracker, redact_url, resolve_tracking_uri
+    from mlx.tracking import Tracker, redact_url, resolve_tracking_uri, schema
 
     uri = resolve_tracking_uri(tracking_uri)
     rows = []
     for name, parent, n_runs in Tracker(uri).latest_parents():
-        metric = parent.data.params.get("mlx.metric", "")
+        metric = parent.data.params.get(schema.PARAM_METRIC, "")
         metrics = parent.data.metrics
         rows.append(
             [
@@ -237,8 +184,8 @@ def list_(tracking_uri):
                 str(n_runs),
                 parent.info.status,
                 metric,
-                _number(metrics.get(f"best_val_{metric}")),
-                _number(metrics.get(f"test_{metric}")),
+                _number(metrics.get(schema.best_val(metric))),
+                _number(metrics.get(schema.test(metric))),
                 parent.info.run_id,
             ]
         )
@@ -259,14 +206,14 @@ def list_(tracking_uri):
     show_default=True,
     help="Number of trials to show.",
 )
-@_friendly
+@one_line_errors
 def show(name, tracking_uri, top):
     """Leaderboard of the trials of experiment NAME's latest run (and of its model types)."""
-    from mlx.tracking import TAG_STATE, Tracker, resolve_tracking_uri, trial_summaries
+    from mlx.tracking import Tracker, resolve_tracking_uri, schema, trial_summaries
 
     parent, children = Tracker(resolve_tracking_uri(tracking_uri)).trials(name)
-    metric = parent.data.params.get("mlx.metric", "")
-    key = f"val_{metric}"
+    metric = parent.data.params.get(schema.PARAM_METRIC, "")
+    key = schema.val(metric)
 
     def rank(run):
         value = run.data.metrics.get(key)
@@ -278,14 +225,14 @@ def show(name, tracking_uri, top):
         rows.append(
             [
                 run.info.run_name or "",
-                run.data.tags.get(TAG_STATE, run.info.status),
+                run.data.tags.get(schema.TAG_STATE, run.info.status),
                 _number(run.data.metrics.get(key)),
-                _number(run.data.metrics.get(f"train_{metric}")),
-                _number(run.data.metrics.get("fit_time"), "{:.3f}"),
+                _number(run.data.metrics.get(schema.train(metric))),
+                _number(run.data.metrics.get(schema.METRIC_FIT_TIME), "{:.3f}"),
                 params,
             ]
         )
-    test = parent.data.metrics.get(f"test_{metric}")
+    test = parent.data.metrics.get(schema.test(metric))
     click.echo(
         f"{name}: run {parent.info.run_id} ({parent.info.status}), {len(children)} trials, "
         f"test {metric} = {_number(test)}"
@@ -318,7 +265,7 @@ def _model_table(trials, metric):
 @cli.command()
 @_tracking_option
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
-@_friendly
+@one_line_errors
 def ui(tracking_uri, port):
     """Open the MLflow UI on this store (bound to 127.0.0.1 only)."""
     from mlx.tracking import redact_url, resolve_tracking_uri

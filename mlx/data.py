@@ -18,10 +18,12 @@ from mlx.exceptions import DataError
 
 __all__ = [
     "Dataset",
+    "Prepared",
     "Split",
     "audit",
     "fingerprint",
     "load",
+    "prepare",
     "row_hashes",
     "split",
     "split_summary",
@@ -359,3 +361,54 @@ def split_summary(dataset, parts, *, task):
         shared = np.isin(x_hashes[parts[b]], x_hashes[parts[a]]).sum()
         summary["shared_rows"][f"{b}_in_{a}"] = int(shared)
     return summary
+
+
+@dataclass
+class Prepared:
+    """An experiment's data after the audit and the one split.
+
+    ``audit`` and ``summary`` are the reports logged as ``audit.json`` and ``split.json``;
+    :meth:`rows` gives ``(X, y)`` of one split.
+    """
+
+    dataset: Dataset
+    parts: Split
+    audit: dict
+    summary: dict
+
+    def rows(self, name):
+        """``(X, y)`` of the split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
+        indices = getattr(self.parts, name)
+        return take(self.dataset.X, indices), take(self.dataset.y, indices)
+
+    @property
+    def fingerprints(self):
+        """The fingerprint of each split, by name."""
+        return {name: entry["fingerprint"] for name, entry in self.summary["splits"].items()}
+
+
+def prepare(experiment):
+    """Load, audit and split the data of ``experiment`` once: a :class:`Prepared`.
+
+    Every process of a search prepares the data alike (same file, same seed, same split); a
+    ``y=None`` is refused here when the experiment's metric compares with labels.
+
+    Raises
+    ------
+    DataError
+        As :func:`load` and :func:`split`; labels missing for a metric that needs them.
+    """
+    task = experiment.task
+    dataset = load(experiment.data, task)
+    if dataset.y is None and experiment.needs_labels:
+        raise DataError(
+            f"metric {experiment.metric_name!r} compares with labels, but data() returned y=None."
+        )
+    report = audit(dataset.X, dataset.y, dataset.groups, task=task)
+    parts = split(dataset, experiment.split, experiment.seed, stratify=task == "classification")
+    summary = split_summary(dataset, parts, task=task)
+    report["shared_rows"] = summary["shared_rows"]
+    for what, count in summary["shared_rows"].items():
+        if count:
+            report["warnings"].append(f"{count} rows of {what.replace('_in_', ' also in ')}.")
+    return Prepared(dataset, parts, report, summary)

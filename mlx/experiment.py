@@ -16,13 +16,14 @@ import re
 import sys
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 from sklearn.base import BaseEstimator, is_classifier, is_clusterer, is_regressor
 
-from mlx.evaluation import resolve_metric
+from mlx.evaluation import needs_labels, resolve_metric
 from mlx.exceptions import ExperimentError
 
-__all__ = ["TASKS", "Experiment", "load_experiment"]
+__all__ = ["TASKS", "Experiment", "Identity", "definition_hash", "identity", "load_experiment"]
 
 TASKS = ("classification", "regression", "clustering")
 _REFITS = ("train", "train+val")
@@ -171,6 +172,11 @@ class Experiment:
         return new
 
     @property
+    def needs_labels(self):
+        """Whether the metric compares with labels (every metric but silhouette does)."""
+        return needs_labels(self.metric_name)
+
+    @property
     def candidates(self):
         if self.estimators is None:
             return {_SINGLE: (self.estimator, self.search_space)}
@@ -213,6 +219,19 @@ class Experiment:
             f"Experiment(name={self.name!r}, {models}, "
             f"metric={self.metric_name!r}, task={self.task!r}, n_trials={self.n_trials})"
         )
+
+
+class Identity(NamedTuple):
+    """Who an experiment is on its data: its definition hash and the study named after it."""
+
+    digest: str
+    study_name: str
+
+
+def identity(experiment, fingerprints):
+    """The :class:`Identity` of ``experiment`` on data split into ``fingerprints``."""
+    digest = definition_hash(experiment, fingerprints)
+    return Identity(digest, f"{experiment.name}-{digest[:10]}")
 
 
 def definition_hash(experiment, fingerprints):

@@ -1,62 +1,37 @@
-"""One experiment end to end: audit -> split -> search -> refit -> test once -> log.
+"""One experiment end to end, as the coordinator of its search runs it.
 
-The runner wires the other modules together with small callbacks: :mod:`mlx.search` reports each
-finished trial as a record, which the runner hands to :mod:`mlx.tracking`. The parent MLflow run
-always ends (FINISHED, FAILED or KILLED), whatever happens in between.
+``run`` reads as the data flow::
+
+    prepare data -> identity -> stores -> test ledger -> study and slots -> parent run
+    -> search (child run per trial) -> best -> refit -> test once -> log figures and model
+
+The runner wires the other packages with small callbacks: :mod:`mlx.search` (Optuna) hands
+each finished trial to :mod:`mlx.tracking` (MLflow) as a record; :mod:`mlx.evaluation` judges
+the refit model. The parent MLflow run always ends (FINISHED, FAILED or KILLED), whatever
+happens in between.
 """
 
-import collections
 import contextlib
-import hashlib
 import logging
 import os
 import platform
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
-from importlib import metadata
-from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from optuna.trial import TrialState
 
-from mlx import _candidates, evaluation, scheduling, search
 from mlx import data as mdata
-from mlx.exceptions import (
-    DataError,
-    ExperimentError,
-    SearchError,
-    TestReuseError,
-    TrackingError,
-    first_line,
-)
-from mlx.experiment import Experiment, definition_hash, load_experiment
-from mlx.tracking import (
-    TAG_EVALUATED,
-    TAG_FINGERPRINT,
-    TAG_HASH,
-    TAG_ROLE,
-    TAG_STUDY,
-    TAG_USE_COUNT,
-    Tracker,
-    redact_url,
-    resolve_tracking_uri,
-    trial_summaries,
-    ui_command,
-)
+from mlx import evaluation, search, tracking
+from mlx.exceptions import ExperimentError, SearchError, TrackingError
+from mlx.experiment import Experiment, identity, load_experiment
+from mlx.stores import is_local, redact_url
+from mlx.tracking import schema
+from mlx.workers import local_workers, objective
 
-__all__ = ["RunResult", "run", "work"]
+__all__ = ["RunResult", "run"]
 
-logger = logging.getLogger("mlx")
-
-# Fixed estimator parameters longer than this (as text) are not logged as params.
-_MAX_FIXED_PARAM = 250
-_VERSIONED = ("numpy", "scikit-learn", "optuna", "mlflow", "pandas")
-_DEFAULT_HEARTBEAT = 10
-_POLL_SECONDS = 1.0
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -96,12 +71,31 @@ class RunResult:
             )
             lines.append(f"test        {scores}   (use {self.test_use_count} of this test set)")
         lines.append(f"MLflow run  {self.run_id}   (model {self.model_uri})")
-        lines.append(f"open the UI {ui_command(self.tracking_uri)}")
+        lines.append(f"open the UI {tracking.ui_command(self.tracking_uri)}")
         return "\n".join(lines)
 
 
 def _short(value):
     return f"{value:.4g}" if isinstance(value, float) else repr(value)
+
+
+class _Stores(NamedTuple):
+    tracker: tracking.Tracker
+    storage_url: str
+    storage: object  # the Optuna storage
+    heartbeat: int | None
+
+
+class _Parent(NamedTuple):
+    run_id: str
+    experiment_id: str
+
+
+class _Best(NamedTuple):
+    trial: object  # Optuna's FrozenTrial
+    model: str  # the candidate's name
+    params: dict  # its own estimator parameters
+    logged: dict  # what is logged and returned: with the model's name among several
 
 
 def run(
@@ -123,8 +117,8 @@ def run(
 
     This process is the *coordinator*: it alone splits, creates the study and the parent run,
     and evaluates the test split once every trial of the study has finished. Trials may also be
-    run by workers (``workers`` local processes, or :func:`work` on other machines sharing the
-    storage and the tracking server).
+    run by workers (``workers`` local processes, or :func:`mlx.workers.work` on other machines
+    sharing the storage and the tracking server).
 
     Parameters
     ----------
@@ -166,78 +160,166 @@ def run(
     SearchError
         No trial completed, or nothing to resume.
     """
+    experiment = _configured(experiment, n_trials, timeout, seed, workers)
+    prepared = mdata.prepare(experiment)
+    for message in prepared.audit["warnings"]:
+        logger.warning("data: %s", message)
+    digest, study_name = identity(experiment, prepared.fingerprints)
+    stores = _open_stores(tracking_uri, storage, heartbeat, workers)
+    use_count = tracking.test_use_count(
+        stores.tracker,
+        prepared.fingerprints["test"],
+        no_test=no_test,
+        allow_test_reuse=allow_test_reuse,
+    )
+    if resume:
+        study, parent = _reopen(experiment, study_name, stores)
+    else:
+        study, parent = _start(experiment, study_name, digest, stores, prepared, use_count)
+    tracker = stores.tracker
+    with _ends(tracker, parent.run_id, experiment, study_name):
+        if resume:
+            _recover(experiment, study, stores, parent.run_id)
+            tracker.log(parent.run_id, tags={schema.TAG_USE_COUNT: str(use_count)})
+        else:
+            _log_inputs(experiment, prepared, tracker, parent.run_id)
+        trial_objective = objective(experiment, prepared)
+        with local_workers(
+            experiment,
+            workers - 1,
+            storage_url=stores.storage_url,
+            tracking_uri=tracker.uri,
+            heartbeat=heartbeat,
+        ):
+            records = _search(experiment, study, stores, parent, trial_objective, show_progress)
+        counts = _trial_counts(study, prepared.audit, tracker, parent.run_id)
+        best = _best(experiment, study, trial_objective, tracker, parent.run_id)
+        model = _refit(experiment, prepared, trial_objective, best)
+        test_scores = None
+        if not no_test:
+            test_scores = _test_once(experiment, prepared, model, tracker, parent.run_id)
+        _log_search(experiment, study, records, best, tracker, parent.run_id)
+        _compare_models(
+            experiment,
+            prepared,
+            study,
+            trial_objective,
+            tracker,
+            parent.run_id,
+            no_test,
+            best,
+            model,
+        )
+        model_uri = _log_model(experiment, prepared, model, best, tracker, parent.run_id)
+    return RunResult(
+        experiment_name=experiment.name,
+        study_name=study_name,
+        run_id=parent.run_id,
+        metric_name=experiment.metric_name,
+        best_params=best.logged,
+        best_value=float(best.trial.value),
+        test_scores=test_scores,
+        model=model,
+        model_uri=model_uri,
+        trial_counts=counts,
+        test_use_count=use_count,
+        tracking_uri=tracker.uri,
+    )
+
+
+def _configured(experiment, n_trials, timeout, seed, workers):
+    """The experiment (loaded from its file if need be) with this run's overrides."""
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
-    experiment = experiment.replace(n_trials=n_trials, timeout=timeout, seed=seed)
-    workers = int(workers)
-    if workers < 1:
+    if int(workers) < 1:
         raise ExperimentError(f"workers must be >= 1, got {workers}.")
     if workers > 1 and experiment.path is None:
         raise ExperimentError(
             "workers > 1 run the experiment file in other processes: load it from a file "
             "(mlx run FILE --workers N, or mlx.run('experiments/x.py', workers=N))."
         )
-    dataset, parts, audit, summary = _prepare_data(experiment)
-    fingerprints, digest, study_name = _identity(experiment, summary)
+    return experiment.replace(n_trials=n_trials, timeout=timeout, seed=seed)
 
-    uri = resolve_tracking_uri(tracking_uri)
-    tracker = Tracker(uri)
+
+def _open_stores(tracking_uri, storage, heartbeat, workers):
+    tracker = tracking.Tracker(tracking.resolve_tracking_uri(tracking_uri))
     storage_url = search.resolve_storage(storage)
-    optuna_storage = _open_storage(storage_url, _heartbeat(heartbeat, storage_url, workers))
-    use_count = _test_use_count(tracker, fingerprints["test"], no_test, allow_test_reuse)
-    if resume:
-        parent = _resumable_parent(tracker, experiment, study_name, uri)
-        parent_id, experiment_id = parent.info.run_id, parent.info.experiment_id
-        study = _load_study(experiment, study_name, optuna_storage)
-        tracker.reopen(parent_id)
-    else:
-        experiment_id = tracker.experiment_id(experiment.name)
-        study = _create_study(experiment, study_name, optuna_storage)
-        # Slots first: a worker that sees the parent run must also see work to do.
-        _enqueue_slots(study, experiment)
-        parent_id = tracker.start_run(
-            experiment_id,
-            study_name,
-            tags={
-                TAG_STUDY: study_name,
-                TAG_HASH: digest,
-                TAG_FINGERPRINT: fingerprints["test"],
-                TAG_USE_COUNT: str(use_count),
-                TAG_EVALUATED: "false",
-                TAG_ROLE: "parent",
-                "mlx.optuna_storage": redact_url(storage_url),
-                **_provenance(experiment),
-            },
+    interval = search.default_heartbeat(heartbeat, storage_url, workers)
+    return _Stores(
+        tracker, storage_url, search.open_storage(storage_url, heartbeat=interval), heartbeat
+    )
+
+
+def _start(experiment, study_name, digest, stores, prepared, use_count):
+    """A new study with its budget as slots, and its RUNNING parent run."""
+    experiment_id = stores.tracker.experiment_id(experiment.name)
+    study = search.create_study(
+        study_name,
+        storage=stores.storage,
+        seed=experiment.seed,
+        sampler=experiment.sampler,
+        pruner=experiment.pruner,
+    )
+    # Slots first: a worker that sees the parent run must also see work to do.
+    search.add_budget(study, experiment.n_trials, _shares(experiment))
+    run_id = stores.tracker.start_run(
+        experiment_id,
+        study_name,
+        tags={
+            schema.TAG_STUDY: study_name,
+            schema.TAG_HASH: digest,
+            **tracking.ledger_tags(prepared.fingerprints["test"], use_count),
+            schema.TAG_ROLE: schema.ROLE_PARENT,
+            schema.TAG_OPTUNA_STORAGE: redact_url(stores.storage_url),
+            **tracking.provenance(experiment),
+        },
+    )
+    return study, _Parent(run_id, experiment_id)
+
+
+def _reopen(experiment, study_name, stores):
+    """The interrupted run's study and parent run, RUNNING again."""
+    parent = tracking.find_parent(stores.tracker, experiment.name, study_name)
+    if parent is None:
+        raise SearchError(
+            f"nothing to resume: no run of study {study_name!r} in "
+            f"{redact_url(stores.tracker.uri)}. Start it without --resume; a changed experiment "
+            f"file, data or seed is a new study."
         )
+    if parent.info.status == "FINISHED":
+        raise SearchError(
+            f"nothing to resume: run {parent.info.run_id} of study {study_name!r} finished. "
+            f"Run without --resume to add trials to the study in a new run."
+        )
+    study = search.load_study(
+        study_name,
+        storage=stores.storage,
+        seed=experiment.seed,
+        sampler=experiment.sampler,
+        pruner=experiment.pruner,
+    )
+    stores.tracker.reopen(parent.info.run_id)
+    return study, _Parent(parent.info.run_id, parent.info.experiment_id)
+
+
+def _shares(experiment):
+    """The model of each slot when each model has a fixed share of the budget, else None."""
+    if experiment.model_budget != "fixed" or experiment.estimators is None:
+        return None
+    return search.fixed_shares(experiment.candidates, experiment.n_trials)
+
+
+@contextlib.contextmanager
+def _ends(tracker, run_id, experiment, study_name):
+    """The parent run ends FINISHED after the block, else FAILED or KILLED (Ctrl-C)."""
     try:
-        if resume:
-            _recover(experiment, study, optuna_storage, tracker, parent_id, storage_url)
-            tracker.log(parent_id, tags={TAG_USE_COUNT: str(use_count)})
-        with _local_workers(experiment, workers - 1, storage_url, uri, heartbeat):
-            result = _search_and_evaluate(
-                experiment,
-                dataset,
-                parts,
-                tracker=tracker,
-                study=study,
-                storage=optuna_storage,
-                experiment_id=experiment_id,
-                parent_id=parent_id,
-                audit=audit,
-                summary=summary,
-                no_test=no_test,
-                use_count=use_count,
-                show_progress=show_progress,
-                log_inputs=not resume,
-            )
+        yield
     except BaseException as exc:
-        # Whatever happened, the parent run must not stay RUNNING; recording the failure must
-        # not hide the error itself.
+        # Recording the failure must not hide the error itself.
         interrupted = isinstance(exc, KeyboardInterrupt)
-        status = "KILLED" if interrupted else "FAILED"
         message = redact_url(f"{type(exc).__name__}: {exc}")
-        _try(tracker.log, parent_id, tags={"mlx.error": message})
-        _try(tracker.end_run, parent_id, status)
+        _try(tracker.log, run_id, tags={schema.TAG_ERROR: message})
+        _try(tracker.end_run, run_id, "KILLED" if interrupted else "FAILED")
         if interrupted or isinstance(exc, TrackingError):
             logger.warning(
                 "%s: the finished trials are kept in study %s; continue with "
@@ -248,363 +330,43 @@ def run(
                 "" if interrupted else " once the store answers again",
             )
         raise
-    tracker.end_run(parent_id, "FINISHED")
-    result.tracking_uri = uri
-    return result
+    tracker.end_run(run_id, "FINISHED")
 
 
-def work(
-    experiment,
-    *,
-    tracking_uri=None,
-    storage=None,
-    seed=None,
-    timeout=None,
-    wait=600.0,
-    heartbeat=None,
-    worker_id=None,
-):
-    """Join the running search of ``experiment`` as a worker; return how many trials it ran.
-
-    The worker rebuilds the same split from the same file, finds the study by its definition
-    hash and the coordinator's parent run on the tracking server, and runs trials as child runs
-    under it until the study's budget is spent. It waits up to ``wait`` seconds for a
-    coordinator (``mlx run``) to start, and refuses to join one whose definition differs.
-    """
-    if not isinstance(experiment, Experiment):
-        experiment = load_experiment(experiment)
-    experiment = experiment.replace(timeout=timeout, seed=seed)
-    dataset, parts, _, summary = _prepare_data(experiment, quiet=True)
-    _, digest, study_name = _identity(experiment, summary)
-    tracker = Tracker(resolve_tracking_uri(tracking_uri))
-    storage_url = search.resolve_storage(storage)
-    # The storage is opened only once the coordinator runs: opening an empty database creates
-    # Optuna's schema, which two processes must not do at once.
-    parent = _wait_for_coordinator(tracker, experiment, study_name, digest, wait)
-    optuna_storage = _open_storage(storage_url, _heartbeat(heartbeat, storage_url, 2))
-    worker_id = worker_id or f"{platform.node()}-{os.getpid()}"
-    study = _load_study(experiment, study_name, optuna_storage, worker_id=worker_id)
-    objective = _objective(experiment, dataset, parts)
-    logger.info("worker %s joined study %s", worker_id, study_name)
-    children = _ChildRuns(
-        tracker, parent.info.experiment_id, parent.info.run_id, study_name, worker_id, experiment
-    )
-    return search.optimize(
-        study,
-        optuna_storage,
-        objective,
-        timeout=experiment.timeout,
-        on_start=children.start,
-        on_trial=children.finish,
-    ).count
-
-
-class _ChildRuns:
-    """One MLflow child run per trial of this process, opened when it starts."""
-
-    def __init__(self, tracker, experiment_id, parent_id, study_name, worker, experiment):
-        self.tracker = tracker
-        self.experiment_id = experiment_id
-        self.parent_id = parent_id
-        self.study_name = study_name
-        self.worker = worker
-        self.metric_name = experiment.metric_name
-        self._runs = {}
-
-    def start(self, number):
-        self._runs[number] = self.tracker.start_trial(
-            number,
-            experiment_id=self.experiment_id,
-            parent_id=self.parent_id,
-            study_name=self.study_name,
-            worker=self.worker,
-        )
-
-    def finish(self, record):
-        # Logged synchronously: the writes are CPU-bound ORM work, so a logging thread only
-        # competed with the trials for the GIL (measured: slower per trial, not faster).
-        run_id = self._runs.pop(record.number)
-        self.tracker.finish_trial(run_id, record, metric_name=self.metric_name)
-
-
-def _identity(experiment, summary):
-    """``(split fingerprints, definition hash, study name)`` of an experiment on its data."""
-    fingerprints = {name: entry["fingerprint"] for name, entry in summary["splits"].items()}
-    digest = definition_hash(experiment, fingerprints)
-    return fingerprints, digest, f"{experiment.name}-{digest[:10]}"
-
-
-def _resumable_parent(tracker, experiment, study_name, uri):
-    parent = tracker.find_parent(experiment.name, study_name)
-    if parent is None:
-        raise SearchError(
-            f"nothing to resume: no run of study {study_name!r} in {redact_url(uri)}. Start it "
-            f"without --resume; a changed experiment file, data or seed is a new study."
-        )
-    if parent.info.status == "FINISHED":
-        raise SearchError(
-            f"nothing to resume: run {parent.info.run_id} of study {study_name!r} finished. "
-            f"Run without --resume to add trials to the study in a new run."
-        )
-    return parent
-
-
-def _recover(experiment, study, storage, tracker, parent_id, storage_url):
+def _recover(experiment, study, stores, parent_id):
     """Account for what a dead coordinator left: lost trials, RUNNING child runs, the budget.
 
     On a local file storage no other machine can be running trials, so every RUNNING trial
     belonged to the dead run; on a database server, only trials whose heartbeat stopped are.
     """
-    scheduling.fail_lost(study, storage, running_are_lost=_is_local(storage_url))
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    tracker.end_orphan_trials(parent_id, alive={str(t.number) for t in running})
-    added = _top_up_slots(study, experiment)
-    done = scheduling.budget(study).finished
+    search.fail_lost(study, stores.storage, running_are_lost=is_local(stores.storage_url))
+    running = study.get_trials(deepcopy=False, states=(search.TrialState.RUNNING,))
+    tracking.end_orphans(stores.tracker, parent_id, alive={str(t.number) for t in running})
+    added = search.fill(study, experiment.n_trials, _shares(experiment))
+    done = search.budget(study).finished
     logger.warning("resuming study %s: %d trials finished, %d to go", study.study_name, done, added)
 
 
-def _wait_for_coordinator(tracker, experiment, study_name, digest, wait):
-    deadline = time.monotonic() + wait
-    announced = False
-    while True:
-        parent = tracker.find_parent(experiment.name, study_name, statuses=("RUNNING",))
-        if parent is not None:
-            return parent
-        others = tracker.parents_of_other_definitions(experiment.name, study_name)
-        if others:
-            theirs = others[0].data.tags.get(TAG_HASH, "?")
-            raise ExperimentError(
-                f"refusing to join: this experiment file defines study {study_name!r} "
-                f"(definition hash {digest[:10]}), but the running coordinator's study is "
-                f"{others[0].data.tags.get(TAG_STUDY)!r} (hash {theirs[:10]}). Workers must use "
-                f"the same experiment file, data and --seed as the coordinator."
-            )
-        if time.monotonic() > deadline:
-            raise SearchError(
-                f"no coordinator of study {study_name!r} appeared within {wait:g} s; start it "
-                f"with `mlx run FILE` and the same --storage and --tracking-uri."
-            )
-        if not announced:
-            logger.warning("waiting for the coordinator of study %s ...", study_name)
-            announced = True
-        time.sleep(1.0)
+def _log_inputs(experiment, prepared, tracker, parent_id):
+    """The settings, the data's audit and split, and the experiment file."""
+    parts = prepared.parts.items()
+    tracker.log(parent_id, params=tracking.settings(experiment, prepared.dataset.X, parts))
+    tracker.log_dict(parent_id, prepared.audit, schema.ARTIFACT_AUDIT)
+    tracker.log_dict(parent_id, prepared.summary, schema.ARTIFACT_SPLIT)
+    if experiment.path is not None:
+        tracker.log_file(parent_id, experiment.path, schema.ARTIFACT_EXPERIMENT)
 
 
-@contextlib.contextmanager
-def _local_workers(experiment, n, storage_url, tracking_uri, heartbeat):
-    """Start ``n`` worker processes on this machine for the duration of the block.
-
-    URLs go through the environment, not the command line, where ``ps`` would show a password.
-    BLAS gets one thread per process so that the processes do not fight over the cores.
-    """
-    if n <= 0:
-        yield []
-        return
-    env = {
-        **os.environ,
-        "MLX_STORAGE": storage_url,
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        **dict.fromkeys(_THREAD_VARIABLES, str(max(1, (os.cpu_count() or 1) // (n + 1)))),
-    }
-    command = [sys.executable, "-m", "mlx", "worker", str(experiment.path), "--quiet"]
-    command += ["--seed", str(experiment.seed), "--parent-pid", str(os.getpid())]
-    if experiment.timeout is not None:
-        command += ["--timeout", str(experiment.timeout)]
-    if heartbeat is not None:
-        command += ["--heartbeat", str(heartbeat)]
-    processes = [
-        subprocess.Popen([*command, "--worker-id", f"{platform.node()}-local{i + 1}"], env=env)
-        for i in range(n)
-    ]
-    from threadpoolctl import threadpool_limits
-
-    try:
-        with threadpool_limits(max(1, (os.cpu_count() or 1) // (n + 1))):
-            yield processes
-    except BaseException:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        raise
-    finally:
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _prepare_data(experiment, quiet=False):
-    """Load, audit and split the data: ``(dataset, parts, audit, split summary)``."""
-    task = experiment.task
-    dataset = mdata.load(experiment.data, task)
-    if dataset.y is None and experiment.metric_name != "silhouette":
-        raise DataError(
-            f"metric {experiment.metric_name!r} compares with labels, but data() returned y=None."
-        )
-    audit = mdata.audit(dataset.X, dataset.y, dataset.groups, task=task)
-    parts = mdata.split(
-        dataset, experiment.split, experiment.seed, stratify=task == "classification"
-    )
-    summary = mdata.split_summary(dataset, parts, task=task)
-    audit["shared_rows"] = summary["shared_rows"]
-    for what, count in summary["shared_rows"].items():
-        if count:
-            audit["warnings"].append(f"{count} rows of {what.replace('_in_', ' also in ')}.")
-    for message in [] if quiet else audit["warnings"]:
-        logger.warning("data: %s", message)
-    return dataset, parts, audit, summary
-
-
-def _test_use_count(tracker, fingerprint, no_test, allow_test_reuse):
-    """Uses of this test split including this run; refuses a reuse that was not allowed."""
-    earlier = tracker.test_uses(fingerprint)
-    if earlier and not (no_test or allow_test_reuse):
-        first = earlier[0]
-        raise TestReuseError(
-            f"this test split (fingerprint {fingerprint[:12]}) was already evaluated "
-            f"{len(earlier)} time(s), first in run {first.info.run_id} of experiment "
-            f"{tracker.experiment_name(first.info.experiment_id)!r}. Use --no-test "
-            f"(no_test=True) to search and validate only, or --allow-test-reuse "
-            f"(allow_test_reuse=True) to evaluate it again (the run records the count)."
-        )
-    return len(earlier) + (0 if no_test else 1)
-
-
-def _is_local(storage_url):
-    """Whether the storage is a file on this machine (no other machine can share it)."""
-    return storage_url.startswith("sqlite") or "://" not in storage_url
-
-
-def _heartbeat(heartbeat, storage_url, workers):
-    if heartbeat is not None:
-        return int(heartbeat)
-    return _DEFAULT_HEARTBEAT if workers > 1 or not _is_local(storage_url) else None
-
-
-def _open_storage(storage_url, heartbeat):
-    try:
-        return scheduling.retrying(search.make_storage, storage_url, heartbeat_interval=heartbeat)
-    except Exception as exc:
-        raise SearchError(
-            f"cannot use the Optuna storage {redact_url(storage_url)}: "
-            f"{redact_url(first_line(exc))}"
-        ) from None
-
-
-def _create_study(experiment, study_name, storage):
-    return search.create_study(
-        study_name,
-        storage=storage,
-        seed=experiment.seed,
-        sampler=experiment.sampler,
-        pruner=experiment.pruner,
-    )
-
-
-def _load_study(experiment, study_name, storage, worker_id=None):
-    """The existing study ``study_name``; a worker's sampler gets a seed of its own.
-
-    Workers seeded alike would sample the same parameters from the same history.
-    """
-    import optuna
-
-    sampler = experiment.sampler
-    if sampler is None:
-        seed = experiment.seed
-        if worker_id is not None:
-            seed = int.from_bytes(hashlib.sha256(f"{seed}:{worker_id}".encode()).digest()[:4])
-        sampler = optuna.samplers.TPESampler(seed=seed)
-    try:
-        return scheduling.retrying(
-            search.load_study,
-            study_name,
-            storage=storage,
-            sampler=sampler,
-            pruner=experiment.pruner,
-        )
-    except KeyError:
-        raise SearchError(
-            f"no study {study_name!r} in the Optuna storage; start the experiment without "
-            f"--resume, or point --storage at the storage it ran on."
-        ) from None
-
-
-def _enqueue_slots(study, experiment):
-    """The trial budget as slots; with ``model_budget="fixed"``, each model's share of it."""
-    if experiment.model_budget != "fixed" or _candidates.is_single(experiment.candidates):
-        scheduling.enqueue(study, experiment.n_trials)
-        return
-    for name in _candidates.fixed_shares(experiment.candidates, experiment.n_trials):
-        scheduling.enqueue(study, 1, fixed_params={_candidates.MODEL_PARAM: name})
-
-
-def _top_up_slots(study, experiment):
-    """Enqueue the slots the budget misses (each model's missing share in fixed mode)."""
-    if experiment.model_budget != "fixed" or _candidates.is_single(experiment.candidates):
-        return scheduling.top_up(study, experiment.n_trials)
-    model = _candidates.MODEL_PARAM
-    wanted = collections.Counter(
-        _candidates.fixed_shares(experiment.candidates, experiment.n_trials)
-    )
-    trials, _ = scheduling.counted_trials(study)
-    have = collections.Counter(
-        t.params.get(model) or t.system_attrs.get("fixed_params", {}).get(model) for t in trials
-    )
-    added = 0
-    for name, count in wanted.items():
-        missing = max(0, count - have[name])
-        scheduling.enqueue(study, missing, fixed_params={model: name})
-        added += missing
-    return added
-
-
-def _objective(experiment, dataset, parts):
-    return search.Objective(
-        experiment.candidates,
-        experiment.scorer,
-        (mdata.take(dataset.X, parts.train), mdata.take(dataset.y, parts.train)),
-        (mdata.take(dataset.X, parts.val), mdata.take(dataset.y, parts.val)),
-        seed=experiment.seed,
-        max_epochs=experiment.max_epochs,
-    )
-
-
-def _search_and_evaluate(
-    experiment,
-    dataset,
-    parts,
-    *,
-    tracker,
-    study,
-    storage,
-    experiment_id,
-    parent_id,
-    audit,
-    summary,
-    no_test,
-    use_count,
-    show_progress,
-    log_inputs=True,
-):
+def _search(experiment, study, stores, parent, trial_objective, show_progress):
+    """Run the study to its end, each trial in a child run; the records of this process's."""
     name = experiment.metric_name
-    if log_inputs:  # a resumed run logged them when it started
-        settings = _settings(experiment, dataset)
-        settings.update({f"mlx.rows.{name}": len(indices) for name, indices in parts.items()})
-        tracker.log(parent_id, params=settings)
-        tracker.log_dict(parent_id, audit, "audit.json")
-        tracker.log_dict(parent_id, summary, "split.json")
-        if experiment.path is not None:
-            tracker.log_file(parent_id, experiment.path, "experiment")
-
-    objective = _objective(experiment, dataset, parts)
-    (X_train, y_train), (X_val, y_val) = objective.train, objective.val
     records = {}
     progress = _progress(experiment, show_progress)
-    progress.update(scheduling.budget(study).finished)
+    progress.update(search.budget(study).finished)
     worker = f"{platform.node()}-{os.getpid()} (coordinator)"
-    children = _ChildRuns(tracker, experiment_id, parent_id, study.study_name, worker, experiment)
+    children = tracking.ChildRuns(
+        stores.tracker, parent.experiment_id, parent.run_id, study.study_name, worker, name
+    )
 
     def on_trial(record):
         records[record.number] = record
@@ -614,146 +376,133 @@ def _search_and_evaluate(
             best = max(r.value for r in records.values() if r.state == "COMPLETE")
             progress.set_postfix_str(f"best val {name}={best:.4f}", refresh=False)
 
+    def on_poll(counts):
+        progress.n = counts.finished
+        progress.refresh()
+
     try:
-        _coordinate(
-            study, storage, objective, experiment.timeout, children.start, on_trial, progress
+        search.coordinate(
+            study,
+            stores.storage,
+            trial_objective,
+            timeout=experiment.timeout,
+            on_start=children.start,
+            on_trial=on_trial,
+            on_poll=on_poll,
         )
     finally:
         progress.close()
     # Every trial has ended now: a child run still RUNNING belonged to a process that died.
-    tracker.end_orphan_trials(parent_id, alive=set())
+    tracking.end_orphans(stores.tracker, parent.run_id, alive=set())
+    return records
 
-    counts = _trial_counts(study)
-    tracker.log(parent_id, tags={f"mlx.trials_{k.lower()}": str(v) for k, v in counts.items()})
-    if counts["COMPLETE"] == 0:
-        errors = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
-        first = errors[0].strip().splitlines()[0] if errors else ""
-        hint = f" First error: {first}" if first else ""
-        if audit["nan"]["total"] or audit["inf"]["total"]:
-            hint += (
-                f" X has {audit['nan']['total']} NaN and {audit['inf']['total']} infinite values "
-                "(audit.json): put an imputer such as sklearn.impute.SimpleImputer first in the "
-                "Pipeline, or drop those rows."
-            )
-        raise SearchError(
-            f"none of the {sum(counts.values())} trials of study {study.study_name!r} completed, "
-            f"so there is no model to test.{hint}"
+
+def _trial_counts(study, audit, tracker, parent_id):
+    """Trials by state, logged on the parent; refuses a search where none completed."""
+    budget = search.budget(study)
+    counts = {"COMPLETE": budget.complete, "PRUNED": budget.pruned, "FAIL": budget.fail}
+    if budget.lost:
+        counts["LOST"] = budget.lost
+    tracker.log(parent_id, tags={schema.trials_tag(k): str(v) for k, v in counts.items()})
+    if counts["COMPLETE"]:
+        return counts
+    errors = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
+    first = errors[0].strip().splitlines()[0] if errors else ""
+    hint = f" First error: {first}" if first else ""
+    if audit["nan"]["total"] or audit["inf"]["total"]:
+        hint += (
+            f" X has {audit['nan']['total']} NaN and {audit['inf']['total']} infinite values "
+            "(audit.json): put an imputer such as sklearn.impute.SimpleImputer first in the "
+            "Pipeline, or drop those rows."
         )
-    best = scheduling.retrying(lambda: study.best_trial)
-    best_model, own_params = objective.suggest(_fixed_trial(best.params))
-    best_params = own_params
-    if not _candidates.is_single(experiment.candidates):
-        # Only the overall winner is refit and tested; its type is part of its parameters.
-        best_params = {_candidates.MODEL_PARAM: best_model, **own_params}
+    raise SearchError(
+        f"none of the {sum(counts.values())} trials of study {study.study_name!r} completed, "
+        f"so there is no model to test.{hint}"
+    )
+
+
+def _best(experiment, study, trial_objective, tracker, parent_id):
+    """The best trial and its configuration, logged on the parent run."""
+    trial = search.retrying(lambda: study.best_trial)
+    model, params = trial_objective.suggest(_fixed_trial(trial.params))
+    single = search.is_single(experiment.candidates)
+    # Only the overall winner is refit and tested; among several, its type is a parameter.
+    logged = params if single else {search.MODEL_PARAM: model, **params}
     fixed = {}
-    if _candidates.is_single(experiment.candidates):
-        ((estimator, space),) = experiment.candidates.values()
-        if callable(space):
-            fixed = _fixed_params(estimator, set(own_params))
+    if single and callable(experiment.search_space):
+        fixed = tracking.fixed_params(experiment.estimator, set(params))
     tracker.log(
         parent_id,
-        params={**fixed, **{f"best.{k}": v for k, v in best_params.items()}},
-        metrics={f"best_val_{name}": best.value},
-        tags={"mlx.best_trial": str(best.number)},
+        params={**fixed, **{schema.best_param(k): v for k, v in logged.items()}},
+        metrics={schema.best_val(experiment.metric_name): trial.value},
+        tags={schema.TAG_BEST_TRIAL: str(trial.number)},
     )
+    return _Best(trial, model, params, logged)
 
-    model = objective.build(own_params, best_model)
-    if experiment.refit == "train+val":
-        X_fit = _concat(X_train, X_val)
-        y_fit = None if y_train is None else _concat(y_train, y_val)
-    else:
-        X_fit, y_fit = X_train, y_train
-    search.fit_model(model, X_fit, y_fit, epochs=search.n_epochs(model, experiment.max_epochs))
 
-    test_scores = None
-    # Read from the storage, which may be a database server restarting for a moment.
-    figures = scheduling.retrying(evaluation.study_figures, study)
+def _refit(experiment, prepared, trial_objective, best):
+    """The best configuration fitted on the data the experiment's ``refit`` names."""
+    X_fit, y_fit = _fit_rows(experiment, prepared)
+    model = trial_objective.build(best.params, best.model)
+    epochs = search.n_epochs(model, experiment.max_epochs)
+    return search.fit_model(model, X_fit, y_fit, epochs=epochs)
+
+
+def _fit_rows(experiment, prepared):
+    X_train, y_train = prepared.rows("train")
+    if experiment.refit != "train+val":
+        return X_train, y_train
+    X_val, y_val = prepared.rows("val")
+    return _concat(X_train, X_val), None if y_train is None else _concat(y_train, y_val)
+
+
+def _test_once(experiment, prepared, model, tracker, parent_id):
+    """The single evaluation of the test split: metrics, tables and figures on the parent."""
+    # Recorded before the metrics exist: even a crash mid-evaluation counts as a use.
+    tracking.mark_evaluated(tracker, parent_id)
+    X_test, y_test = prepared.rows("test")
+    evaluated = evaluation.evaluate(
+        model,
+        X_test,
+        y_test,
+        task=experiment.task,
+        metric_name=experiment.metric_name,
+        scorer=experiment.scorer,
+    )
+    scores = evaluated["metrics"]
+    tracker.log(parent_id, metrics={schema.test(k): v for k, v in scores.items()})
+    for file, text in evaluated["tables"].items():
+        tracker.log_text(parent_id, text, f"{schema.ARTIFACT_TEST}/{file}")
     try:
-        if not no_test:
-            # Recorded before the metrics exist: even a crash mid-evaluation counts as a use.
-            tracker.log(parent_id, tags={TAG_EVALUATED: "true"})
-            X_test, y_test = mdata.take(dataset.X, parts.test), mdata.take(dataset.y, parts.test)
-            evaluated = evaluation.evaluate(
-                model,
-                X_test,
-                y_test,
-                task=experiment.task,
-                metric_name=name,
-                scorer=experiment.scorer,
-            )
-            test_scores = evaluated["metrics"]
-            tracker.log(parent_id, metrics={f"test_{k}": v for k, v in test_scores.items()})
-            for file, text in evaluated["tables"].items():
-                tracker.log_text(parent_id, text, f"test/{file}")
-            for file, fig in evaluated["figures"].items():
-                tracker.log_figure(parent_id, fig, f"test/{file}")
-        record = records.get(best.number)
+        for file, fig in evaluated["figures"].items():
+            tracker.log_figure(parent_id, fig, f"{schema.ARTIFACT_TEST}/{file}")
+    finally:
+        evaluation.close(evaluated["figures"])
+    return scores
+
+
+def _log_search(experiment, study, records, best, tracker, parent_id):
+    """The study's figures and the best trial's learning curve."""
+    # Read from the storage, which may be a database server restarting for a moment.
+    figures = search.retrying(evaluation.study_figures, study)
+    try:
+        record = records.get(best.trial.number)
         curve = evaluation.learning_curve_figure(
-            record.curves if record else None, name, f"Learning curve, trial {best.number}"
+            record.curves if record else None,
+            experiment.metric_name,
+            f"Learning curve, trial {best.trial.number}",
         )
         if curve is not None:
-            figures["learning_curve.png"] = curve
+            figures[schema.LEARNING_CURVE] = curve
         for file, fig in figures.items():
-            tracker.log_figure(parent_id, fig, f"search/{file}")
+            tracker.log_figure(parent_id, fig, f"{schema.ARTIFACT_SEARCH}/{file}")
     finally:
         evaluation.close(figures)
-    _compare_models(
-        experiment,
-        study,
-        objective,
-        tracker,
-        parent_id,
-        test=None
-        if no_test
-        else (mdata.take(dataset.X, parts.test), mdata.take(dataset.y, parts.test)),
-        winner=(best_model, model if experiment.refit == "train" else None),
-    )
-    example = mdata.take(X_fit, np.arange(min(5, len(X_fit))))
-    model_uri = tracker.log_model(
-        parent_id, model, example, _requirements(model, X_fit), params=best_params
-    )
-    tracker.log(parent_id, tags={"mlx.model_uri": model_uri})
-    return RunResult(
-        experiment_name=experiment.name,
-        study_name=study.study_name,
-        run_id=parent_id,
-        metric_name=name,
-        best_params=best_params,
-        best_value=float(best.value),
-        test_scores=test_scores,
-        model=model,
-        model_uri=model_uri,
-        trial_counts=counts,
-        test_use_count=use_count,
-    )
 
 
-def _coordinate(study, storage, objective, timeout, on_start, on_trial, progress):
-    """Run slots until the study's budget is spent and every trial of any process has ended.
-
-    While other processes finish their last trials, the coordinator polls the study (and so
-    fails and replaces trials whose heartbeat stopped, then runs the replacements itself).
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    stopped = False
-    while True:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if remaining != 0.0:
-            ran = search.optimize(
-                study, storage, objective, timeout=remaining, on_start=on_start, on_trial=on_trial
-            )
-            if ran.stopped:  # the sampler has nothing left to try (an exhausted grid)
-                stopped = True
-        counts = scheduling.budget(study)
-        progress.n = counts.finished
-        progress.refresh()
-        timed_out = deadline is not None and time.monotonic() >= deadline
-        if counts.running == 0 and (counts.waiting == 0 or timed_out or stopped):
-            return
-        time.sleep(_POLL_SECONDS)
-
-
-def _compare_models(experiment, study, objective, tracker, parent_id, *, test, winner):
+def _compare_models(
+    experiment, prepared, study, trial_objective, tracker, parent_id, no_test, best, model
+):
     """The parent's view across model types: leaderboard, and decision boundaries in 2-D.
 
     The leaderboard (several models) is read back from the child runs, so it holds the trials
@@ -761,56 +510,66 @@ def _compare_models(experiment, study, objective, tracker, parent_id, *, test, w
     configuration of each model type fitted on the training split; test points are drawn only
     when the test split is evaluated anyway.
     """
-    metric = experiment.metric_name
-    names = list(experiment.candidates)
-    if not _candidates.is_single(experiment.candidates):
-        trials = trial_summaries(tracker.children(parent_id), metric)
+    metric, names = experiment.metric_name, list(experiment.candidates)
+    if not search.is_single(experiment.candidates):
+        trials = tracking.trial_summaries(tracker.children(parent_id), metric)
         rows = evaluation.leaderboard(trials, names)
-        tracker.log_text(parent_id, evaluation.leaderboard_csv(rows, metric), "leaderboard.csv")
-        tracker.log_figure(
-            parent_id, evaluation.leaderboard_figure(rows, metric), "leaderboard.png"
+        tracker.log_text(
+            parent_id, evaluation.leaderboard_csv(rows, metric), schema.LEADERBOARD_CSV
         )
-    X_train, y_train = objective.train
+        figure = evaluation.leaderboard_figure(rows, metric)
+        tracker.log_figure(parent_id, figure, schema.LEADERBOARD_PNG)
+    X_train, y_train = prepared.rows("train")
     if experiment.task != "classification" or np.shape(X_train)[1] != 2:
         return
-    best = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        model = _candidates.split_params(trial.params, experiment.candidates)[0]
-        if model not in best or trial.value > best[model].value:
-            best[model] = trial
+    winners = _best_per_model(experiment, study)
     models, titles = {}, {}
-    for name in [n for n in names if n in best]:
-        trial = best[name]
-        if name == winner[0] and winner[1] is not None:
-            models[name] = winner[1]  # already fitted on the training split
+    for name in [n for n in names if n in winners]:
+        trial = winners[name]
+        if name == best.model and experiment.refit == "train":
+            models[name] = model  # already fitted on the training split
         else:
-            params = objective.suggest(_fixed_trial(trial.params))[1]
-            models[name] = search.fit_model(
-                objective.build(params, name),
-                X_train,
-                y_train,
-                epochs=search.n_epochs(experiment.candidates[name][0], experiment.max_epochs),
-            )
-        mark = " (winner)" if name == winner[0] and len(best) > 1 else ""
+            params = trial_objective.suggest(_fixed_trial(trial.params))[1]
+            estimator = trial_objective.build(params, name)
+            epochs = search.n_epochs(experiment.candidates[name][0], experiment.max_epochs)
+            models[name] = search.fit_model(estimator, X_train, y_train, epochs=epochs)
+        mark = " (winner)" if name == best.model and len(winners) > 1 else ""
         titles[name] = f"val {metric} {trial.value:.3f}, trial {trial.number}{mark}"
+    test = None if no_test else prepared.rows("test")
     figure = evaluation.decision_boundary_figure(models, (X_train, y_train), test, titles)
     if figure is not None:
-        tracker.log_figure(parent_id, figure, "decision_boundaries.png")
+        tracker.log_figure(parent_id, figure, schema.DECISION_BOUNDARIES)
+
+
+def _best_per_model(experiment, study):
+    """The best complete trial of each model type."""
+    best = {}
+    for trial in study.get_trials(deepcopy=False, states=(search.TrialState.COMPLETE,)):
+        model = search.split_params(trial.params, experiment.candidates)[0]
+        if model not in best or trial.value > best[model].value:
+            best[model] = trial
+    return best
+
+
+def _log_model(experiment, prepared, model, best, tracker, parent_id):
+    """The refit model with its signature and an input example; returns its URI."""
+    from mlflow.models import infer_signature
+
+    X_fit, _ = _fit_rows(experiment, prepared)
+    example = mdata.take(X_fit, np.arange(min(5, len(X_fit))))
+    signature = infer_signature(example, model.predict(example))
+    requirements = tracking.requirements(model, X_fit)
+    model_uri = tracker.log_model(
+        parent_id, model, example, signature, requirements, params=best.logged
+    )
+    tracker.log(parent_id, tags={schema.TAG_MODEL_URI: model_uri})
+    return model_uri
 
 
 def _fixed_trial(params):
     import optuna
 
     return optuna.trial.FixedTrial(params)
-
-
-def _trial_counts(study):
-    """Trials of the study by state; lost trials (replaced by another) only when there are."""
-    budget = scheduling.budget(study)
-    counts = {"COMPLETE": budget.complete, "PRUNED": budget.pruned, "FAIL": budget.fail}
-    if budget.lost:
-        counts["LOST"] = budget.lost
-    return counts
 
 
 def _concat(a, b):
@@ -832,108 +591,6 @@ def _progress(experiment, show):
         file=sys.stderr,
         dynamic_ncols=True,
     )
-
-
-def _settings(experiment, dataset):
-    """Parent-run params: the settings and the estimator's fixed (non-searched) parameters.
-
-    With several candidate models, their names and types instead of fixed parameters (which
-    would mix the models' parameters in one list; the experiment file holds them).
-    """
-    if _candidates.is_single(experiment.candidates):
-        ((estimator, space),) = experiment.candidates.values()
-        # Which parameters a define-by-run space sets is known only once it has run: its
-        # fixed parameters are logged after the search (see _fixed_params).
-        params = _fixed_params(estimator, space) if isinstance(space, dict) else {}
-        params["mlx.estimator"] = type(estimator).__name__
-    else:
-        params = {
-            f"mlx.estimator.{name}": type(estimator).__name__
-            for name, (estimator, _) in experiment.candidates.items()
-        }
-        params["mlx.models"] = ",".join(experiment.candidates)
-        params["mlx.model_budget"] = experiment.model_budget
-    X = dataset.X
-    params.update(
-        {
-            "mlx.task": experiment.task,
-            "mlx.metric": experiment.metric_name,
-            "mlx.split.train": experiment.split[0],
-            "mlx.split.val": experiment.split[1],
-            "mlx.split.test": experiment.split[2],
-            "mlx.seed": experiment.seed,
-            "mlx.n_trials": experiment.n_trials,
-            "mlx.refit": experiment.refit,
-            "mlx.data.rows": len(X),
-            "mlx.data.features": X.shape[1],
-        }
-    )
-    return params
-
-
-def _fixed_params(estimator, searched):
-    """The estimator's loggable parameters that the search does not set."""
-    return {
-        key: value
-        for key, value in estimator.get_params(deep=True).items()
-        if key not in searched
-        and (value is None or isinstance(value, bool | int | float | str))
-        and len(str(value)) <= _MAX_FIXED_PARAM
-    }
-
-
-def _provenance(experiment):
-    import mlx
-
-    tags = {f"mlx.version.{name}": _version(name) for name in _VERSIONED}
-    tags["mlx.version.mlx"] = mlx.__version__
-    tags["mlx.version.python"] = platform.python_version()
-    tags["mlx.estimator"] = repr(
-        experiment.estimator if experiment.estimators is None else experiment.estimators
-    )
-    folder = Path.cwd()
-    if experiment.path is not None:
-        folder = experiment.path.parent
-        tags["mlflow.source.name"] = str(experiment.path)
-        tags["mlx.experiment_file"] = str(experiment.path)
-    commit = _git(folder, "rev-parse", "HEAD")
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-        tags["mlx.git_dirty"] = str(bool(_git(folder, "status", "--porcelain"))).lower()
-    return tags
-
-
-def _git(folder, *args):
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
-def _version(distribution):
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _requirements(model, X):
-    """Pinned pip requirements of the model (given explicitly: MLflow's inference is slow)."""
-    import pandas as pd
-
-    names = {"mlflow", "scikit-learn", "numpy", "scipy"}
-    if isinstance(X, pd.DataFrame):
-        names.add("pandas")
-    parts = [model, *model.get_params(deep=True).values()]
-    reqs = [f"{name}=={_version(name)}" for name in sorted(names)]
-    if any(type(p).__module__.startswith("mlx.") for p in parts):
-        import mlx
-
-        reqs.append(f"mlx-experiments=={mlx.__version__}")
-    return reqs
 
 
 def _try(func, *args, **kwargs):

@@ -17,11 +17,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from mlx import Experiment, _candidates, evaluation, run
+from mlx import Experiment, evaluation, run
 from mlx.cli import cli
 from mlx.estimators import KNeighborsClassifier, MLPClassifier
 from mlx.exceptions import ExperimentError
 from mlx.experiment import definition_hash
+from mlx.search import candidates as _candidates
 from mlx.search import suggest
 
 # Five epochs stop the MLP before it converges; the refit lets that warning through.

@@ -330,7 +330,7 @@ def test_redact_url(url, shown):
 def test_a_conditional_search_space_function():
     from sklearn.metrics import get_scorer
 
-    from mlx import scheduling, search
+    from mlx import search
 
     def space(trial):
         weights = trial.suggest_categorical("weights", ["uniform", "distance"])
@@ -350,7 +350,7 @@ def test_a_conditional_search_space_function():
     study = optuna.create_study(
         storage=storage, direction="maximize", sampler=optuna.samplers.TPESampler(seed=0)
     )
-    scheduling.enqueue(study, 4)
+    search.enqueue(study, 4)
     search.optimize(study, storage, objective, on_trial=seen.append)
     assert [r.state for r in seen] == ["COMPLETE"] * 4
     for record in seen:

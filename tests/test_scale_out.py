@@ -483,9 +483,9 @@ def test_opening_the_storage_retries_while_postgres_restarts(storage, monkeypatc
     """A process that starts while the database restarts waits for it, as running ones do."""
     from optuna.exceptions import StorageInternalError
 
-    from mlx import runner, search
+    from mlx.search import storage as storages
 
-    make_storage, calls = search.make_storage, []
+    make_storage, calls = storages._rdb_storage, []
 
     def restarting_once(*args, **kwargs):  # the fault: the first attempt meets the restart
         calls.append(args)
@@ -493,8 +493,8 @@ def test_opening_the_storage_retries_while_postgres_restarts(storage, monkeypatc
             raise StorageInternalError("An exception is raised during the commit.")
         return make_storage(*args, **kwargs)
 
-    monkeypatch.setattr(search, "make_storage", restarting_once)
-    opened = runner._open_storage(storage, 1)
+    monkeypatch.setattr(storages, "_rdb_storage", restarting_once)
+    opened = storages.open_storage(storage, heartbeat=1)
     assert len(calls) == 2
     opened.engine.dispose()
 

@@ -8,62 +8,43 @@ The claim is the storage's atomic WAITING -> RUNNING transition, the one Optuna 
 enqueued trials, so two processes never run the same slot; when no slot is left, the budget is
 spent. Exactly the budgeted number of trials runs, however many processes share it.
 
-A trial whose process died (``kill -9``, a lost machine) is *lost*. With a heartbeat (Optuna's
-RDB storage with ``heartbeat_interval``) it is failed once its heartbeat is older than the grace
-period; without one, ``mlx run --resume`` fails the trials left RUNNING. Either way a fresh slot
+A trial whose process died (``kill -9``, a lost machine) is *lost*. With a heartbeat (see
+:mod:`mlx.search.heartbeat`) it is failed once its heartbeat is older than the grace period;
+without one, ``mlx run --resume`` fails the trials left RUNNING. Either way a fresh slot
 replaces it (the new trial's user attribute ``mlx.replaces`` names the lost one), so a lost
 trial does not eat the budget.
 """
 
+import collections
 import logging
-import threading
-import time
 import warnings
 from dataclasses import dataclass
 
 import optuna
-from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from mlx.exceptions import first_line
+from mlx.search.candidates import MODEL_PARAM
+from mlx.search.heartbeat import heartbeat_interval
+from mlx.search.retry import retrying
 
 __all__ = [
     "REPLACES",
     "Budget",
-    "Heartbeat",
     "Slots",
+    "add_budget",
     "budget",
     "counted_trials",
     "enqueue",
     "fail_lost",
+    "fill",
     "replace_lost",
-    "retrying",
-    "top_up",
 ]
 
-logger = logging.getLogger("mlx")
+logger = logging.getLogger(__name__)
 
+# The user attribute of a slot that replaces a lost trial: the lost trial's number.
 REPLACES = "mlx.replaces"
-# A storage that stops answering (a database server restarting) is retried this long.
-_RETRY_SECONDS = 120.0
-
-
-def retrying(func, *args, **kwargs):
-    """Call ``func``, retrying while the storage is unreachable (up to two minutes).
-
-    Optuna turns database errors into ``StorageInternalError``; a server that restarts for a
-    moment surfaces as a few of them, after which the connection pool reconnects.
-    """
-    delay, deadline = 0.5, time.monotonic() + _RETRY_SECONDS
-    while True:
-        try:
-            return func(*args, **kwargs)
-        except StorageInternalError as exc:
-            if time.monotonic() > deadline:
-                raise
-            logger.warning("storage unavailable (%s); retrying in %.1f s", first_line(exc), delay)
-            time.sleep(delay)
-            delay = min(2 * delay, 5.0)
 
 
 @dataclass
@@ -128,11 +109,39 @@ def enqueue(study, n, fixed_params=None, user_attrs=None):
             retrying(study.add_trial, slot)
 
 
-def top_up(study, n_trials):
-    """Enqueue slots until ``n_trials`` trials count against the budget; return how many."""
-    missing = max(0, n_trials - budget(study).counted)
-    enqueue(study, missing)
-    return missing
+def add_budget(study, n_trials, shares=None):
+    """Enqueue ``n_trials`` slots, each model's share in the order of ``shares`` (see :func:`fill`)."""
+    if shares is None:
+        enqueue(study, n_trials)
+        return
+    for name in shares:
+        enqueue(study, 1, fixed_params={MODEL_PARAM: name})
+
+
+def fill(study, n_trials, shares=None):
+    """Enqueue the slots that ``n_trials`` misses; return how many were added.
+
+    ``shares`` (see :func:`mlx.search.candidates.fixed_shares`) gives the model of each of the
+    ``n_trials`` slots when every model has a fixed share; each model then gets the slots of
+    its share that the study lacks, in the order of ``shares``. Without it, slots are plain.
+    """
+    if shares is None:
+        missing = max(0, n_trials - budget(study).counted)
+        enqueue(study, missing)
+        return missing
+    trials, _ = counted_trials(study)
+    have = collections.Counter(
+        t.params.get(MODEL_PARAM) or t.system_attrs.get("fixed_params", {}).get(MODEL_PARAM)
+        for t in trials
+    )
+    added = 0
+    for name in shares:
+        if have[name]:
+            have[name] -= 1
+            continue
+        enqueue(study, 1, fixed_params={MODEL_PARAM: name})
+        added += 1
+    return added
 
 
 class Slots:
@@ -196,7 +205,7 @@ def fail_lost(study, storage, *, running_are_lost=False):
     be running trials), every RUNNING trial is.
     """
     if not running_are_lost:
-        if _heartbeat_interval(storage):
+        if heartbeat_interval(storage):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 retrying(optuna.storages.fail_stale_trials, study)
@@ -208,44 +217,3 @@ def fail_lost(study, storage, *, running_are_lost=False):
         except UpdateFinishedTrialError:
             continue
         replace_lost(study, frozen)
-
-
-def _heartbeat_interval(storage):
-    get = getattr(storage, "get_heartbeat_interval", None)
-    return get() if callable(get) else None
-
-
-class Heartbeat:
-    """Records a running trial's heartbeat every ``heartbeat_interval`` seconds, in a thread.
-
-    Does nothing on a storage without heartbeat.
-    """
-
-    def __init__(self, storage, trial_id):
-        self.storage = storage
-        self.trial_id = trial_id
-        self.interval = _heartbeat_interval(storage)
-        self._stop = threading.Event()
-        self._thread = None
-
-    def __enter__(self):
-        if self.interval:
-            self._beat()
-            self._thread = threading.Thread(target=self._run, name="mlx-heartbeat", daemon=True)
-            self._thread.start()
-        return self
-
-    def _beat(self):
-        try:
-            self.storage.record_heartbeat(self.trial_id)
-        except Exception as exc:  # a missed beat is retried at the next interval
-            logger.warning("heartbeat of a trial not recorded: %s", first_line(exc))
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            self._beat()
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()

@@ -1,19 +1,45 @@
-"""SQLite files as stores: write-ahead logging for the MLflow and Optuna databases.
+"""Store URLs, shared by the Optuna storage and the MLflow store.
 
-Both stores commit several times per trial; in SQLite's default rollback-journal mode each
-commit waits for the disk, which made the stores, not the trials, the bottleneck of a search.
+One place answers "is this store a local SQLite file?" (:func:`sqlite_path`, :func:`is_local`)
+and hides passwords before a URL is shown or logged (:func:`redact_url`). Local SQLite stores
+run in write-ahead-log mode (:func:`write_ahead_log`): both stores commit several times per
+trial, and in SQLite's default rollback-journal mode each commit waits for the disk, which made
+the stores, not the trials, the bottleneck of a search.
 """
 
 import contextlib
+import re
 from pathlib import Path
 
-__all__ = ["sqlite_path", "write_ahead_log"]
+__all__ = ["is_local", "redact_url", "sqlite_path", "write_ahead_log"]
+
+# user:password@ right after the scheme; the password may hold an unescaped "@".
+_USERINFO = re.compile(r"(?<=://)([^/@:]*):([^/]*)@")
 
 
-def sqlite_path(uri):
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :])
+def redact_url(url):
+    """``url`` with any password replaced by ``***`` (``scheme://user:***@host/...``).
+
+    Also applies to any text that contains URLs, such as a driver's error message.
+    """
+    if url is None:
+        return None
+    return _USERINFO.sub(r"\1:***@", str(url))
+
+
+def sqlite_path(url):
+    """The file of a ``sqlite:///`` URL, or None for any other store."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :])
     return None
+
+
+def is_local(url):
+    """Whether the store is a file on this machine, so that no other machine can share it.
+
+    A plain path (no scheme) counts as a SQLite file, as the storage options take it.
+    """
+    return url.startswith("sqlite") or "://" not in url
 
 
 # Resolved paths of the SQLite stores put in write-ahead-log mode by this process.

@@ -1,22 +1,19 @@
-"""Optuna: the study and its storage, the sampler and pruner, and the trial objective.
+"""The function Optuna calls per trial: fit on the training split, score on the validation split.
 
 A trial clones the estimator, sets the trial's parameters, fits on the training split and scores
 on the validation split. With several candidate models, the trial first chooses one (see
-:mod:`mlx._candidates`) and then only that model's parameters. Estimators that learn incrementally (``partial_fit`` and a ``max_iter``
-parameter, alone or as the last step of a Pipeline) are trained epoch by epoch: the validation
-score of each epoch is reported to the trial so that the pruner can stop bad trials early, and
-both learning curves are kept. What a trial produced is handed to an ``on_trial`` callback as a
-:class:`TrialRecord`; this module knows nothing of MLflow.
+:mod:`mlx.search.candidates`) and then only that model's parameters. Estimators that learn
+incrementally (``partial_fit`` and a ``max_iter`` parameter, alone or as the last step of a
+Pipeline) are trained epoch by epoch: the validation score of each epoch is reported to the
+trial so that the pruner can stop bad trials early, and both learning curves are kept. What a
+trial produced is kept as a :class:`TrialRecord` for whoever logs it; this package knows
+nothing of MLflow.
 """
 
-import contextlib
-import logging
 import pickle
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import optuna
@@ -27,32 +24,21 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 from sklearn.base import clone, is_classifier
-from sklearn.pipeline import Pipeline
 
-from mlx import _candidates, scheduling
-from mlx._sqlite import sqlite_path, write_ahead_log
-from mlx.evaluation import final_step
-from mlx.exceptions import first_line
+from mlx.pipelines import final_step, last_step
+from mlx.search.candidates import MODEL_PARAM, choose, is_single, split_params
+from mlx.search.retry import retrying
 
 __all__ = [
-    "DEFAULT_STORAGE_FILE",
     "Objective",
     "TrialRecord",
-    "create_study",
     "fit_model",
-    "load_study",
-    "make_storage",
+    "iter_epochs",
     "n_epochs",
-    "optimize",
-    "resolve_storage",
     "seeded",
     "suggest",
 ]
 
-logger = logging.getLogger("mlx")
-
-DEFAULT_STORAGE_FILE = "mlx-optuna.db"
-_INTERRUPTED = "interrupted (Ctrl-C)"
 # Messages kept per trial from the warnings a fit raised (ConvergenceWarning, ...).
 _MAX_WARNINGS = 3
 
@@ -82,65 +68,6 @@ class TrialRecord:
     interrupted: bool = False
     model: str | None = None
     size: int | None = None
-
-
-def resolve_storage(url=None):
-    """The Optuna storage URL: ``url`` if given, else ``mlx-optuna.db`` in the working directory.
-
-    A plain file path (no ``://``) means a SQLite file at that path.
-    """
-    if url is None:
-        url = str(Path.cwd() / DEFAULT_STORAGE_FILE)
-    if "://" not in url:
-        url = f"sqlite:///{Path(url).resolve()}"
-    return url
-
-
-def make_storage(url, *, heartbeat_interval=None, grace_period=None):
-    """An Optuna RDB storage on ``url``; with a heartbeat, lost trials get replaced.
-
-    Heartbeats are off unless ``heartbeat_interval`` is given; a running trial silent for
-    ``grace_period`` seconds (default three intervals) is failed and a new slot replaces it
-    (:func:`mlx.scheduling.replace_lost`).
-    """
-    engine_kwargs = {"pool_pre_ping": True}
-    path = sqlite_path(url)
-    if path is not None:
-        write_ahead_log(path)
-    if url.startswith("sqlite"):
-        # Wait for a lock instead of failing at once when another process writes.
-        engine_kwargs = {"connect_args": {"timeout": 60}}
-    if heartbeat_interval is not None and grace_period is None:
-        grace_period = 3 * heartbeat_interval
-    with warnings.catch_warnings():
-        # Heartbeats are "experimental" in Optuna since 2.x; they are what mlx relies on.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=scheduling.replace_lost if heartbeat_interval else None,
-        )
-
-
-def create_study(name, *, storage, seed, sampler=None, pruner=None):
-    """Create the study ``name`` (maximising), or load it if it exists."""
-    quiet_optuna()
-    return optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction="maximize",
-        sampler=sampler if sampler is not None else optuna.samplers.TPESampler(seed=seed),
-        pruner=pruner
-        if pruner is not None
-        else optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
-        load_if_exists=True,
-    )
-
-
-def load_study(name, *, storage, sampler=None, pruner=None):
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
 
 
 def suggest(trial, space):
@@ -177,10 +104,6 @@ def seeded(estimator, seed):
     return estimator.set_params(**unset) if unset else estimator
 
 
-def _last_step(estimator):
-    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
-
-
 def n_epochs(estimator, max_epochs=None):
     """Epochs of epoch-by-epoch training for ``estimator``, or None to call ``fit`` once.
 
@@ -188,7 +111,7 @@ def n_epochs(estimator, max_epochs=None):
     ``max_epochs`` is given or it has an integer ``max_iter`` parameter (its epoch budget).
     Estimators with ``partial_fit`` but no ``max_iter`` (naive Bayes) learn in one pass.
     """
-    last = _last_step(estimator)
+    last = last_step(estimator)
     if not hasattr(last, "partial_fit"):
         return None
     if max_epochs is not None:
@@ -199,13 +122,9 @@ def n_epochs(estimator, max_epochs=None):
     return None
 
 
-def _iter_epochs(estimator, X, y, epochs):
+def iter_epochs(estimator, X, y, epochs):
     """Fit ``estimator`` epoch by epoch; yield ``(epoch, last_step, X_seen_by_last_step)``."""
-    if isinstance(estimator, Pipeline) and len(estimator.steps) > 1:
-        Xt = estimator[:-1].fit_transform(X, y)
-    else:
-        Xt = X
-    last = _last_step(estimator)
+    last, Xt = final_step(estimator, X, fit_y=y, fit=True)
     first = {"classes": np.unique(y)} if is_classifier(last) else {}
     for epoch in range(epochs):
         last.partial_fit(Xt, y, **(first if epoch == 0 else {}))
@@ -216,7 +135,7 @@ def fit_model(estimator, X, y, epochs=None):
     """Fit ``estimator`` as a trial does (epoch by epoch when ``epochs``); return it."""
     if epochs is None:
         return estimator.fit(X, y)
-    for _ in _iter_epochs(estimator, X, y, epochs):
+    for _ in iter_epochs(estimator, X, y, epochs):
         pass
     return estimator
 
@@ -251,14 +170,14 @@ class Objective:
         # removed by :meth:`finish` right after the trial ends.
         self.records = {}
 
-    def build(self, params, model=_candidates.MODEL_PARAM):
+    def build(self, params, model=MODEL_PARAM):
         """A fresh, seeded clone of candidate ``model`` with ``params`` set."""
         estimator = self.candidates[model][0]
         return seeded(clone(estimator).set_params(**params), self.seed)
 
     def suggest(self, trial):
         """``(model, estimator params)`` of ``trial``: the chosen candidate and its parameters."""
-        model, named = _candidates.choose(trial, self.candidates)
+        model, named = choose(trial, self.candidates)
         return model, suggest(named, self.candidates[model][1])
 
     def __call__(self, trial):
@@ -269,7 +188,7 @@ class Objective:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    model, params = scheduling.retrying(self.suggest, trial)
+                    model, params = retrying(self.suggest, trial)
                     record.model, record.params = self._logged_params(trial.params)
                     estimator = self.build(params, model)
                     value = self._fit_and_score(trial, estimator, record)
@@ -284,7 +203,7 @@ class Objective:
             raise
         except Exception as exc:
             record.error = f"{type(exc).__name__}: {exc}"
-            scheduling.retrying(trial.set_user_attr, "error", record.error[:1000])
+            retrying(trial.set_user_attr, "error", record.error[:1000])
             raise
 
     def _fit_and_score(self, trial, estimator, record):
@@ -298,7 +217,7 @@ class Objective:
             return self.scorer(estimator, X_val, y_val)
         record.fit_time, Xt_val, value = 0.0, None, float("nan")
         start = time.perf_counter()
-        for epoch, last, Xt_train in _iter_epochs(estimator, X_train, y_train, epochs):
+        for epoch, last, Xt_train in iter_epochs(estimator, X_train, y_train, epochs):
             record.fit_time += time.perf_counter() - start
             if Xt_val is None:
                 # The steps before the last are fitted now: transform validation data once.
@@ -307,8 +226,8 @@ class Objective:
             record.train_score = float(self.scorer(last, Xt_train, y_train))
             record.curves["val"].append(value)
             record.curves["train"].append(record.train_score)
-            scheduling.retrying(trial.report, value, epoch)
-            if scheduling.retrying(trial.should_prune):
+            retrying(trial.report, value, epoch)
+            if retrying(trial.should_prune):
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {epochs}")
             start = time.perf_counter()
         return value
@@ -333,12 +252,12 @@ class Objective:
 
     def _logged_params(self, optuna_params):
         """``(model, params)`` for logging: the chosen model and its own, unprefixed params."""
-        if _candidates.is_single(self.candidates):
+        if is_single(self.candidates):
             return None, dict(optuna_params)
-        if _candidates.MODEL_PARAM not in optuna_params:  # failed before choosing
+        if MODEL_PARAM not in optuna_params:  # failed before choosing
             return None, {}
-        model, params = _candidates.split_params(optuna_params, self.candidates)
-        return model, {_candidates.MODEL_PARAM: model, **params}
+        model, params = split_params(optuna_params, self.candidates)
+        return model, {MODEL_PARAM: model, **params}
 
 
 def _pickled_size(estimator):
@@ -358,105 +277,3 @@ def _unique_messages(caught):
         if len(messages) == _MAX_WARNINGS:
             break
     return messages
-
-
-class _OneLineTracebacks(logging.Filter):
-    """Drops tracebacks from Optuna's log records: a failed trial is one line, not a page."""
-
-    def filter(self, record):
-        record.exc_info = None
-        record.exc_text = None
-        # Optuna follows each failure with "failed with value None": the error line says it all.
-        return "failed with value None" not in record.getMessage()
-
-
-def quiet_optuna():
-    """Optuna logs warnings only, failed trials as one line each."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for handler in logging.getLogger("optuna").handlers:
-        if not any(isinstance(f, _OneLineTracebacks) for f in handler.filters):
-            handler.addFilter(_OneLineTracebacks())
-
-
-class Ran(NamedTuple):
-    """What :func:`optimize` did: trials run by this process; whether the study was stopped."""
-
-    count: int
-    stopped: bool
-
-
-def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial=None):
-    """Run slots of ``study`` until none is left or ``timeout`` passes.
-
-    Slots are claimed one at a time through ``storage`` (see :mod:`mlx.scheduling`), so any
-    number of processes may run this on the same study. ``on_start(number)`` is called when a
-    trial starts and ``on_trial(record)`` when it ends. A trial that raises is told FAIL (its
-    error in the record and the trial's ``error`` user attribute) and the search goes on; an
-    error raised by a callback stops it. Ctrl-C ends the running trial as FAIL (the record's
-    ``interrupted`` is set), reports it, then propagates. Returns a :class:`Ran`.
-    """
-    quiet_optuna()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    ran = 0
-    slots = scheduling.Slots(study, storage)
-    with _optimize_loop(study):
-        while deadline is None or time.monotonic() < deadline:
-            scheduling.fail_lost(study, storage)
-            claimed = slots.claim()
-            if claimed is None:
-                break
-            trial, trial_id = claimed
-            if on_start is not None:
-                on_start(trial.number)
-            record, state = _run_trial(storage, objective, trial, trial_id)
-            ran += 1
-            try:
-                # The trial's child run ends before the study hears of it: whoever sees the
-                # trial finished in the study may rely on its run being final.
-                if on_trial is not None:
-                    on_trial(record)
-            finally:
-                scheduling.retrying(
-                    study.tell, trial, record.value, state=state, skip_if_finished=True
-                )
-            if record.interrupted:
-                raise KeyboardInterrupt
-            if study._stop_flag:
-                return Ran(ran, stopped=True)
-    return Ran(ran, stopped=False)
-
-
-def _run_trial(storage, objective, trial, trial_id):
-    """Run one claimed trial: ``(record, state)``, not yet told to the study."""
-    value, state, interrupted = None, TrialState.FAIL, False
-    try:
-        with scheduling.Heartbeat(storage, trial_id):
-            value = objective(trial)
-        state = TrialState.COMPLETE
-    except optuna.TrialPruned:
-        state = TrialState.PRUNED
-    except KeyboardInterrupt:
-        interrupted = True
-        objective.fail(trial.number, _INTERRUPTED)
-        scheduling.retrying(trial.set_user_attr, "error", _INTERRUPTED)
-    except Exception as exc:
-        logger.warning("trial %d failed: %s", trial.number, _one_line(exc))
-    record = objective.finish(trial, state, value)
-    record.interrupted = interrupted
-    return record, state
-
-
-@contextlib.contextmanager
-def _optimize_loop(study):
-    # Optuna lets samplers stop a study (GridSampler does, once its grid is exhausted) only
-    # inside its own optimize loop, which this loop stands in for: flag it the same way.
-    study._thread_local.in_optimize_loop = True
-    study._stop_flag = False
-    try:
-        yield
-    finally:
-        study._thread_local.in_optimize_loop = False
-
-
-def _one_line(exc):
-    return f"{type(exc).__name__}: {first_line(exc)}"[:500]

@@ -1,0 +1,50 @@
+"""How mlx's processes talk to a terminal: log format, quiet libraries, one-line errors.
+
+Used by the ``mlx`` command and by the local worker processes it starts, so that both print
+the same way.
+"""
+
+import functools
+import logging
+import sys
+
+__all__ = ["one_line_errors", "quiet_libraries"]
+
+
+def quiet_libraries():
+    """mlx's own warnings on stderr; library chatter (migrations, per-trial INFO) turned down.
+
+    The chatter would drown the progress bar. Figures are drawn off screen.
+    """
+    logging.basicConfig(format="mlx: %(message)s", level=logging.WARNING)
+    # MLflow sets its loggers' levels when imported: import it first, then turn them down.
+    import mlflow  # noqa: F401
+
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def one_line_errors(func):
+    """Turn mlx's own errors into ``mlx: error: ...`` on stderr and their exit code.
+
+    Ctrl-C exits 130 with one line; any other exception keeps its traceback (a bug).
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from mlx.exceptions import MlxError
+        from mlx.stores import redact_url
+
+        try:
+            return func(*args, **kwargs)
+        except MlxError as exc:
+            print(f"mlx: error: {redact_url(str(exc))}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            print("mlx: interrupted.", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper

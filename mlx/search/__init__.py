@@ -1,0 +1,59 @@
+"""Optuna only: the storage, the study and its sampler and pruner policy, the trial budget as
+slots, the objective and the optimize loop. Nothing here knows MLflow.
+
+A search, as the coordinator runs it::
+
+    storage = open_storage(resolve_storage(url), heartbeat=None)
+    study = create_study(name, storage=storage, seed=0)
+    add_budget(study, n_trials)                             # the budget, as WAITING slots
+    coordinate(study, storage, Objective(...), on_trial=log_the_record)
+
+Workers on other machines :func:`load_study` the same study and :func:`optimize` it.
+"""
+
+from optuna.trial import TrialState
+
+from mlx.search.candidates import MODEL_PARAM, fixed_shares, is_single, split_params
+from mlx.search.loop import Ran, coordinate, optimize
+from mlx.search.objective import Objective, TrialRecord, fit_model, n_epochs, suggest
+from mlx.search.retry import retrying
+from mlx.search.slots import REPLACES, Budget, add_budget, budget, enqueue, fail_lost, fill
+from mlx.search.storage import (
+    DEFAULT_STORAGE_FILE,
+    default_heartbeat,
+    open_storage,
+    resolve_storage,
+)
+from mlx.search.study import create_study, default_pruner, default_sampler, load_study
+
+__all__ = [
+    "DEFAULT_STORAGE_FILE",
+    "MODEL_PARAM",
+    "REPLACES",
+    "Budget",
+    "Objective",
+    "Ran",
+    "TrialRecord",
+    "TrialState",
+    "add_budget",
+    "budget",
+    "coordinate",
+    "create_study",
+    "default_heartbeat",
+    "default_pruner",
+    "default_sampler",
+    "enqueue",
+    "fail_lost",
+    "fill",
+    "fit_model",
+    "fixed_shares",
+    "is_single",
+    "load_study",
+    "n_epochs",
+    "open_storage",
+    "optimize",
+    "resolve_storage",
+    "retrying",
+    "split_params",
+    "suggest",
+]

@@ -1,0 +1,143 @@
+"""The optimize loop: claim a slot, run the trial, tell the study, until the budget is spent.
+
+Any number of processes run :func:`optimize` on one study (see :mod:`mlx.search.slots`); the
+coordinator runs :func:`coordinate`, which also waits for the other processes' last trials.
+"""
+
+import contextlib
+import logging
+import time
+from typing import NamedTuple
+
+import optuna
+from optuna.trial import TrialState
+
+from mlx.exceptions import first_line
+from mlx.search.heartbeat import Heartbeat
+from mlx.search.retry import retrying
+from mlx.search.slots import Slots, budget, fail_lost
+from mlx.search.study import quiet_optuna
+
+__all__ = ["INTERRUPTED", "Ran", "coordinate", "optimize"]
+
+logger = logging.getLogger(__name__)
+
+# The error of a trial stopped by Ctrl-C.
+INTERRUPTED = "interrupted (Ctrl-C)"
+# Seconds between looks at the study while other processes finish their trials.
+_POLL_SECONDS = 1.0
+
+
+class Ran(NamedTuple):
+    """What :func:`optimize` did: trials run by this process; whether the study was stopped."""
+
+    count: int
+    stopped: bool
+
+
+def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial=None):
+    """Run slots of ``study`` until none is left or ``timeout`` passes.
+
+    Slots are claimed one at a time through ``storage``, so any number of processes may run
+    this on the same study. ``on_start(number)`` is called when a trial starts and
+    ``on_trial(record)`` when it ends. A trial that raises is told FAIL (its error in the record
+    and the trial's ``error`` user attribute) and the search goes on; an error raised by a
+    callback stops it. Ctrl-C ends the running trial as FAIL (the record's ``interrupted`` is
+    set), reports it, then propagates. Returns a :class:`Ran`.
+    """
+    quiet_optuna()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ran = 0
+    slots = Slots(study, storage)
+    with _optimize_loop(study) as stopped:
+        while deadline is None or time.monotonic() < deadline:
+            fail_lost(study, storage)
+            claimed = slots.claim()
+            if claimed is None:
+                break
+            trial, trial_id = claimed
+            if on_start is not None:
+                on_start(trial.number)
+            record, state = _run_trial(storage, objective, trial, trial_id)
+            ran += 1
+            try:
+                # The trial's child run ends before the study hears of it: whoever sees the
+                # trial finished in the study may rely on its run being final.
+                if on_trial is not None:
+                    on_trial(record)
+            finally:
+                retrying(study.tell, trial, record.value, state=state, skip_if_finished=True)
+            if record.interrupted:
+                raise KeyboardInterrupt
+            if stopped():
+                return Ran(ran, stopped=True)
+    return Ran(ran, stopped=False)
+
+
+def coordinate(
+    study, storage, objective, *, timeout=None, on_start=None, on_trial=None, on_poll=None
+):
+    """Run slots until the study's budget is spent and every trial of any process has ended.
+
+    While other processes finish their last trials, the coordinator polls the study (and so
+    fails and replaces trials whose heartbeat stopped, then runs the replacements itself).
+    ``on_poll(budget)`` is called with the study's :class:`~mlx.search.slots.Budget` after
+    each look.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stopped = False
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if remaining != 0.0:
+            ran = optimize(
+                study, storage, objective, timeout=remaining, on_start=on_start, on_trial=on_trial
+            )
+            if ran.stopped:  # the sampler has nothing left to try (an exhausted grid)
+                stopped = True
+        counts = budget(study)
+        if on_poll is not None:
+            on_poll(counts)
+        timed_out = deadline is not None and time.monotonic() >= deadline
+        if counts.running == 0 and (counts.waiting == 0 or timed_out or stopped):
+            return
+        time.sleep(_POLL_SECONDS)
+
+
+def _run_trial(storage, objective, trial, trial_id):
+    """Run one claimed trial: ``(record, state)``, not yet told to the study."""
+    value, state, interrupted = None, TrialState.FAIL, False
+    try:
+        with Heartbeat(storage, trial_id):
+            value = objective(trial)
+        state = TrialState.COMPLETE
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except KeyboardInterrupt:
+        interrupted = True
+        objective.fail(trial.number, INTERRUPTED)
+        retrying(trial.set_user_attr, "error", INTERRUPTED)
+    except Exception as exc:
+        logger.warning("trial %d failed: %s", trial.number, _one_line(exc))
+    record = objective.finish(trial, state, value)
+    record.interrupted = interrupted
+    return record, state
+
+
+@contextlib.contextmanager
+def _optimize_loop(study):
+    """Stand in for Optuna's own optimize loop; yields a function: has a sampler stopped it?
+
+    Optuna lets samplers stop a study (GridSampler does, once its grid is exhausted) only inside
+    its own ``study.optimize``, through two private attributes. This loop replaces that one, so
+    it sets them the same way: the only place mlx writes Optuna's private state.
+    """
+    study._thread_local.in_optimize_loop = True
+    study._stop_flag = False
+    try:
+        yield lambda: study._stop_flag
+    finally:
+        study._thread_local.in_optimize_loop = False
+
+
+def _one_line(exc):
+    return f"{type(exc).__name__}: {first_line(exc)}"[:500]

@@ -1,0 +1,183 @@
+"""Every name mlx writes to MLflow: tags, params, metrics, artifact paths.
+
+The runner and the tracking store write these names; ``mlx list``, ``mlx show`` and the tests
+read them back. All of them are spelled here and nowhere else, so that a name cannot drift
+between the writer and its readers. Names that depend on the experiment's metric are built by
+the functions below (``val("accuracy") == "val_accuracy"``).
+"""
+
+__all__ = [
+    "ARTIFACT_AUDIT",
+    "ARTIFACT_EXPERIMENT",
+    "ARTIFACT_SEARCH",
+    "ARTIFACT_SPLIT",
+    "ARTIFACT_TEST",
+    "DECISION_BOUNDARIES",
+    "EXPERIMENT_KIND",
+    "LEADERBOARD_CSV",
+    "LEADERBOARD_PNG",
+    "LEARNING_CURVE",
+    "METRIC_EPOCHS",
+    "METRIC_FIT_TIME",
+    "METRIC_MODEL_BYTES",
+    "MLFLOW_GIT_COMMIT",
+    "MLFLOW_PARENT_RUN",
+    "MLFLOW_SOURCE",
+    "PARAM_DATA_FEATURES",
+    "PARAM_DATA_ROWS",
+    "PARAM_ESTIMATOR",
+    "PARAM_METRIC",
+    "PARAM_MODELS",
+    "PARAM_MODEL_BUDGET",
+    "PARAM_N_TRIALS",
+    "PARAM_REFIT",
+    "PARAM_SEED",
+    "PARAM_TASK",
+    "ROLE_PARENT",
+    "ROLE_TRIAL",
+    "TAG_BEST_TRIAL",
+    "TAG_ERROR",
+    "TAG_ESTIMATOR",
+    "TAG_EVALUATED",
+    "TAG_EXPERIMENT_FILE",
+    "TAG_FINGERPRINT",
+    "TAG_GIT_DIRTY",
+    "TAG_HASH",
+    "TAG_MODEL",
+    "TAG_MODEL_URI",
+    "TAG_OPTUNA_STORAGE",
+    "TAG_ROLE",
+    "TAG_STATE",
+    "TAG_STUDY",
+    "TAG_TRIAL",
+    "TAG_USE_COUNT",
+    "TAG_WARNINGS",
+    "TAG_WORKER",
+    "best_param",
+    "best_val",
+    "estimator_param",
+    "rows_param",
+    "split_param",
+    "test",
+    "train",
+    "trials_tag",
+    "val",
+    "version_tag",
+]
+
+# --- tags of every mlx run -----------------------------------------------------------------------
+TAG_ROLE = "mlx.role"  # ROLE_PARENT or ROLE_TRIAL
+ROLE_PARENT = "parent"
+ROLE_TRIAL = "trial"
+TAG_STUDY = "mlx.study_name"
+TAG_ERROR = "mlx.error"
+
+# --- tags of a parent run ------------------------------------------------------------------------
+TAG_HASH = "mlx.definition_hash"
+# The test ledger: a parent run's test split, how often it was used, and whether this run did.
+TAG_FINGERPRINT = "mlx.test_fingerprint"
+TAG_USE_COUNT = "mlx.test_use_count"
+TAG_EVALUATED = "mlx.test_evaluated"
+TAG_OPTUNA_STORAGE = "mlx.optuna_storage"  # redacted
+TAG_BEST_TRIAL = "mlx.best_trial"
+TAG_MODEL_URI = "mlx.model_uri"
+TAG_ESTIMATOR = "mlx.estimator"  # the repr of the estimator(s)
+TAG_EXPERIMENT_FILE = "mlx.experiment_file"
+TAG_GIT_DIRTY = "mlx.git_dirty"
+# MLflow's own tags, which its UI shows.
+MLFLOW_SOURCE = "mlflow.source.name"
+MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+MLFLOW_PARENT_RUN = "mlflow.parentRunId"
+# The MLflow 3 UI opens experiments in its GenAI view unless they say they train models.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def trials_tag(state):
+    """Number of the study's trials in ``state`` (``"COMPLETE"``, ``"PRUNED"``, ...)."""
+    return f"mlx.trials_{state.lower()}"
+
+
+def version_tag(distribution):
+    """Version of ``distribution`` (``"numpy"``, ``"mlx"``, ``"python"``) that ran the run."""
+    return f"mlx.version.{distribution}"
+
+
+# --- tags of a trial (child) run -----------------------------------------------------------------
+TAG_TRIAL = "mlx.trial_number"
+TAG_STATE = "mlx.trial_state"  # COMPLETE, PRUNED, FAIL or RUNNING
+TAG_WORKER = "mlx.worker"
+TAG_WARNINGS = "mlx.warnings"
+# The chosen model of a trial in a search over several model types.
+TAG_MODEL = "mlx.model"
+
+# --- params of a parent run ----------------------------------------------------------------------
+PARAM_ESTIMATOR = "mlx.estimator"  # the estimator's class name
+PARAM_MODELS = "mlx.models"
+PARAM_MODEL_BUDGET = "mlx.model_budget"
+PARAM_TASK = "mlx.task"
+PARAM_METRIC = "mlx.metric"
+PARAM_SEED = "mlx.seed"
+PARAM_N_TRIALS = "mlx.n_trials"
+PARAM_REFIT = "mlx.refit"
+PARAM_DATA_ROWS = "mlx.data.rows"
+PARAM_DATA_FEATURES = "mlx.data.features"
+
+
+def split_param(split):
+    """The fraction of the data in ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
+    return f"mlx.split.{split}"
+
+
+def rows_param(split):
+    """The number of rows in ``split``."""
+    return f"mlx.rows.{split}"
+
+
+def estimator_param(model):
+    """The class name of candidate ``model`` in a search over several model types."""
+    return f"mlx.estimator.{model}"
+
+
+def best_param(name):
+    """Parameter ``name`` of the best configuration (the one refit and tested)."""
+    return f"best.{name}"
+
+
+# --- metrics -------------------------------------------------------------------------------------
+def val(metric):
+    """A trial's validation score (per epoch for epoch-by-epoch training)."""
+    return f"val_{metric}"
+
+
+def train(metric):
+    """A trial's score on its training split (per epoch for epoch-by-epoch training)."""
+    return f"train_{metric}"
+
+
+def best_val(metric):
+    """The parent run's best validation score."""
+    return f"best_val_{metric}"
+
+
+def test(metric):
+    """A metric of the single test evaluation, on the parent run."""
+    return f"test_{metric}"
+
+
+# pytest collects functions named test*: this one is a name builder, not a test.
+test.__test__ = False
+
+METRIC_FIT_TIME = "fit_time"
+METRIC_MODEL_BYTES = "model_bytes"
+METRIC_EPOCHS = "epochs"
+
+# --- artifacts of a parent run -------------------------------------------------------------------
+ARTIFACT_AUDIT = "audit.json"
+ARTIFACT_SPLIT = "split.json"
+ARTIFACT_EXPERIMENT = "experiment"  # folder of the experiment file
+ARTIFACT_TEST = "test"  # folder of the test evaluation's tables and figures
+ARTIFACT_SEARCH = "search"  # folder of the study's figures
+LEARNING_CURVE = "learning_curve.png"
+LEADERBOARD_CSV = "leaderboard.csv"
+LEADERBOARD_PNG = "leaderboard.png"
+DECISION_BOUNDARIES = "decision_boundaries.png"

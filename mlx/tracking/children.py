@@ -1,0 +1,136 @@
+"""Child runs: one MLflow run per trial, nested under the parent run of the search.
+
+A trial costs three store writes: ``create_run`` (with its tags) when it starts, so the UI
+shows it RUNNING, then one ``log_batch`` (params, metrics and final tags) and
+``set_terminated`` when it ends. What a trial produced arrives as a record with the fields of
+:class:`mlx.search.TrialRecord`.
+"""
+
+from mlx.tracking import _schema as schema
+
+__all__ = ["ChildRuns", "end_orphans", "trial_summaries"]
+
+# MLflow run status of a finished trial by its Optuna state; pruned trials finished normally
+# (``mlx.trial_state`` tells them apart).
+_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+_LOST = "lost: its process stopped"
+
+
+class ChildRuns:
+    """The child runs of the trials this process runs, opened when each trial starts.
+
+    Parameters
+    ----------
+    tracker : Tracker
+    experiment_id, parent_id : str
+        The MLflow experiment and the parent run the children go under.
+    study_name : str
+    worker : str
+        Who runs the trials (``host-pid``, a worker id), recorded on each child.
+    metric_name : str
+        The experiment's metric, for the names of the scores.
+    """
+
+    def __init__(self, tracker, experiment_id, parent_id, study_name, worker, metric_name):
+        self.tracker = tracker
+        self.experiment_id = experiment_id
+        self.parent_id = parent_id
+        self.study_name = study_name
+        self.worker = worker
+        self.metric_name = metric_name
+        self._runs = {}
+
+    def start(self, number):
+        """Open the RUNNING child run of trial ``number`` (one store write)."""
+        self._runs[number] = self.tracker.start_run(
+            self.experiment_id,
+            f"trial-{number:04d}",
+            tags={
+                schema.TAG_STUDY: self.study_name,
+                schema.TAG_ROLE: schema.ROLE_TRIAL,
+                schema.TAG_TRIAL: str(number),
+                schema.TAG_STATE: "RUNNING",
+                schema.TAG_WORKER: self.worker,
+            },
+            parent_id=self.parent_id,
+        )
+
+    def finish(self, record):
+        """Log a finished trial into its child run and end it (two store writes).
+
+        A trial stopped by Ctrl-C ends KILLED; failed trials FAILED; complete and pruned
+        trials FINISHED.
+        """
+        # Logged synchronously: the writes are CPU-bound ORM work, so a logging thread only
+        # competes with the trials for the GIL.
+        run_id = self._runs.pop(record.number)
+        params, metrics, steps, tags = _logged(record, self.metric_name)
+        self.tracker.log(run_id, params=params, metrics=metrics, steps=steps, tags=tags)
+        status = "KILLED" if record.interrupted else _STATUS.get(record.state, "FAILED")
+        self.tracker.end_run(run_id, status, end_time=record.end_time)
+        return run_id
+
+
+def _logged(record, metric):
+    """``(params, metrics, steps, tags)`` of a trial record."""
+    tags = {schema.TAG_STATE: record.state}
+    if record.error:
+        tags[schema.TAG_ERROR] = record.error
+    if record.warnings:
+        tags[schema.TAG_WARNINGS] = " | ".join(record.warnings)
+    if record.model is not None:
+        tags[schema.TAG_MODEL] = record.model
+    metrics, steps = {}, {}
+    if record.curves.get("val"):
+        steps[schema.val(metric)] = record.curves["val"]
+        steps[schema.train(metric)] = record.curves["train"]
+        metrics[schema.METRIC_EPOCHS] = len(record.curves["val"])
+    else:
+        if record.value is not None:
+            metrics[schema.val(metric)] = record.value
+        if record.train_score is not None:
+            metrics[schema.train(metric)] = record.train_score
+    if record.fit_time is not None:
+        metrics[schema.METRIC_FIT_TIME] = record.fit_time
+    if record.size is not None:
+        metrics[schema.METRIC_MODEL_BYTES] = record.size
+    return record.params, metrics, steps, tags
+
+
+def end_orphans(tracker, parent_id, alive):
+    """End (KILLED) the RUNNING child runs whose trial number is not in ``alive``.
+
+    Such a child belongs to a trial whose process died; returns how many were ended.
+    """
+    ended = 0
+    for child in tracker.children(parent_id, "attributes.status = 'RUNNING'"):
+        if child.data.tags.get(schema.TAG_TRIAL) not in alive:
+            tracker.log(child.info.run_id, tags={schema.TAG_ERROR: _LOST})
+            tracker.end_run(child.info.run_id, "KILLED")
+            ended += 1
+    return ended
+
+
+def trial_summaries(runs, metric_name):
+    """The trials of a search over several models, as :func:`mlx.evaluation.leaderboard` takes.
+
+    ``runs`` are child runs; those without a model (a trial that failed before choosing one,
+    a single-model search) are left out.
+    """
+    return [
+        {
+            "number": int(run.data.tags.get(schema.TAG_TRIAL, -1)),
+            "model": run.data.tags[schema.TAG_MODEL],
+            "state": run.data.tags.get(schema.TAG_STATE, ""),
+            "value": run.data.metrics.get(schema.val(metric_name)),
+            "fit_time": run.data.metrics.get(schema.METRIC_FIT_TIME),
+            # MLflow keeps metrics as floats; a size is a count of bytes.
+            "size": _int_or_none(run.data.metrics.get(schema.METRIC_MODEL_BYTES)),
+        }
+        for run in runs
+        if schema.TAG_MODEL in run.data.tags
+    ]
+
+
+def _int_or_none(value):
+    return None if value is None else int(value)

@@ -1,0 +1,146 @@
+"""The parent run of a search: finding it again, and what it records about the experiment.
+
+A parent run holds the experiment's settings as params (with the estimator's fixed
+parameters), its provenance as tags (library versions, the experiment file, the git commit),
+and later the best configuration, the test evaluation and the model.
+"""
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from mlx.tracking import _schema as schema
+
+__all__ = [
+    "find_parent",
+    "fixed_params",
+    "other_definitions",
+    "provenance",
+    "requirements",
+    "settings",
+]
+
+# Fixed estimator parameters longer than this (as text) are not logged as params.
+_MAX_FIXED_PARAM = 250
+_VERSIONED = ("numpy", "scikit-learn", "optuna", "mlflow", "pandas")
+
+
+def find_parent(tracker, experiment_name, study_name, statuses=None):
+    """The latest parent run of ``study_name`` (optionally only with one of ``statuses``)."""
+    query = f"tags.`{schema.TAG_STUDY}` = '{study_name}'"
+    for run in tracker.parents(experiment_name, query):
+        if statuses is None or run.info.status in statuses:
+            return run
+    return None
+
+
+def other_definitions(tracker, experiment_name, study_name):
+    """RUNNING parent runs of ``experiment_name`` whose study is not ``study_name``."""
+    running = tracker.parents(experiment_name, "attributes.status = 'RUNNING'")
+    return [r for r in running if r.data.tags.get(schema.TAG_STUDY) != study_name]
+
+
+def settings(experiment, X, parts):
+    """Parent-run params: the settings and the estimator's fixed (non-searched) parameters.
+
+    With several candidate models, their names and types instead of fixed parameters (which
+    would mix the models' parameters in one list; the experiment file holds them). ``parts``
+    are the ``(name, row indices)`` of the splits.
+    """
+    if experiment.estimators is None:
+        space = experiment.search_space
+        # Which parameters a define-by-run space sets is known only once it has run: its
+        # fixed parameters are logged after the search (see fixed_params).
+        params = fixed_params(experiment.estimator, space) if isinstance(space, dict) else {}
+        params[schema.PARAM_ESTIMATOR] = type(experiment.estimator).__name__
+    else:
+        params = {
+            schema.estimator_param(name): type(estimator).__name__
+            for name, estimator in experiment.estimators.items()
+        }
+        params[schema.PARAM_MODELS] = ",".join(experiment.estimators)
+        params[schema.PARAM_MODEL_BUDGET] = experiment.model_budget
+    params.update(
+        {
+            schema.PARAM_TASK: experiment.task,
+            schema.PARAM_METRIC: experiment.metric_name,
+            **{
+                schema.split_param(name): fraction
+                for name, fraction in zip(("train", "val", "test"), experiment.split, strict=True)
+            },
+            schema.PARAM_SEED: experiment.seed,
+            schema.PARAM_N_TRIALS: experiment.n_trials,
+            schema.PARAM_REFIT: experiment.refit,
+            schema.PARAM_DATA_ROWS: len(X),
+            schema.PARAM_DATA_FEATURES: X.shape[1],
+        }
+    )
+    params.update({schema.rows_param(name): len(rows) for name, rows in parts})
+    return params
+
+
+def fixed_params(estimator, searched):
+    """The estimator's loggable parameters that the search does not set."""
+    return {
+        key: value
+        for key, value in estimator.get_params(deep=True).items()
+        if key not in searched
+        and (value is None or isinstance(value, bool | int | float | str))
+        and len(str(value)) <= _MAX_FIXED_PARAM
+    }
+
+
+def provenance(experiment):
+    """Tags that say what ran: library versions, the estimator, the file and its git commit."""
+    import mlx
+
+    tags = {schema.version_tag(name): _version(name) for name in _VERSIONED}
+    tags[schema.version_tag("mlx")] = mlx.__version__
+    tags[schema.version_tag("python")] = platform.python_version()
+    tags[schema.TAG_ESTIMATOR] = repr(
+        experiment.estimator if experiment.estimators is None else experiment.estimators
+    )
+    folder = Path.cwd()
+    if experiment.path is not None:
+        folder = experiment.path.parent
+        tags[schema.MLFLOW_SOURCE] = str(experiment.path)
+        tags[schema.TAG_EXPERIMENT_FILE] = str(experiment.path)
+    commit = _git(folder, "rev-parse", "HEAD")
+    if commit:
+        tags[schema.MLFLOW_GIT_COMMIT] = commit
+        tags[schema.TAG_GIT_DIRTY] = str(bool(_git(folder, "status", "--porcelain"))).lower()
+    return tags
+
+
+def requirements(model, X):
+    """Pinned pip requirements of the model (given explicitly: MLflow's inference is slow)."""
+    import pandas as pd
+
+    names = {"mlflow", "scikit-learn", "numpy", "scipy"}
+    if isinstance(X, pd.DataFrame):
+        names.add("pandas")
+    parts = [model, *model.get_params(deep=True).values()]
+    reqs = [f"{name}=={_version(name)}" for name in sorted(names)]
+    if any(type(p).__module__.startswith("mlx.") for p in parts):
+        import mlx
+
+        reqs.append(f"mlx-experiments=={mlx.__version__}")
+    return reqs
+
+
+def _git(folder, *args):
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _version(distribution):
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
