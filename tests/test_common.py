@@ -6,6 +6,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mlx.estimators import (
+    CNNClassifier,
+    CNNRegressor,
     KMeans,
     KNeighborsClassifier,
     KNeighborsRegressor,
@@ -26,6 +28,10 @@ ESTIMATORS = [
     MLPClassifier((16,), learning_rate_init=0.01, max_iter=50),
     MLPRegressor((16,), learning_rate_init=0.01, max_iter=50),
     MLPAutoencoder((8, 3), max_iter=5),
+    CNNClassifier((8,), kernel_size=3, learning_rate_init=0.01, max_iter=50),
+    CNNClassifier((4,), conv="2d", kernel_size=3, learning_rate_init=0.01, max_iter=50),
+    # Tabular checks need to know which column is which: flatten instead of global pooling.
+    CNNRegressor((8,), kernel_size=3, global_pool=None, learning_rate_init=0.01, max_iter=50),
 ]
 
 

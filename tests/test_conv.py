@@ -199,12 +199,14 @@ def test_max_pooling_routes_a_tie_to_the_first_maximum():
     assert layer.backward(np.array([[[5.0, 7.0]]])).tolist() == [[[5.0, 0.0, 0.0, 7.0]]]
 
 
+@pytest.mark.parametrize("mode", ["avg", "max"])
 @pytest.mark.parametrize("size", [(7,), (4, 5)])
-def test_global_average_pooling(size):
+def test_global_pooling(size, mode):
     X = np.random.default_rng(6).normal(size=(3, 2, *size))
-    layer = _conv.GlobalAveragePooling()
+    layer = _conv.GlobalPooling(mode)
     Y = layer.forward(X)
-    assert_allclose(Y, X.reshape(3, 2, -1).mean(axis=2))
+    reduce = np.mean if mode == "avg" else np.max
+    assert_allclose(Y, reduce(X.reshape(3, 2, -1), axis=2))
     R = np.random.default_rng(7).normal(size=Y.shape)
     dX = layer.backward(R).copy()
     assert dX.shape == X.shape

@@ -4,12 +4,15 @@ They know neither MLflow nor Optuna: each one drops into ``Pipeline``, ``GridSea
 ``clone`` and pickle like a scikit-learn estimator.
 """
 
+from mlx.estimators.cnn import CNNClassifier, CNNRegressor
 from mlx.estimators.kmeans import KMeans, KSelection, select_k
 from mlx.estimators.linear import LinearRegression
 from mlx.estimators.mlp import MLPAutoencoder, MLPClassifier, MLPRegressor
 from mlx.estimators.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
 __all__ = [
+    "CNNClassifier",
+    "CNNRegressor",
     "KMeans",
     "KSelection",
     "KNeighborsClassifier",

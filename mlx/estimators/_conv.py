@@ -35,7 +35,7 @@ Pooling reads the same windows (padding does not count)::
     average:  Y[n, c, t] = 1/|V_t| sum_{j in V_t} X_p[n, c, s t + j]  (V_t: offsets inside X)
               dX_p[n, c, s t + j] += dY[n, c, t] / |V_t|   for j in V_t
 
-    global average:  Y[n, c] = 1/S sum_t X[n, c, t],   dX[n, c, t] = dY[n, c] / S
+    global (over all S positions):  the same with one window covering the whole input
 
 All the window arithmetic (padding, output size, the strided view of one offset) lives in
 :class:`Window`; im2col, col2im and pooling are loops over its offsets, each step a whole-array
@@ -281,20 +281,36 @@ class Pooling:
         return window.interior(dX_p)
 
 
-class GlobalAveragePooling:
-    """``Y[n, c] = 1/S sum_t X[n, c, t]`` over all S spatial positions; ``dX = dY / S``."""
+class GlobalPooling:
+    """Pooling over all S spatial positions, (n, C, *L) -> (n, C).
 
-    def __init__(self):
+    average: ``Y[n, c] = 1/S sum_t X[n, c, t]``,  ``dX[n, c, t] = dY[n, c] / S``;
+    max:     ``Y[n, c] = max_t X[n, c, t]``,  ``dX[n, c, t*] = dY[n, c]`` at the first maximiser.
+    """
+
+    def __init__(self, mode="avg"):
+        if mode not in ("max", "avg"):
+            raise ValueError(f"mode must be 'max' or 'avg', got {mode!r}.")
+        self.mode = mode
         self.buffers = Buffers()
 
     def forward(self, X):
         self.input_shape = X.shape
         n, C = X.shape[:2]
-        return np.mean(X.reshape(n, C, -1), axis=2, out=self.buffers.get("Y", (n, C), X.dtype))
+        X = X.reshape(n, C, -1)
+        Y = self.buffers.get("Y", (n, C), X.dtype)
+        if self.mode == "avg":
+            return np.mean(X, axis=2, out=Y)
+        self.argmax = np.argmax(X, axis=2, out=self.buffers.get("argmax", (n, C), np.intp))
+        return np.take_along_axis(X, self.argmax[:, :, None], axis=2)[:, :, 0]
 
     def backward(self, dY):
         n, C = self.input_shape[:2]
         S = math.prod(self.input_shape[2:])
         dX = self.buffers.get("dX", (n, C, S), dY.dtype)
-        np.multiply(dY[:, :, None], 1.0 / S, out=dX)
+        if self.mode == "avg":
+            np.multiply(dY[:, :, None], 1.0 / S, out=dX)
+        else:
+            dX.fill(0)
+            np.put_along_axis(dX, self.argmax[:, :, None], dY[:, :, None], axis=2)
         return dX.reshape(self.input_shape)

@@ -314,6 +314,28 @@ class Dropout:
         return dY
 
 
+# --- the objective --------------------------------------------------------------------------
+
+
+def loss_and_gradient(network, X, Y, *, loss, alpha, rng=None):
+    """The mini-batch objective of a training step; its gradient is written into
+    ``network.grads``.
+
+    J = L(Y, g(Z)) + alpha / (2 n) ||W||^2 over the weights ``params[:n_weights]`` (not the
+    biases), the penalty scaled by the batch size as in the MLP. ``X`` is (n, *input_shape),
+    ``Y`` (n, n_outputs), ``loss`` a key of ``_nn.LOSSES``, ``rng`` the dropout masks' Generator.
+    """
+    n = X.shape[0]
+    Z = network.forward(X, training=True, rng=rng)
+    J = _nn.LOSSES[loss](Z, Y)  # Z now holds dL/dZ
+    network.backward(Z)
+    if alpha:
+        w = network.params[: network.n_weights]
+        J += 0.5 * alpha * float(np.vdot(w, w)) / n
+        network.grads[: network.n_weights] += (alpha / n) * w
+    return J
+
+
 # --- the estimators' base -------------------------------------------------------------------
 
 
@@ -521,6 +543,13 @@ class _BaseDeepNet(BaseEstimator):
         return self
 
     def _validation_split(self, X, Y):
+        n_val = math.ceil(self.validation_fraction * X.shape[0])  # train_test_split's rounding
+        if n_val < 2:
+            raise ValueError(
+                f"The validation set is too small: validation_fraction={self.validation_fraction} "
+                f"of n_samples={X.shape[0]} gives {n_val} row(s). Increase validation_fraction "
+                "or use more data."
+            )
         X_train, X_val, Y_train, Y_val = train_test_split(
             X,
             Y,
@@ -528,12 +557,6 @@ class _BaseDeepNet(BaseEstimator):
             random_state=self._random_state,
             stratify=self._stratification(Y),
         )
-        if X_val.shape[0] < 2:
-            raise ValueError(
-                f"The validation set is too small: validation_fraction={self.validation_fraction} "
-                f"of n_samples={X.shape[0]} gives {X_val.shape[0]} row(s). Increase "
-                "validation_fraction or use more data."
-            )
         return X_train, X_val, Y_train, Y_val
 
     def _run_epoch(self, X, Y):
@@ -545,8 +568,8 @@ class _BaseDeepNet(BaseEstimator):
         order = self._random_state.permutation(n) if self.shuffle else None
         # The dropout masks come from a Generator (float32 draws) seeded from the one stream.
         rng = np.random.default_rng(self._random_state.randint(np.iinfo(np.int32).max))
-        network, optimizer, loss = self._network, self._optimizer, _nn.LOSSES[self._loss]
-        params, grads, n_weights = network.params, network.grads, network.n_weights
+        network, optimizer = self._network, self._optimizer
+        params, grads = network.params, network.grads
         batches = Buffers()
         total = 0.0
         # A diverging network overflows to inf / nan; that is reported below with its fix.
@@ -564,13 +587,10 @@ class _BaseDeepNet(BaseEstimator):
                     Y_batch = np.take(
                         Y, rows, axis=0, out=batches.get("Y", (m, Y.shape[1]), Y.dtype)
                     )
-                Z = network.forward(X_batch.reshape(m, *self.input_shape_), training=True, rng=rng)
-                J = loss(Z, Y_batch)  # Z now holds dL/dZ
-                network.backward(Z)
-                if self.alpha:
-                    w = params[:n_weights]
-                    J += 0.5 * self.alpha * float(np.vdot(w, w)) / m
-                    grads[:n_weights] += (self.alpha / m) * w
+                X_batch = X_batch.reshape(m, *self.input_shape_)
+                J = loss_and_gradient(
+                    network, X_batch, Y_batch, loss=self._loss, alpha=self.alpha, rng=rng
+                )
                 if self.clip_norm is not None:
                     norm = math.sqrt(float(np.vdot(grads, grads)))
                     if norm > self.clip_norm:
@@ -686,7 +706,7 @@ class DeepClassifierMixin(ClassifierMixin):
             if n_classes < 2:
                 raise ValueError(
                     "The classifier needs samples of at least 2 classes in the data, but the "
-                    f"data contain only one class: {self.classes_[0]!r}."
+                    f"data contain only one class: {self.classes_.tolist()[0]!r}."
                 )
             self._loss = "binary_cross_entropy" if n_classes == 2 else "cross_entropy"
             self.n_outputs_ = 1 if n_classes == 2 else n_classes
@@ -745,7 +765,8 @@ class DeepClassifierMixin(ClassifierMixin):
         proba : ndarray of shape (n_samples, n_classes)
             Probability of each class in the order of ``classes_``.
         """
-        P = _nn.OUTPUT_FUNCTIONS[self.out_activation_](self._logits(self._validate_inputs(X)))
+        Z = self._logits(self._validate_inputs(X))
+        P = _nn.OUTPUT_FUNCTIONS[self.out_activation_](Z)
         return np.hstack([1 - P, P]) if self.n_outputs_ == 1 else P
 
     def predict_log_proba(self, X):
