@@ -15,6 +15,8 @@ from mlx.estimators import (
     MLPAutoencoder,
     MLPClassifier,
     MLPRegressor,
+    RNNClassifier,
+    RNNRegressor,
 )
 
 ESTIMATORS = [
@@ -32,6 +34,9 @@ ESTIMATORS = [
     CNNClassifier((4,), conv="2d", kernel_size=3, learning_rate_init=0.01, max_iter=50),
     # Tabular checks need to know which column is which: flatten instead of global pooling.
     CNNRegressor((8,), kernel_size=3, global_pool=None, learning_rate_init=0.01, max_iter=50),
+    # A row of n_features columns is a sequence of n_features frames of one feature.
+    RNNClassifier("lstm", hidden_size=16, num_layers=2, learning_rate_init=0.02, max_iter=50),
+    RNNRegressor(hidden_size=16, learning_rate_init=0.02, max_iter=50),
 ]
 
 

@@ -9,6 +9,7 @@ from mlx.estimators.kmeans import KMeans, KSelection, select_k
 from mlx.estimators.linear import LinearRegression
 from mlx.estimators.mlp import MLPAutoencoder, MLPClassifier, MLPRegressor
 from mlx.estimators.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from mlx.estimators.rnn import RNNClassifier, RNNRegressor
 
 __all__ = [
     "CNNClassifier",
@@ -21,5 +22,7 @@ __all__ = [
     "MLPAutoencoder",
     "MLPClassifier",
     "MLPRegressor",
+    "RNNClassifier",
+    "RNNRegressor",
     "select_k",
 ]

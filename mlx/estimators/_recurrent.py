@@ -171,16 +171,18 @@ class _RecurrentLayer:
         self._steps_backward(dh, dH, dP, p)
         dP2 = dP.reshape(T * n, GH)
         np.matmul(Hs[:-1].reshape(T * n, H).T, dP2, out=g["U"])
-        dA2 = self._input_gradient(dP, g).reshape(T * n, GH)
+        ones = self._buffer("ones", (T * n,))  # column sums as a product: 3x np.sum(axis=0)
+        ones.fill(1)
+        dA2 = self._input_gradient(dP, g, ones).reshape(T * n, GH)
         np.matmul(X.reshape(T * n, D).T, dA2, out=g["W"])
-        np.sum(dA2, axis=0, out=g["b"])
+        np.matmul(ones, dA2, out=g["b"])
         if not input_grad:
             return None
         dX = self._buffer("dX", (T, n, D))
         np.matmul(dA2, p["W"].T, out=dX.reshape(T * n, D))
         return dX
 
-    def _input_gradient(self, dP, g):
+    def _input_gradient(self, dP, g, ones):
         """dL/dA, the gradient of the input projections, from the recurrent one (the same array
         unless the cell puts something between them); may reuse dP's memory."""
         return dP
@@ -259,10 +261,10 @@ class GRU(_RecurrentLayer):
             dh += dh_z
         self._dA_h = dA_h
 
-    def _input_gradient(self, dP, g):
+    def _input_gradient(self, dP, g, ones):
         # b_u's gradient is the candidate block of dP, before dA_h takes its place.
         H = self.hidden_size
-        np.sum(dP.reshape(-1, 3 * H)[:, 2 * H :], axis=0, out=g["b_u"])
+        np.matmul(ones, dP.reshape(-1, 3 * H)[:, 2 * H :], out=g["b_u"])
         dP[:, :, 2 * H :] = self._dA_h
         return dP
 
