@@ -234,9 +234,10 @@ def test_every_clip_plays_the_same_notes_in_its_contours_order(contours):
     for label, played in zip(labels, notes, strict=True):
         # The note at each position has the contour's rank among the clip's notes.
         assert np.argsort(np.argsort(played)).tolist() == list(CONTOURS[label])
-    # Same multiset for all: sorted, the notes climb in minor thirds (+-0.6 semitone detuning).
+    # Same multiset for all: sorted, the notes climb in major thirds (+-0.5 semitone detuning).
     steps = np.diff(12 * np.log2(np.sort(notes, axis=1)), axis=1)
-    assert (np.abs(steps - 3) <= 0.6).all()
+    assert (np.abs(steps - 4) <= 0.5).all()
+    assert notes.min() > 170 and notes.max() < 1100  # one register for every instrument
 
 
 def test_the_audio_follows_the_contour():

@@ -20,7 +20,10 @@ CONTOURS = MappingProxyType(
         "zigzag": (0, 3, 1, 4, 2),
     }
 )
-_CONTOUR_STEP = 3  # semitones between adjacent steps of the scale: the melody spans an octave
+_CONTOUR_STEP = 4  # semitones between adjacent steps of the scale (major thirds)
+# Melody centres of the recordings (Hz, log-uniform): one register for every instrument, so the
+# notes' bands overlap from recording to recording and a model learns the moves, not the bands.
+_CONTOUR_REGISTER = (300.0, 600.0)
 _PITCHED = ("flute", "clarinet", "violin", "piano", "bell")
 _RELEASE = 0.01  # s, fade at the end of each note (no click)
 
@@ -349,7 +352,7 @@ def make_contour_sounds(
 ):
     """Five-note melodies whose class is the order of the notes, not the notes themselves.
 
-    Each clip plays the five notes of a scale of minor thirds (an octave from lowest to
+    Each clip plays the five notes of a scale of major thirds (16 semitones from lowest to
     highest) once each, in the order of its class's contour (``mlx.audio.CONTOURS``): rising,
     falling, arch (up to the top, then down), valley (down to the bottom, then up) and zigzag
     (alternating up and down). The notes are played by the synthetic voices of
@@ -367,7 +370,7 @@ def make_contour_sounds(
     carry no class information either).
 
     Clips come in "recordings" of ``clips_per_recording`` melodies of one contour, played by one
-    instrument with one timbre around one base pitch: a grouped split by ``groups`` keeps a
+    instrument with one timbre around one centre pitch: a grouped split by ``groups`` keeps a
     recording on one side, as for :func:`make_instrument_sounds`.
 
     Parameters
@@ -410,13 +413,18 @@ def make_contour_sounds(
 
     Notes
     -----
-    Note :math:`k` of the scale has the fundamental
-    :math:`f_k = f_0 \\, 2^{(3k - 6 + \\tau + \\epsilon_k)/12}`, with :math:`f_0` the
-    recording's base pitch (drawn in the instrument's range), :math:`\\tau` a transposition
-    of the clip (uniform in +-2 semitones) and :math:`\\epsilon_k` a detuning of the note
-    (uniform in +-0.3 semitones). The melody fills a fraction (uniform in 0.8-0.95) of the clip
+    Note :math:`k = 0, \\dots, 4` of the scale has the fundamental
+    :math:`f_k = c \\, 2^{(4k - 8 + \\tau + \\epsilon_k)/12}`, with :math:`c` the recording's
+    centre pitch (log-uniform in 300-600 Hz, whatever the instrument), :math:`\\tau` a
+    transposition of the clip (uniform in +-1 semitone) and :math:`\\epsilon_k` a detuning of
+    the note (uniform in +-0.25 semitone); the notes lie between about 180 Hz and 1 kHz. As
+    the centres span an octave, a note's pitch does not tell its rank in the scale: a model
+    must follow the moves from note to note. The melody fills a fraction (uniform in 0.8-0.95) of the clip
     from a random start; it is cut into five equal slots, and each note starts up to 10% of a
     slot late and sounds for 75-90% of it, then fades out in 10 ms, so notes never overlap.
+
+    Frames of 64 ms (``n_fft=1024`` at 16 kHz) resolve the fundamentals a major third apart;
+    a hop of 32 ms gives each note about five frames in a one-second clip.
 
     Examples
     --------
@@ -457,8 +465,8 @@ def make_contour_sounds(
     steps = np.asarray([CONTOURS[name] for name in names])[label_index].ravel()
     semitones = (
         _CONTOUR_STEP * (steps - (n_notes - 1) / 2)
-        + rng.uniform(-2, 2, n_clips)[clip_of_note]
-        + rng.uniform(-0.3, 0.3, clip_of_note.shape)
+        + rng.uniform(-1, 1, n_clips)[clip_of_note]
+        + rng.uniform(-0.25, 0.25, clip_of_note.shape)
     )
 
     # Timing: the melody's slots, then each note's onset and length inside its slot.
@@ -477,10 +485,11 @@ def make_contour_sounds(
         rows = np.flatnonzero(instrument[clip_of_note] == index)
         if rows.size == 0:
             continue
-        # Consecutive recording ids for _voice: a recording's notes share its timbre and pitch.
+        # Consecutive recording ids for _voice: a recording's notes share its timbre and centre.
         _, recording_ids = np.unique(groups[clip_of_note[rows]], return_inverse=True)
         voice = _voice(name, rng, recording_ids)
-        voice.f0 = voice.f0 * 2.0 ** (semitones[rows, None] / 12)
+        centre = _per_recording(rng, recording_ids, *_CONTOUR_REGISTER, log=True)
+        voice.f0 = centre * 2.0 ** (semitones[rows, None] / 12)
         notes[rows] = voice.f0[:, 0]
         audio[rows] = _render(voice, rng, t, np.zeros((rows.size, 1)), sr)
     # Each note ends at its length with a short linear fade, at a loudness within +-1.5 dB.
