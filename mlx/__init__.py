@@ -7,7 +7,7 @@ everything to MLflow. The numpy estimators live in :mod:`mlx.estimators`.
 
 __version__ = "0.1.0"
 
-__all__ = ["Experiment", "load_experiment", "run", "__version__"]
+__all__ = ["Experiment", "RunResult", "load_experiment", "run", "__version__"]
 
 # MLflow and Optuna are heavy to import: the public names load on first use so that
 # `import mlx` and `mlx --help` stay fast.
@@ -15,6 +15,7 @@ _LAZY = {
     "Experiment": "mlx.experiment",
     "load_experiment": "mlx.experiment",
     "run": "mlx.runner",
+    "RunResult": "mlx.results",
 }
 
 

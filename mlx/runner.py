@@ -16,67 +16,21 @@ import logging
 import os
 import platform
 import sys
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
 from mlx import data as mdata
-from mlx import evaluation, search, tracking
+from mlx import results, search, tracking
 from mlx.exceptions import ExperimentError, SearchError, TrackingError
 from mlx.experiment import Experiment, identity, load_experiment
 from mlx.stores import is_local, redact_url
 from mlx.tracking import schema
 from mlx.workers import local_workers, objective
 
-__all__ = ["RunResult", "run"]
+__all__ = ["run"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RunResult:
-    """What :func:`run` returns.
-
-    ``best_value`` is the best validation score; ``test_scores`` the test metrics (None with
-    ``no_test``); ``model`` the best configuration refit as the experiment's ``refit`` says.
-    """
-
-    experiment_name: str
-    study_name: str
-    run_id: str
-    metric_name: str
-    best_params: dict
-    best_value: float
-    test_scores: dict | None
-    model: object
-    model_uri: str = ""
-    trial_counts: dict = field(default_factory=dict)
-    test_use_count: int = 0
-    tracking_uri: str = ""
-
-    def summary(self):
-        """A short human-readable summary (URLs redacted)."""
-        lines = [
-            f"experiment  {self.experiment_name}   (study {self.study_name})",
-            "trials      " + ", ".join(f"{k.lower()} {v}" for k, v in self.trial_counts.items()),
-            "best params " + ", ".join(f"{k}={_short(v)}" for k, v in self.best_params.items()),
-            f"validation  {self.metric_name} = {self.best_value:.4f}",
-        ]
-        if self.test_scores is None:
-            lines.append("test        not evaluated (--no-test)")
-        else:
-            scores = ", ".join(
-                f"{k} = {v:.4f}" for k, v in self.test_scores.items() if isinstance(v, float)
-            )
-            lines.append(f"test        {scores}   (use {self.test_use_count} of this test set)")
-        lines.append(f"MLflow run  {self.run_id}   (model {self.model_uri})")
-        lines.append(f"open the UI {tracking.ui_command(self.tracking_uri)}")
-        return "\n".join(lines)
-
-
-def _short(value):
-    return f"{value:.4g}" if isinstance(value, float) else repr(value)
 
 
 class _Stores(NamedTuple):
@@ -84,11 +38,6 @@ class _Stores(NamedTuple):
     storage_url: str
     storage: object  # the Optuna storage
     heartbeat: int | None
-
-
-class _Parent(NamedTuple):
-    run_id: str
-    experiment_id: str
 
 
 class _Best(NamedTuple):
@@ -166,52 +115,32 @@ def run(
         logger.warning("data: %s", message)
     digest, study_name = identity(experiment, prepared.fingerprints)
     stores = _open_stores(tracking_uri, storage, heartbeat, workers)
+    fingerprint = prepared.fingerprints["test"]
     use_count = tracking.test_use_count(
-        stores.tracker,
-        prepared.fingerprints["test"],
-        no_test=no_test,
-        allow_test_reuse=allow_test_reuse,
+        stores.tracker, fingerprint, no_test=no_test, allow_test_reuse=allow_test_reuse
     )
     if resume:
         study, parent = _reopen(experiment, study_name, stores)
     else:
-        study, parent = _start(experiment, study_name, digest, stores, prepared, use_count)
-    tracker = stores.tracker
-    with _ends(tracker, parent.run_id, experiment, study_name):
+        study, parent = _start(experiment, study_name, digest, stores, fingerprint, use_count)
+    with _ends(parent, experiment, study_name):
         if resume:
-            _recover(experiment, study, stores, parent.run_id)
-            tracker.log(parent.run_id, tags={schema.TAG_USE_COUNT: str(use_count)})
+            _recover(experiment, study, stores, parent, use_count)
         else:
-            _log_inputs(experiment, prepared, tracker, parent.run_id)
+            _log_inputs(experiment, prepared, parent)
         trial_objective = objective(experiment, prepared)
-        with local_workers(
-            experiment,
-            workers - 1,
-            storage_url=stores.storage_url,
-            tracking_uri=tracker.uri,
-            heartbeat=heartbeat,
-        ):
+        with _local_workers(experiment, workers, stores):
             records = _search(experiment, study, stores, parent, trial_objective, show_progress)
-        counts = _trial_counts(study, prepared.audit, tracker, parent.run_id)
-        best = _best(experiment, study, trial_objective, tracker, parent.run_id)
-        model = _refit(experiment, prepared, trial_objective, best)
-        test_scores = None
-        if not no_test:
-            test_scores = _test_once(experiment, prepared, model, tracker, parent.run_id)
-        _log_search(experiment, study, records, best, tracker, parent.run_id)
-        _compare_models(
-            experiment,
-            prepared,
-            study,
-            trial_objective,
-            tracker,
-            parent.run_id,
-            no_test,
-            best,
-            model,
+        counts = _trial_counts(study, prepared.audit, parent)
+        best = _best(experiment, study, trial_objective, parent)
+        model, X_fit = _refit(experiment, prepared, trial_objective, best)
+        test_scores = None if no_test else results.test_once(experiment, prepared, model, parent)
+        results.log_search(experiment, study, records, best, parent)
+        results.compare_models(
+            experiment, prepared, study, trial_objective, parent, best, model, no_test
         )
-        model_uri = _log_model(experiment, prepared, model, best, tracker, parent.run_id)
-    return RunResult(
+        model_uri = results.log_model(model, X_fit, best.logged, parent)
+    return results.RunResult(
         experiment_name=experiment.name,
         study_name=study_name,
         run_id=parent.run_id,
@@ -223,7 +152,7 @@ def run(
         model_uri=model_uri,
         trial_counts=counts,
         test_use_count=use_count,
-        tracking_uri=tracker.uri,
+        tracking_uri=stores.tracker.uri,
     )
 
 
@@ -250,7 +179,7 @@ def _open_stores(tracking_uri, storage, heartbeat, workers):
     )
 
 
-def _start(experiment, study_name, digest, stores, prepared, use_count):
+def _start(experiment, study_name, digest, stores, fingerprint, use_count):
     """A new study with its budget as slots, and its RUNNING parent run."""
     experiment_id = stores.tracker.experiment_id(experiment.name)
     study = search.create_study(
@@ -268,13 +197,13 @@ def _start(experiment, study_name, digest, stores, prepared, use_count):
         tags={
             schema.TAG_STUDY: study_name,
             schema.TAG_HASH: digest,
-            **tracking.ledger_tags(prepared.fingerprints["test"], use_count),
+            **tracking.ledger_tags(fingerprint, use_count),
             schema.TAG_ROLE: schema.ROLE_PARENT,
             schema.TAG_OPTUNA_STORAGE: redact_url(stores.storage_url),
             **tracking.provenance(experiment),
         },
     )
-    return study, _Parent(run_id, experiment_id)
+    return study, tracking.ParentRun(stores.tracker, run_id, experiment_id)
 
 
 def _reopen(experiment, study_name, stores):
@@ -299,7 +228,7 @@ def _reopen(experiment, study_name, stores):
         pruner=experiment.pruner,
     )
     stores.tracker.reopen(parent.info.run_id)
-    return study, _Parent(parent.info.run_id, parent.info.experiment_id)
+    return study, tracking.ParentRun(stores.tracker, parent.info.run_id, parent.info.experiment_id)
 
 
 def _shares(experiment):
@@ -310,8 +239,9 @@ def _shares(experiment):
 
 
 @contextlib.contextmanager
-def _ends(tracker, run_id, experiment, study_name):
+def _ends(parent, experiment, study_name):
     """The parent run ends FINISHED after the block, else FAILED or KILLED (Ctrl-C)."""
+    tracker, run_id = parent.tracker, parent.run_id
     try:
         yield
     except BaseException as exc:
@@ -333,7 +263,7 @@ def _ends(tracker, run_id, experiment, study_name):
     tracker.end_run(run_id, "FINISHED")
 
 
-def _recover(experiment, study, stores, parent_id):
+def _recover(experiment, study, stores, parent, use_count):
     """Account for what a dead coordinator left: lost trials, RUNNING child runs, the budget.
 
     On a local file storage no other machine can be running trials, so every RUNNING trial
@@ -341,20 +271,33 @@ def _recover(experiment, study, stores, parent_id):
     """
     search.fail_lost(study, stores.storage, running_are_lost=is_local(stores.storage_url))
     running = study.get_trials(deepcopy=False, states=(search.TrialState.RUNNING,))
-    tracking.end_orphans(stores.tracker, parent_id, alive={str(t.number) for t in running})
+    tracking.end_orphans(parent.tracker, parent.run_id, alive={str(t.number) for t in running})
     added = search.fill(study, experiment.n_trials, _shares(experiment))
     done = search.budget(study).finished
     logger.warning("resuming study %s: %d trials finished, %d to go", study.study_name, done, added)
+    parent.log(tags={schema.TAG_USE_COUNT: str(use_count)})
 
 
-def _log_inputs(experiment, prepared, tracker, parent_id):
+def _log_inputs(experiment, prepared, parent):
     """The settings, the data's audit and split, and the experiment file."""
+    tracker, run_id = parent.tracker, parent.run_id
     parts = prepared.parts.items()
-    tracker.log(parent_id, params=tracking.settings(experiment, prepared.dataset.X, parts))
-    tracker.log_dict(parent_id, prepared.audit, schema.ARTIFACT_AUDIT)
-    tracker.log_dict(parent_id, prepared.summary, schema.ARTIFACT_SPLIT)
+    parent.log(params=tracking.settings(experiment, prepared.dataset.X, parts))
+    tracker.log_dict(run_id, prepared.audit, schema.ARTIFACT_AUDIT)
+    tracker.log_dict(run_id, prepared.summary, schema.ARTIFACT_SPLIT)
     if experiment.path is not None:
-        tracker.log_file(parent_id, experiment.path, schema.ARTIFACT_EXPERIMENT)
+        tracker.log_file(run_id, experiment.path, schema.ARTIFACT_EXPERIMENT)
+
+
+def _local_workers(experiment, workers, stores):
+    """The other ``workers - 1`` processes of this machine, for the duration of the search."""
+    return local_workers(
+        experiment,
+        workers - 1,
+        storage_url=stores.storage_url,
+        tracking_uri=stores.tracker.uri,
+        heartbeat=stores.heartbeat,
+    )
 
 
 def _search(experiment, study, stores, parent, trial_objective, show_progress):
@@ -393,17 +336,17 @@ def _search(experiment, study, stores, parent, trial_objective, show_progress):
     finally:
         progress.close()
     # Every trial has ended now: a child run still RUNNING belonged to a process that died.
-    tracking.end_orphans(stores.tracker, parent.run_id, alive=set())
+    tracking.end_orphans(parent.tracker, parent.run_id, alive=set())
     return records
 
 
-def _trial_counts(study, audit, tracker, parent_id):
+def _trial_counts(study, audit, parent):
     """Trials by state, logged on the parent; refuses a search where none completed."""
     budget = search.budget(study)
     counts = {"COMPLETE": budget.complete, "PRUNED": budget.pruned, "FAIL": budget.fail}
     if budget.lost:
         counts["LOST"] = budget.lost
-    tracker.log(parent_id, tags={schema.trials_tag(k): str(v) for k, v in counts.items()})
+    parent.log(tags={schema.trials_tag(k): str(v) for k, v in counts.items()})
     if counts["COMPLETE"]:
         return counts
     errors = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
@@ -421,18 +364,17 @@ def _trial_counts(study, audit, tracker, parent_id):
     )
 
 
-def _best(experiment, study, trial_objective, tracker, parent_id):
+def _best(experiment, study, trial_objective, parent):
     """The best trial and its configuration, logged on the parent run."""
     trial = search.retrying(lambda: study.best_trial)
-    model, params = trial_objective.suggest(_fixed_trial(trial.params))
+    model, params = trial_objective.configuration(trial.params)
     single = search.is_single(experiment.candidates)
     # Only the overall winner is refit and tested; among several, its type is a parameter.
     logged = params if single else {search.MODEL_PARAM: model, **params}
     fixed = {}
     if single and callable(experiment.search_space):
         fixed = tracking.fixed_params(experiment.estimator, set(params))
-    tracker.log(
-        parent_id,
+    parent.log(
         params={**fixed, **{schema.best_param(k): v for k, v in logged.items()}},
         metrics={schema.best_val(experiment.metric_name): trial.value},
         tags={schema.TAG_BEST_TRIAL: str(trial.number)},
@@ -441,11 +383,11 @@ def _best(experiment, study, trial_objective, tracker, parent_id):
 
 
 def _refit(experiment, prepared, trial_objective, best):
-    """The best configuration fitted on the data the experiment's ``refit`` names."""
+    """The best configuration fitted on the data the experiment's ``refit`` names, and that data."""
     X_fit, y_fit = _fit_rows(experiment, prepared)
     model = trial_objective.build(best.params, best.model)
     epochs = search.n_epochs(model, experiment.max_epochs)
-    return search.fit_model(model, X_fit, y_fit, epochs=epochs)
+    return search.fit_model(model, X_fit, y_fit, epochs=epochs), X_fit
 
 
 def _fit_rows(experiment, prepared):
@@ -454,122 +396,6 @@ def _fit_rows(experiment, prepared):
         return X_train, y_train
     X_val, y_val = prepared.rows("val")
     return _concat(X_train, X_val), None if y_train is None else _concat(y_train, y_val)
-
-
-def _test_once(experiment, prepared, model, tracker, parent_id):
-    """The single evaluation of the test split: metrics, tables and figures on the parent."""
-    # Recorded before the metrics exist: even a crash mid-evaluation counts as a use.
-    tracking.mark_evaluated(tracker, parent_id)
-    X_test, y_test = prepared.rows("test")
-    evaluated = evaluation.evaluate(
-        model,
-        X_test,
-        y_test,
-        task=experiment.task,
-        metric_name=experiment.metric_name,
-        scorer=experiment.scorer,
-    )
-    scores = evaluated["metrics"]
-    tracker.log(parent_id, metrics={schema.test(k): v for k, v in scores.items()})
-    for file, text in evaluated["tables"].items():
-        tracker.log_text(parent_id, text, f"{schema.ARTIFACT_TEST}/{file}")
-    try:
-        for file, fig in evaluated["figures"].items():
-            tracker.log_figure(parent_id, fig, f"{schema.ARTIFACT_TEST}/{file}")
-    finally:
-        evaluation.close(evaluated["figures"])
-    return scores
-
-
-def _log_search(experiment, study, records, best, tracker, parent_id):
-    """The study's figures and the best trial's learning curve."""
-    # Read from the storage, which may be a database server restarting for a moment.
-    figures = search.retrying(evaluation.study_figures, study)
-    try:
-        record = records.get(best.trial.number)
-        curve = evaluation.learning_curve_figure(
-            record.curves if record else None,
-            experiment.metric_name,
-            f"Learning curve, trial {best.trial.number}",
-        )
-        if curve is not None:
-            figures[schema.LEARNING_CURVE] = curve
-        for file, fig in figures.items():
-            tracker.log_figure(parent_id, fig, f"{schema.ARTIFACT_SEARCH}/{file}")
-    finally:
-        evaluation.close(figures)
-
-
-def _compare_models(
-    experiment, prepared, study, trial_objective, tracker, parent_id, no_test, best, model
-):
-    """The parent's view across model types: leaderboard, and decision boundaries in 2-D.
-
-    The leaderboard (several models) is read back from the child runs, so it holds the trials
-    of every process. Decision boundaries (classification on two features) show the best
-    configuration of each model type fitted on the training split; test points are drawn only
-    when the test split is evaluated anyway.
-    """
-    metric, names = experiment.metric_name, list(experiment.candidates)
-    if not search.is_single(experiment.candidates):
-        trials = tracking.trial_summaries(tracker.children(parent_id), metric)
-        rows = evaluation.leaderboard(trials, names)
-        tracker.log_text(
-            parent_id, evaluation.leaderboard_csv(rows, metric), schema.LEADERBOARD_CSV
-        )
-        figure = evaluation.leaderboard_figure(rows, metric)
-        tracker.log_figure(parent_id, figure, schema.LEADERBOARD_PNG)
-    X_train, y_train = prepared.rows("train")
-    if experiment.task != "classification" or np.shape(X_train)[1] != 2:
-        return
-    winners = _best_per_model(experiment, study)
-    models, titles = {}, {}
-    for name in [n for n in names if n in winners]:
-        trial = winners[name]
-        if name == best.model and experiment.refit == "train":
-            models[name] = model  # already fitted on the training split
-        else:
-            params = trial_objective.suggest(_fixed_trial(trial.params))[1]
-            estimator = trial_objective.build(params, name)
-            epochs = search.n_epochs(experiment.candidates[name][0], experiment.max_epochs)
-            models[name] = search.fit_model(estimator, X_train, y_train, epochs=epochs)
-        mark = " (winner)" if name == best.model and len(winners) > 1 else ""
-        titles[name] = f"val {metric} {trial.value:.3f}, trial {trial.number}{mark}"
-    test = None if no_test else prepared.rows("test")
-    figure = evaluation.decision_boundary_figure(models, (X_train, y_train), test, titles)
-    if figure is not None:
-        tracker.log_figure(parent_id, figure, schema.DECISION_BOUNDARIES)
-
-
-def _best_per_model(experiment, study):
-    """The best complete trial of each model type."""
-    best = {}
-    for trial in study.get_trials(deepcopy=False, states=(search.TrialState.COMPLETE,)):
-        model = search.split_params(trial.params, experiment.candidates)[0]
-        if model not in best or trial.value > best[model].value:
-            best[model] = trial
-    return best
-
-
-def _log_model(experiment, prepared, model, best, tracker, parent_id):
-    """The refit model with its signature and an input example; returns its URI."""
-    from mlflow.models import infer_signature
-
-    X_fit, _ = _fit_rows(experiment, prepared)
-    example = mdata.take(X_fit, np.arange(min(5, len(X_fit))))
-    signature = infer_signature(example, model.predict(example))
-    requirements = tracking.requirements(model, X_fit)
-    model_uri = tracker.log_model(
-        parent_id, model, example, signature, requirements, params=best.logged
-    )
-    tracker.log(parent_id, tags={schema.TAG_MODEL_URI: model_uri})
-    return model_uri
-
-
-def _fixed_trial(params):
-    import optuna
-
-    return optuna.trial.FixedTrial(params)
 
 
 def _concat(a, b):

@@ -180,6 +180,14 @@ class Objective:
         model, named = choose(trial, self.candidates)
         return model, suggest(named, self.candidates[model][1])
 
+    def configuration(self, params):
+        """``(model, estimator params)`` of a finished trial from its Optuna ``params``.
+
+        The space is replayed on the trial's values, so a define-by-run space gives back the
+        estimator parameters it built from them.
+        """
+        return self.suggest(optuna.trial.FixedTrial(params))
+
     def __call__(self, trial):
         record = TrialRecord(number=trial.number, params={}, state="RUNNING")
         record.start_time = time.time()

@@ -9,6 +9,7 @@ from mlx.tracking import _schema as schema
 from mlx.tracking.children import ChildRuns, end_orphans, trial_summaries
 from mlx.tracking.ledger import ledger_tags, mark_evaluated, test_use_count, test_uses
 from mlx.tracking.parent import (
+    ParentRun,
     find_parent,
     fixed_params,
     other_definitions,
@@ -21,6 +22,7 @@ from mlx.tracking.store import DEFAULT_TRACKING_FILE, Tracker, resolve_tracking_
 __all__ = [
     "DEFAULT_TRACKING_FILE",
     "ChildRuns",
+    "ParentRun",
     "Tracker",
     "end_orphans",
     "find_parent",

@@ -9,10 +9,12 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 from mlx.tracking import _schema as schema
 
 __all__ = [
+    "ParentRun",
     "find_parent",
     "fixed_params",
     "other_definitions",
@@ -24,6 +26,18 @@ __all__ = [
 # Fixed estimator parameters longer than this (as text) are not logged as params.
 _MAX_FIXED_PARAM = 250
 _VERSIONED = ("numpy", "scikit-learn", "optuna", "mlflow", "pandas")
+
+
+class ParentRun(NamedTuple):
+    """The parent run of a search, and the store it is in."""
+
+    tracker: object  # a Tracker
+    run_id: str
+    experiment_id: str
+
+    def log(self, **entries):
+        """Params, metrics, tags or steps (see :meth:`Tracker.log`)."""
+        self.tracker.log(self.run_id, **entries)
 
 
 def find_parent(tracker, experiment_name, study_name, statuses=None):
