@@ -15,7 +15,6 @@ from sklearn.preprocessing import StandardScaler
 
 from mlx import Experiment, run
 from mlx.exceptions import SearchError, TestReuseError
-from mlx.tracking import redact_url
 
 KNN_SPACE = {
     "kneighborsclassifier__n_neighbors": IntDistribution(1, 15),
@@ -304,78 +303,6 @@ def test_an_mlx_estimator_runs_end_to_end(stores):
     X, y = _iris()
     np.testing.assert_array_equal(model.predict(X), result.model.predict(X))
     assert result.test_scores["accuracy"] >= 0.8
-
-
-@pytest.mark.parametrize(
-    "url, shown",
-    [
-        ("postgresql://user:secret@host:5432/db", "postgresql://user:***@host:5432/db"),
-        ("postgresql+psycopg2://u:p%40ss@h/db", "postgresql+psycopg2://u:***@h/db"),
-        ("http://user:secret@host:5000", "http://user:***@host:5000"),
-        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
-        ("http://host:5000/path", "http://host:5000/path"),
-        ("postgresql://u:se@cret@h/db", "postgresql://u:***@h/db"),
-        ("sqlite:////tmp/a@b:c.db", "sqlite:////tmp/a@b:c.db"),
-        (
-            "see postgresql://u:secret@h/db and http://v:secret@g",
-            "see postgresql://u:***@h/db and http://v:***@g",
-        ),
-    ],
-)
-def test_redact_url(url, shown):
-    assert redact_url(url) == shown
-    assert "secret" not in redact_url(url) and "cret" not in redact_url(url)
-
-
-def test_a_conditional_search_space_function():
-    from sklearn.metrics import get_scorer
-
-    from mlx import search
-
-    def space(trial):
-        weights = trial.suggest_categorical("weights", ["uniform", "distance"])
-        top = 5 if weights == "uniform" else 9
-        return {"n_neighbors": trial.suggest_int("k", 1, top), "weights": weights}
-
-    X, y = _iris()
-    objective = search.Objective(
-        {"model": (KNeighborsClassifier(), space)},
-        get_scorer("accuracy"),
-        (X[::2], y[::2]),
-        (X[1::2], y[1::2]),
-        seed=0,
-    )
-    seen = []
-    storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(
-        storage=storage, direction="maximize", sampler=optuna.samplers.TPESampler(seed=0)
-    )
-    search.enqueue(study, 4)
-    search.optimize(study, storage, objective, on_trial=seen.append)
-    assert [r.state for r in seen] == ["COMPLETE"] * 4
-    for record in seen:
-        assert set(record.params) == {"weights", "k"}
-        assert record.params["k"] <= (5 if record.params["weights"] == "uniform" else 9)
-        assert 0 <= record.value <= 1 and record.fit_time >= 0
-    built = search.suggest(optuna.trial.FixedTrial(study.best_params), space)
-    assert built["n_neighbors"] == study.best_params["k"]
-
-
-def test_log_splits_batches_at_mlflow_limits(stores):
-    from mlx.tracking import Tracker
-
-    uri, _ = stores
-    tracker = Tracker(uri)
-    run_id = tracker.start_run(tracker.experiment_id("limits"), "many")
-    params = {f"p{i}": i for i in range(150)}
-    steps = {"curve": list(np.linspace(0, 1, 1200))}
-    tracker.log(run_id, params=params, metrics={"one": 1.0}, steps=steps)
-    tracker.end_run(run_id, "FINISHED")
-    client = MlflowClient(uri)
-    logged = client.get_run(run_id)
-    assert len(logged.data.params) == 150
-    assert len(client.get_metric_history(run_id, "curve")) == 1200
-    assert logged.data.metrics["one"] == 1.0
 
 
 class _Interrupting(KNeighborsClassifier):

@@ -1,0 +1,132 @@
+"""mlx.search: the objective, and one sampler and pruner policy for every process of a study."""
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from sklearn.datasets import load_iris
+from sklearn.neighbors import KNeighborsClassifier
+
+from mlx import run, search
+from mlx.experiment import load_experiment
+from mlx.tracking import schema
+from mlx.workers import work
+
+
+def _iris():
+    return load_iris(return_X_y=True)
+
+
+def _policy_file(write_experiment, custom):
+    sampler = "optuna.samplers.RandomSampler(seed=3)" if custom else "None"
+    pruner = "optuna.pruners.SuccessiveHalvingPruner(min_resource=2)" if custom else "None"
+    return write_experiment(
+        f"""
+        import optuna
+        from sklearn.datasets import load_iris
+        from sklearn.neighbors import KNeighborsClassifier
+
+        experiment = mlx.Experiment(
+            "policy",
+            lambda: load_iris(return_X_y=True),
+            KNeighborsClassifier(),
+            {{"n_neighbors": IntDistribution(1, 9)}},
+            n_trials=2,
+            sampler={sampler},
+            pruner={pruner},
+        )
+        """
+    )
+
+
+def _settings(policy_object):
+    """A sampler's or pruner's type and plain settings (its random state aside)."""
+    return type(policy_object), {
+        key: value
+        for key, value in vars(policy_object).items()
+        if value is None or isinstance(value, bool | int | float | str)
+    }
+
+
+@pytest.mark.parametrize("custom", [False, True], ids=["default", "custom"])
+def test_workers_and_resume_use_the_coordinators_sampler_and_pruner(
+    stores, write_experiment, monkeypatch, custom
+):
+    uri, storage = stores
+    path = _policy_file(write_experiment, custom)
+    opened = {}
+
+    originals = {"create_study": optuna.create_study, "load_study": optuna.load_study}
+
+    def spy(name, function):
+        def opening(*args, **kwargs):
+            opened[name] = study = originals[function](*args, **kwargs)
+            return study
+
+        monkeypatch.setattr(optuna, function, opening)
+
+    spy("fresh", "create_study")
+    quiet = dict(tracking_uri=uri, storage=storage, show_progress=False, no_test=True)
+    result = run(path, **quiet)
+    client = MlflowClient(uri)
+    # The coordinator was interrupted (as after Ctrl-C): --resume loads the study.
+    client.set_terminated(result.run_id, "KILLED")
+    spy("resumed", "load_study")
+    run(path, **quiet, resume=True)
+    # A coordinator runs: a worker joins it (the budget is spent, so it runs no trial).
+    client.update_run(result.run_id, "RUNNING")
+    spy("worker", "load_study")
+    assert work(path, tracking_uri=uri, storage=storage, worker_id="w1", wait=5) == 0
+
+    fresh = opened["fresh"]
+    for name in ("resumed", "worker"):
+        assert _settings(opened[name].pruner) == _settings(fresh.pruner), name
+        assert type(opened[name].sampler) is type(fresh.sampler), name
+    if custom:
+        assert isinstance(fresh.pruner, optuna.pruners.SuccessiveHalvingPruner)
+        assert isinstance(fresh.sampler, optuna.samplers.RandomSampler)
+    else:
+        assert _settings(fresh.pruner) == _settings(search.default_pruner())
+        assert fresh.pruner._n_warmup_steps == 3 and fresh.pruner._n_startup_trials == 5
+        # A worker's default sampler is seeded apart from the coordinator's, so that it does not
+        # propose the same parameters from the same history.
+        seed = load_experiment(path).seed
+        assert _settings(opened["resumed"].sampler) == _settings(search.default_sampler(seed))
+        draws = {
+            name: opened[name].sampler._rng.rng.randint(1 << 30) for name in ("resumed", "worker")
+        }
+        assert draws["resumed"] != draws["worker"]
+    parent = client.get_run(result.run_id)
+    assert parent.data.tags[schema.TAG_STUDY] == fresh.study_name
+
+
+def test_a_conditional_search_space_function():
+    from sklearn.metrics import get_scorer
+
+    def space(trial):
+        weights = trial.suggest_categorical("weights", ["uniform", "distance"])
+        top = 5 if weights == "uniform" else 9
+        return {"n_neighbors": trial.suggest_int("k", 1, top), "weights": weights}
+
+    X, y = _iris()
+    objective = search.Objective(
+        {"model": (KNeighborsClassifier(), space)},
+        get_scorer("accuracy"),
+        (X[::2], y[::2]),
+        (X[1::2], y[1::2]),
+        seed=0,
+    )
+    seen = []
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage, direction="maximize", sampler=optuna.samplers.TPESampler(seed=0)
+    )
+    search.enqueue(study, 4)
+    search.optimize(study, storage, objective, on_trial=seen.append)
+    assert [r.state for r in seen] == ["COMPLETE"] * 4
+    for record in seen:
+        assert set(record.params) == {"weights", "k"}
+        assert record.params["k"] <= (5 if record.params["weights"] == "uniform" else 9)
+        assert 0 <= record.value <= 1 and record.fit_time >= 0
+    built = search.suggest(optuna.trial.FixedTrial(study.best_params), space)
+    assert built["n_neighbors"] == study.best_params["k"]
+    assert objective.configuration(study.best_params) == ("model", built)
