@@ -25,7 +25,7 @@ from mlx.audio import (
     make_contour_sounds,
     make_instrument_sounds,
 )
-from mlx.estimators import MLPClassifier
+from mlx.estimators import CNNClassifier, MLPClassifier, RNNClassifier
 
 librosa = pytest.importorskip("librosa")
 
@@ -276,32 +276,66 @@ def test_contour_options_and_errors():
 # --- the task: order, not content --------------------------------------------------------------
 
 
-def _grouped_split(labels, groups, seed=0):
+def _task(n_per_class, sr, seed=0):
+    """Contour clips, their labels and a grouped train / test split (30% of the recordings)."""
+    clips, labels, groups = make_contour_sounds(
+        n_per_class, sr=sr, clips_per_recording=2, random_state=seed
+    )
     train, test = next(
-        GroupShuffleSplit(1, test_size=0.3, random_state=seed).split(labels, labels, groups)
+        GroupShuffleSplit(1, test_size=0.3, random_state=0).split(clips, labels, groups)
     )
     assert not set(groups[train]) & set(groups[test])
-    return train, test
+    return clips[train], labels[train], clips[test], labels[test]
 
 
-def _statistics_mlp():
+def _frames(sr):
+    # 64 ms frames resolve fundamentals a major third apart; 32 frames per one-second clip.
+    n_fft = round(0.064 * sr)
+    return dict(sr=sr, n_fft=n_fft, hop_length=n_fft // 2, n_mels=32)
+
+
+def _statistics_mlp(sr):
     return make_pipeline(
-        LogMelFeatures(n_fft=512, hop_length=256, stats=("mean", "std", "min", "max")),
+        LogMelFeatures(**_frames(sr), stats=("mean", "std", "min", "max")),
         StandardScaler(),
         MLPClassifier((64,), alpha=1e-3, max_iter=100, random_state=0),
     )
 
 
-def test_pooled_statistics_leave_contours_at_chance():
-    clips, labels, groups = make_contour_sounds(
-        80, duration=0.5, clips_per_recording=2, random_state=0
-    )
-    train, test = _grouped_split(labels, groups)
-    mlp = _statistics_mlp()
+def _frames_then(sr, network):
+    frames = LogMelSpectrogram(**_frames(sr))
+    return make_pipeline(frames, StandardScaler(), network.set_params(input_shape=(32, 32)))
+
+
+def _fit_quietly(model, X, y):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        mlp.fit(clips[train], labels[train])
-    # It fits the training clips (the statistics differ clip by clip) but learns nothing that
-    # carries over: chance is 1 in 5.
-    assert mlp.score(clips[train], labels[train]) > 0.8
-    assert mlp.score(clips[test], labels[test]) < 0.33
+        return model.fit(X, y)
+
+
+def test_statistics_stay_at_chance_where_a_gru_on_frames_learns():
+    # Small and fast (8 kHz, 500 clips): the contrast, not the final accuracy.
+    X_train, y_train, X_test, y_test = _task(100, sr=8000)
+    mlp = _fit_quietly(_statistics_mlp(8000), X_train, y_train)
+    # It fits the training clips (their statistics differ clip by clip) but learns nothing
+    # that carries over to other recordings: chance is 1 in 5.
+    assert mlp.score(X_train, y_train) > 0.7
+    assert mlp.score(X_test, y_test) < 0.33
+    gru = RNNClassifier("gru", hidden_size=32, batch_size=16, learning_rate_init=3e-3)
+    gru = _fit_quietly(
+        _frames_then(8000, gru.set_params(max_iter=12, random_state=0)), X_train, y_train
+    )
+    assert gru.score(X_test, y_test) > 0.6
+
+
+@pytest.mark.slow
+def test_cnn_and_gru_learn_contours_that_statistics_cannot():
+    X_train, y_train, X_test, y_test = _task(300, sr=SR)
+    assert _fit_quietly(_statistics_mlp(SR), X_train, y_train).score(X_test, y_test) < 0.3
+    cnn = CNNClassifier((32, 32), batch_size=16, learning_rate_init=3e-3, dropout=0.3)
+    gru = RNNClassifier("gru", hidden_size=32, batch_size=16, learning_rate_init=3e-3)
+    for network in (cnn, gru):
+        model = _fit_quietly(
+            _frames_then(SR, network.set_params(max_iter=15, random_state=0)), X_train, y_train
+        )
+        assert model.score(X_test, y_test) >= 0.9, network
