@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from mlx.cli import cli
+from mlx.tracking import schema
 
 NAME = "bad-input"
 KNN_SPACE = '{"n_neighbors": IntDistribution(1, 5)}'
@@ -201,22 +202,22 @@ def _check_store(client, outcome):
     ids = [e.experiment_id for e in experiments]
     runs = client.search_runs(ids, run_view_type=ViewType.ALL)
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
-    parents = [r for r in runs if r.data.tags.get("mlx.role") == "parent"]
+    parents = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_PARENT]
     models = client.search_logged_models(ids)
     if outcome == "refused":
         assert not parents and not models
         return
     (parent,) = parents
-    test_metrics = {k for k in parent.data.metrics if k.startswith("test_")}
+    test_metrics = {k for k in parent.data.metrics if k.startswith(schema.test(""))}
     if outcome == "failed":
         assert parent.info.status == "FAILED"
-        assert parent.data.tags["mlx.test_evaluated"] == "false"
-        assert "mlx.model_uri" not in parent.data.tags
+        assert parent.data.tags[schema.TAG_EVALUATED] == "false"
+        assert schema.TAG_MODEL_URI not in parent.data.tags
         assert not test_metrics and not models
         assert not client.list_artifacts(parent.info.run_id, "model")
         return
     assert parent.info.status == "FINISHED"
-    assert "test_accuracy" in test_metrics
+    assert schema.test("accuracy") in test_metrics
     (model,) = models
     assert model.source_run_id == parent.info.run_id
-    assert parent.data.tags["mlx.model_uri"] == f"models:/{model.model_id}"
+    assert parent.data.tags[schema.TAG_MODEL_URI] == f"models:/{model.model_id}"

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from mlx.cli import cli
+from mlx.tracking import schema
 
 IRIS = """
 from sklearn.datasets import load_iris
@@ -115,10 +116,11 @@ def test_run_refuse_reuse_no_test_list_and_show(stores, write_experiment):
     assert "mlx ui" in first.stdout
     client = MlflowClient(uri)
     (parent,) = client.search_runs(
-        [client.get_experiment_by_name("cli-iris").experiment_id], "tags.`mlx.role` = 'parent'"
+        [client.get_experiment_by_name("cli-iris").experiment_id],
+        f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PARENT}'",
     )
     assert parent.info.run_id in first.stdout
-    assert parent.data.tags["mlx.experiment_file"] == str(path)
+    assert parent.data.tags[schema.TAG_EXPERIMENT_FILE] == str(path)
     assert client.list_artifacts(parent.info.run_id, "experiment")[0].path == "experiment/exp.py"
 
     refused = _invoke("run", path)

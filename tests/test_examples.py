@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 import mlx
+from mlx.tracking import schema
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 EXAMPLES = sorted(EXPERIMENTS.glob("*.py"))
@@ -56,13 +57,13 @@ def test_example_runs(path, stores):
     assert result.trial_counts["COMPLETE"] >= 1
     assert result.test_scores, "no test metrics"
     test_metrics = {
-        key.removeprefix("test_"): value
+        key.removeprefix(schema.test("")): value
         for key, value in logged.data.metrics.items()
-        if key.startswith("test_")
+        if key.startswith(schema.test(""))
     }
     assert test_metrics == pytest.approx(result.test_scores)
     assert result.metric_name in test_metrics
-    assert logged.data.tags["mlx.model_uri"] == result.model_uri
+    assert logged.data.tags[schema.TAG_MODEL_URI] == result.model_uri
 
 
 @pytest.mark.slow
@@ -72,6 +73,6 @@ def test_example_meets_its_floor(name, stores):
     metric, floor = FLOORS[name]
     result, logged = _run(EXPERIMENTS / f"{name}.py", stores)
 
-    value = logged.data.metrics[f"test_{metric}"]
+    value = logged.data.metrics[schema.test(metric)]
     assert value == pytest.approx(result.test_scores[metric])
     assert value >= floor, f"{name}: test {metric} = {value:.4f} < {floor}"

@@ -24,6 +24,7 @@ from mlx.exceptions import ExperimentError
 from mlx.experiment import definition_hash
 from mlx.search import candidates as _candidates
 from mlx.search import suggest
+from mlx.tracking import schema
 
 # Five epochs stop the MLP before it converges; the refit lets that warning through.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -74,7 +75,7 @@ def _children(client, parent_id):
 
 
 def _number(child):
-    return int(child.data.tags["mlx.trial_number"])
+    return int(child.data.tags[schema.TAG_TRIAL])
 
 
 def _artifacts(client, run_id):
@@ -106,7 +107,7 @@ def test_child_runs_carry_the_chosen_model_and_only_its_params(shared):
     for child in children:
         params, tags = child.data.params, child.data.tags
         model = params["model"]
-        assert tags["mlx.model"] == model
+        assert tags[schema.TAG_MODEL] == model
         # No foreign params and no Optuna prefixes on a child run.
         assert set(params) == {"model"} | OWN_PARAMS[model], (model, params)
     chosen = {child.data.params["model"] for child in children}
@@ -116,13 +117,13 @@ def test_child_runs_carry_the_chosen_model_and_only_its_params(shared):
 def test_only_the_winner_is_refit_and_tested_once(shared):
     result, client, children, _ = shared
     parent = client.get_run(result.run_id)
-    complete = [c for c in children if c.data.tags["mlx.trial_state"] == "COMPLETE"]
-    best = max(complete, key=lambda c: c.data.metrics["val_accuracy"])
-    assert result.best_value == pytest.approx(best.data.metrics["val_accuracy"])
+    complete = [c for c in children if c.data.tags[schema.TAG_STATE] == "COMPLETE"]
+    best = max(complete, key=lambda c: c.data.metrics[schema.val("accuracy")])
+    assert result.best_value == pytest.approx(best.data.metrics[schema.val("accuracy")])
     assert parent.data.params["best.model"] == best.data.params["model"]
     assert result.best_params["model"] == best.data.params["model"]
-    assert parent.data.tags["mlx.test_evaluated"] == "true"
-    assert len(client.get_metric_history(result.run_id, "test_accuracy")) == 1
+    assert parent.data.tags[schema.TAG_EVALUATED] == "true"
+    assert len(client.get_metric_history(result.run_id, schema.test("accuracy"))) == 1
     # The refit model is of the winning type, and it is the logged one.
     winner = _estimators()[best.data.params["model"]]
     assert type(result.model) is type(winner)
@@ -139,20 +140,22 @@ def test_the_leaderboard_agrees_with_the_child_runs(shared):
     text = mlflow.artifacts.load_text(f"runs:/{result.run_id}/leaderboard.csv")
     rows = {row["model"]: row for row in csv.DictReader(io.StringIO(text))}
     assert set(rows) == set(SPACES)
-    values = [float(row["best_val_accuracy"]) for row in csv.DictReader(io.StringIO(text))]
+    values = [float(row[schema.best_val("accuracy")]) for row in csv.DictReader(io.StringIO(text))]
     assert values == sorted(values, reverse=True)
     # The first row is the overall winner, the model that was refit and tested.
     assert next(iter(rows)) == result.best_params["model"]
     for model, row in rows.items():
         mine = [c for c in children if c.data.params["model"] == model]
-        complete = [c for c in mine if c.data.tags["mlx.trial_state"] == "COMPLETE"]
+        complete = [c for c in mine if c.data.tags[schema.TAG_STATE] == "COMPLETE"]
         # Ties go to the earlier trial.
-        best = max(complete, key=lambda c: (c.data.metrics["val_accuracy"], -_number(c)))
-        assert float(row["best_val_accuracy"]) == pytest.approx(best.data.metrics["val_accuracy"])
+        best = max(complete, key=lambda c: (c.data.metrics[schema.val("accuracy")], -_number(c)))
+        assert float(row[schema.best_val("accuracy")]) == pytest.approx(
+            best.data.metrics[schema.val("accuracy")]
+        )
         assert int(row["best_trial"]) == _number(best)
-        assert float(row["fit_time_s"]) == pytest.approx(best.data.metrics["fit_time"])
-        assert int(row["size_bytes"]) == best.data.metrics["model_bytes"] > 0
-        states = [c.data.tags["mlx.trial_state"] for c in mine]
+        assert float(row["fit_time_s"]) == pytest.approx(best.data.metrics[schema.METRIC_FIT_TIME])
+        assert int(row["size_bytes"]) == best.data.metrics[schema.METRIC_MODEL_BYTES] > 0
+        states = [c.data.tags[schema.TAG_STATE] for c in mine]
         for state in ("COMPLETE", "PRUNED", "FAIL"):
             assert int(row[state.lower()]) == states.count(state)
 
@@ -201,7 +204,7 @@ def test_a_single_model_on_two_features_gets_its_decision_boundary(stores):
     assert "leaderboard.csv" not in artifacts
     for child in _children(client, result.run_id):
         assert set(child.data.params) == {"max_depth"}
-        assert "mlx.model" not in child.data.tags
+        assert schema.TAG_MODEL not in child.data.tags
 
 
 # --- the pieces ---------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ from _servers import MlflowServer
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from mlx.search import REPLACES
+from mlx.tracking import schema
+
 EXPERIMENT = """
 import time
 
@@ -117,8 +120,8 @@ def _runs(uri, name):
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("mlx.role") == "parent"]
-    children = [r for r in runs if r.data.tags.get("mlx.role") == "trial"]
+    parents = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_PARENT]
+    children = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_TRIAL]
     return client, parents, children
 
 
@@ -140,21 +143,21 @@ def _assert_finished_once(uri, name, parent_id, n_trials, folder):
     assert [p.info.run_id for p in parents] == [parent_id]
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
-    assert "test_accuracy" in parent.data.metrics
-    assert parent.data.tags["mlx.test_evaluated"] == "true"
+    assert schema.test("accuracy") in parent.data.metrics
+    assert parent.data.tags[schema.TAG_EVALUATED] == "true"
     assert all(c.info.status != "RUNNING" for c in children)
     study = _study(folder)
     counted = [t for t in study.trials if t.number not in _replaced(study)]
     assert len(counted) == n_trials
     assert all(t.state.is_finished() for t in study.trials)
     # One child run per trial of the study (lost ones included, ended KILLED).
-    numbers = sorted(int(c.data.tags["mlx.trial_number"]) for c in children)
+    numbers = sorted(int(c.data.tags[schema.TAG_TRIAL]) for c in children)
     assert numbers == sorted(t.number for t in study.trials if t.datetime_start is not None)
     return parent, children, study
 
 
 def _replaced(study):
-    return {t.user_attrs["mlx.replaces"] for t in study.trials if "mlx.replaces" in t.user_attrs}
+    return {t.user_attrs[REPLACES] for t in study.trials if REPLACES in t.user_attrs}
 
 
 def test_ctrl_c_kills_the_runs_keeps_the_trials_and_resume_finishes(tmp_path):
@@ -204,7 +207,7 @@ def test_kill_9_then_resume_ends_the_orphans_and_replaces_the_lost_trial(tmp_pat
     _, children, study = _assert_finished_once(uri, "reliable", parent.info.run_id, 6, tmp_path)
     ended = {c.info.run_id: c for c in children}[orphans[0].info.run_id]
     assert ended.info.status == "KILLED"
-    lost = int(orphans[0].data.tags["mlx.trial_number"])
+    lost = int(orphans[0].data.tags[schema.TAG_TRIAL])
     assert _replaced(study) == {lost}
     assert study.trials[lost].state == TrialState.FAIL
 
@@ -220,7 +223,7 @@ def test_local_workers_share_one_budget_exactly(tmp_path):
     _, (parent,), children = _runs(uri, "reliable")
     _assert_finished_once(uri, "reliable", parent.info.run_id, 14, tmp_path)
     assert len(children) == 14
-    workers = {c.data.tags["mlx.worker"] for c in children}
+    workers = {c.data.tags[schema.TAG_WORKER] for c in children}
     assert len(workers) == 2, workers
 
 
@@ -248,8 +251,8 @@ def test_a_run_against_a_real_mlflow_server(tmp_path, mlflow_server, monkeypatch
     client, (parent,), children = _runs(mlflow_server.url, "served")
     assert parent.info.status == "FINISHED" and len(children) == 3
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert all("val_accuracy" in c.data.metrics and "C" in c.data.params for c in children)
-    assert "test_accuracy" in parent.data.metrics
+    assert all(schema.val("accuracy") in c.data.metrics and "C" in c.data.params for c in children)
+    assert schema.test("accuracy") in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"audit.json", "split.json", "test", "search", "experiment"} <= artifacts
     test_files = {a.path for a in client.list_artifacts(parent.info.run_id, "test")}
@@ -261,7 +264,7 @@ def test_a_run_against_a_real_mlflow_server(tmp_path, mlflow_server, monkeypatch
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     mlflow.set_tracking_uri(mlflow_server.url)
     try:
-        model = mlflow.sklearn.load_model(parent.data.tags["mlx.model_uri"])
+        model = mlflow.sklearn.load_model(parent.data.tags[schema.TAG_MODEL_URI])
     finally:
         mlflow.set_tracking_uri(None)
     X, y = load_iris(return_X_y=True)

@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mlx import Experiment, run
 from mlx.exceptions import SearchError, TestReuseError
+from mlx.tracking import schema
 
 KNN_SPACE = {
     "kneighborsclassifier__n_neighbors": IntDistribution(1, 15),
@@ -67,50 +68,55 @@ def test_parent_run_with_one_child_per_trial(iris):
     assert experiment.name == "iris-knn"
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     tags = parent.data.tags
-    assert tags["mlx.study_name"] == result.study_name
+    assert tags[schema.TAG_STUDY] == result.study_name
     assert result.study_name.startswith("iris-knn-")
-    assert tags["mlx.study_name"].endswith(tags["mlx.definition_hash"][:10])
-    assert len(tags["mlx.test_fingerprint"]) == 64
-    assert tags["mlx.test_use_count"] == "1"
-    assert tags["mlx.test_evaluated"] == "true"
-    assert tags["mlx.trials_complete"] == "5"
+    assert tags[schema.TAG_STUDY].endswith(tags[schema.TAG_HASH][:10])
+    assert len(tags[schema.TAG_FINGERPRINT]) == 64
+    assert tags[schema.TAG_USE_COUNT] == "1"
+    assert tags[schema.TAG_EVALUATED] == "true"
+    assert tags[schema.trials_tag("COMPLETE")] == "5"
 
     children = _children(client, result.run_id)
     assert sorted(c.info.run_name for c in children) == [f"trial-{i:04d}" for i in range(5)]
     for child in children:
         assert child.info.status == "FINISHED"
-        assert child.data.tags["mlx.trial_state"] == "COMPLETE"
+        assert child.data.tags[schema.TAG_STATE] == "COMPLETE"
         # Params are the trial's hyperparameters only.
         assert set(child.data.params) == set(KNN_SPACE)
-        metrics = {"val_accuracy", "train_accuracy", "fit_time", "model_bytes"}
+        metrics = {
+            schema.val("accuracy"),
+            schema.train("accuracy"),
+            schema.METRIC_FIT_TIME,
+            schema.METRIC_MODEL_BYTES,
+        }
         assert set(child.data.metrics) == metrics
-        assert child.data.metrics["model_bytes"] > 0
-    best_child = max(children, key=lambda c: c.data.metrics["val_accuracy"])
-    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(result.best_value)
-    assert best_child.data.metrics["val_accuracy"] == pytest.approx(result.best_value)
+        assert child.data.metrics[schema.METRIC_MODEL_BYTES] > 0
+    best_child = max(children, key=lambda c: c.data.metrics[schema.val("accuracy")])
+    assert parent.data.metrics[schema.best_val("accuracy")] == pytest.approx(result.best_value)
+    assert best_child.data.metrics[schema.val("accuracy")] == pytest.approx(result.best_value)
     for key, value in result.best_params.items():
-        assert parent.data.params[f"best.{key}"] == str(value)
+        assert parent.data.params[schema.best_param(key)] == str(value)
 
 
 def test_parent_run_holds_settings_metrics_and_artifacts(iris):
     result, client, _, _ = iris
     parent = client.get_run(result.run_id)
     params = parent.data.params
-    assert params["mlx.seed"] == "0"
-    assert params["mlx.split.train"] == "0.8"
-    assert params["mlx.data.rows"] == "150"
-    assert params["mlx.data.features"] == "4"
-    assert [params[f"mlx.rows.{k}"] for k in ("train", "val", "test")] == ["120", "15", "15"]
+    assert params[schema.PARAM_SEED] == "0"
+    assert params[schema.split_param("train")] == "0.8"
+    assert params[schema.PARAM_DATA_ROWS] == "150"
+    assert params[schema.PARAM_DATA_FEATURES] == "4"
+    assert [params[schema.rows_param(k)] for k in ("train", "val", "test")] == ["120", "15", "15"]
     # A fixed (non-searched) parameter of the estimator.
     assert params["kneighborsclassifier__metric"] == "minkowski"
     assert "kneighborsclassifier__n_neighbors" not in params
     tags = parent.data.tags
-    assert tags["mlx.version.scikit-learn"]
-    assert tags["mlx.version.mlflow"] == mlflow.__version__
+    assert tags[schema.version_tag("scikit-learn")]
+    assert tags[schema.version_tag("mlflow")] == mlflow.__version__
     metrics = parent.data.metrics
     for name in ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro"]:
-        assert metrics[f"test_{name}"] == pytest.approx(result.test_scores[name])
-    assert 0.8 <= metrics["test_accuracy"] <= 1.0
+        assert metrics[schema.test(name)] == pytest.approx(result.test_scores[name])
+    assert 0.8 <= metrics[schema.test("accuracy")] <= 1.0
     assert {"audit.json", "split.json", "test", "search"} <= _artifacts(client, result.run_id)
     assert _artifacts(client, result.run_id, "test") == {
         "test/confusion_matrix.csv",
@@ -122,17 +128,17 @@ def test_parent_run_holds_settings_metrics_and_artifacts(iris):
     assert audit["class_counts"] == {"0": 50, "1": 50, "2": 50}
     split = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/split.json")
     assert [split["splits"][k]["rows"] for k in ("train", "val", "test")] == [120, 15, 15]
-    assert split["splits"]["test"]["fingerprint"] == tags["mlx.test_fingerprint"]
+    assert split["splits"]["test"]["fingerprint"] == tags[schema.TAG_FINGERPRINT]
 
 
 def test_test_metrics_are_logged_once_and_the_model_predicts(iris):
     result, client, _, _ = iris
-    history = client.get_metric_history(result.run_id, "test_accuracy")
+    history = client.get_metric_history(result.run_id, schema.test("accuracy"))
     assert len(history) == 1
     model = mlflow.sklearn.load_model(result.model_uri)
     X, _ = _iris()
     np.testing.assert_array_equal(model.predict(X), result.model.predict(X))
-    assert client.get_run(result.run_id).data.tags["mlx.model_uri"] == result.model_uri
+    assert client.get_run(result.run_id).data.tags[schema.TAG_MODEL_URI] == result.model_uri
 
 
 def test_the_test_ledger_refuses_a_second_evaluation(iris):
@@ -151,14 +157,14 @@ def test_the_test_ledger_refuses_a_second_evaluation(iris):
         again, tracking_uri=uri, storage=storage, allow_test_reuse=True, show_progress=False
     )
     tags = client.get_run(reused.run_id).data.tags
-    assert tags["mlx.test_use_count"] == "2"
-    assert tags["mlx.test_evaluated"] == "true"
+    assert tags[schema.TAG_USE_COUNT] == "2"
+    assert tags[schema.TAG_EVALUATED] == "true"
 
     untested = run(again, tracking_uri=uri, storage=storage, no_test=True, show_progress=False)
     assert untested.test_scores is None
     parent = client.get_run(untested.run_id)
-    assert parent.data.tags["mlx.test_evaluated"] == "false"
-    assert not any(key.startswith("test_") for key in parent.data.metrics)
+    assert parent.data.tags[schema.TAG_EVALUATED] == "false"
+    assert not any(key.startswith(schema.test("")) for key in parent.data.metrics)
     assert _no_run_left_running(client)
 
 
@@ -182,24 +188,24 @@ def test_epochs_pruning_and_a_failing_trial(stores):
     result = run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
     assert result.trial_counts == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 2}
     client = MlflowClient(uri)
-    children = {c.data.tags["mlx.trial_state"]: c for c in _children(client, result.run_id)}
+    children = {c.data.tags[schema.TAG_STATE]: c for c in _children(client, result.run_id)}
     assert len(_children(client, result.run_id)) == 4
 
     complete = children["COMPLETE"]
-    val = client.get_metric_history(complete.info.run_id, "val_accuracy")
-    train = client.get_metric_history(complete.info.run_id, "train_accuracy")
+    val = client.get_metric_history(complete.info.run_id, schema.val("accuracy"))
+    train = client.get_metric_history(complete.info.run_id, schema.train("accuracy"))
     assert sorted(m.step for m in val) == list(range(6))
     assert sorted(m.step for m in train) == list(range(6))
-    assert complete.data.metrics["epochs"] == 6
+    assert complete.data.metrics[schema.METRIC_EPOCHS] == 6
 
     pruned = children["PRUNED"]
     assert pruned.info.status == "FINISHED"
     assert pruned.data.params["sgdclassifier__alpha"] == "100.0"
-    assert len(client.get_metric_history(pruned.info.run_id, "val_accuracy")) < 6
+    assert len(client.get_metric_history(pruned.info.run_id, schema.val("accuracy"))) < 6
 
     failed = children["FAIL"]
     assert failed.info.status == "FAILED"
-    assert "bogus" in failed.data.tags["mlx.error"]
+    assert "bogus" in failed.data.tags[schema.TAG_ERROR]
     assert failed.data.params["sgdclassifier__loss"] == "bogus"
 
     assert result.best_params == {"sgdclassifier__alpha": 1e-4, "sgdclassifier__loss": "hinge"}
@@ -221,13 +227,14 @@ def test_a_search_where_every_trial_fails_ends_cleanly(stores):
         run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
     client = MlflowClient(uri)
     (parent,) = client.search_runs(
-        [client.get_experiment_by_name("all-fail").experiment_id], "tags.`mlx.role` = 'parent'"
+        [client.get_experiment_by_name("all-fail").experiment_id],
+        f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PARENT}'",
     )
     assert parent.info.status == "FAILED"
-    assert parent.data.tags["mlx.test_evaluated"] == "false"
-    assert "SearchError" in parent.data.tags["mlx.error"]
-    assert not any(key.startswith("test_") for key in parent.data.metrics)
-    assert "mlx.model_uri" not in parent.data.tags
+    assert parent.data.tags[schema.TAG_EVALUATED] == "false"
+    assert "SearchError" in parent.data.tags[schema.TAG_ERROR]
+    assert not any(key.startswith(schema.test("")) for key in parent.data.metrics)
+    assert schema.TAG_MODEL_URI not in parent.data.tags
     assert len(_children(client, parent.info.run_id)) == 3
     assert _no_run_left_running(client)
 
@@ -261,7 +268,7 @@ def test_regression_is_reproducible_across_fresh_stores(tmp_path, monkeypatch, s
     )
     client = MlflowClient(uri)
     metrics = client.get_run(second.run_id).data.metrics
-    assert metrics["test_r2"] == pytest.approx(second.test_scores["r2"])
+    assert metrics[schema.test("r2")] == pytest.approx(second.test_scores["r2"])
     assert "test/residuals.png" in _artifacts(client, second.run_id, "test")
 
 
@@ -278,7 +285,7 @@ def test_clustering_with_labels(stores):
     result = run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
     metrics = MlflowClient(uri).get_run(result.run_id).data.metrics
     for name in ("silhouette", "inertia", "adjusted_rand", "normalized_mutual_info"):
-        assert metrics[f"test_{name}"] == pytest.approx(result.test_scores[name])
+        assert metrics[schema.test(name)] == pytest.approx(result.test_scores[name])
     assert result.test_scores["inertia"] > 0
     assert -1 <= result.test_scores["silhouette"] <= 1
 
@@ -318,7 +325,7 @@ def test_an_interrupt_ends_the_parent_run_killed(stores):
     client = MlflowClient(uri)
     (parent,) = client.search_runs(
         [client.get_experiment_by_name("interrupted").experiment_id],
-        "tags.`mlx.role` = 'parent'",
+        f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PARENT}'",
     )
     assert parent.info.status == "KILLED"
     assert _no_run_left_running(client)
@@ -338,7 +345,7 @@ def test_an_mlx_mlp_trains_epoch_by_epoch(stores):
     result = run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
     client = MlflowClient(uri)
     for child in _children(client, result.run_id):
-        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        history = client.get_metric_history(child.info.run_id, schema.val("accuracy"))
         assert sorted(m.step for m in history) == [0, 1, 2, 3]
     model = mlflow.sklearn.load_model(result.model_uri)
     X, _ = _iris()

@@ -34,6 +34,9 @@ from _servers import (
     require_postgres,
 )
 
+from mlx.search import REPLACES
+from mlx.tracking import schema
+
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("postgres")]
 
 EXPERIMENT = Path(__file__).with_name("scale_experiment.py")
@@ -41,7 +44,7 @@ EXPERIMENT_NAME = "scale-out-digits"
 N_TRIALS = 8
 # Seconds any one process of a test may take; a hang fails the test instead of stalling CI.
 PROCESS_TIMEOUT = 180
-REPLACES = "mlx.replaces"
+REPLACES = REPLACES
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -179,7 +182,10 @@ class _Stores:
         experiment = self.client.get_experiment_by_name(EXPERIMENT_NAME)
         if experiment is None:
             return None
-        query = f"tags.`mlx.role` = 'parent' AND tags.`mlx.optuna_storage` = '{self.storage_tag}'"
+        query = (
+            f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PARENT}' "
+            f"AND tags.`{schema.TAG_OPTUNA_STORAGE}` = '{self.storage_tag}'"
+        )
         if status is not None:
             query += f" AND attributes.status = '{status}'"
         runs = self.client.search_runs([experiment.experiment_id], query)
@@ -198,7 +204,7 @@ class _Stores:
             if parent is None:
                 return None
             self._study = optuna.load_study(
-                study_name=parent.data.tags["mlx.study_name"],
+                study_name=parent.data.tags[schema.TAG_STUDY],
                 storage=optuna.storages.RDBStorage(self.storage_url),
             )
         return self._study
@@ -260,12 +266,12 @@ def _assert_complete_run(stores, *, n_trials=N_TRIALS, replaced=0):
 
     parent = stores.parent()
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["mlx.test_evaluated"] == "true"
-    history = stores.client.get_metric_history(parent.info.run_id, "test_accuracy")
+    assert parent.data.tags[schema.TAG_EVALUATED] == "true"
+    history = stores.client.get_metric_history(parent.info.run_id, schema.test("accuracy"))
     assert len(history) == 1, "the test split is evaluated once"
 
     children = stores.children(parent)
-    numbers = sorted(int(c.data.tags["mlx.trial_number"]) for c in children)
+    numbers = sorted(int(c.data.tags[schema.TAG_TRIAL]) for c in children)
     assert numbers == sorted(t.number for t in trials), "one child run per trial"
     assert not [c.info.run_name for c in children if c.info.status == "RUNNING"]
     return trials, children
@@ -288,7 +294,7 @@ def test_coordinator_and_two_workers_share_one_study(server, storage, launch):
     assert stores.parent().info.run_id in output
     assert [t.state.name for t in trials] == ["COMPLETE"] * N_TRIALS
     assert all(c.info.status == "FINISHED" for c in children)
-    who = {c.data.tags["mlx.worker"] for c in children}
+    who = {c.data.tags[schema.TAG_WORKER] for c in children}
     assert len(who) > 1, f"one process ran every trial: {who}"
     assert who & {"worker-1", "worker-2"}, who
 
@@ -305,9 +311,9 @@ def test_a_worker_killed_mid_trial_is_replaced(server, storage, launch):
         parent = stores.parent()
         if parent is None:
             return None
-        extra = " AND attributes.status = 'RUNNING' AND tags.`mlx.worker` = 'victim'"
+        extra = f" AND attributes.status = 'RUNNING' AND tags.`{schema.TAG_WORKER}` = 'victim'"
         for child in stores.children(parent, extra):
-            trial = stores.running_trial(int(child.data.tags["mlx.trial_number"]))
+            trial = stores.running_trial(int(child.data.tags[schema.TAG_TRIAL]))
             if trial is not None:
                 return trial
         return None
@@ -320,9 +326,9 @@ def test_a_worker_killed_mid_trial_is_replaced(server, storage, launch):
     trials, children = _assert_complete_run(stores, n_trials=n_trials, replaced=1)
     assert next(t for t in trials if t.number == trial.number).state.name == "FAIL"
     assert [t.number for t in trials if t.user_attrs.get(REPLACES) == trial.number]
-    (orphan,) = [c for c in children if c.data.tags["mlx.trial_number"] == str(trial.number)]
+    (orphan,) = [c for c in children if c.data.tags[schema.TAG_TRIAL] == str(trial.number)]
     assert orphan.info.status == "KILLED"
-    assert orphan.data.tags["mlx.worker"] == "victim"
+    assert orphan.data.tags[schema.TAG_WORKER] == "victim"
 
 
 def test_the_coordinator_killed_and_resumed_finishes(server, storage, launch):
@@ -349,7 +355,7 @@ def test_the_coordinator_killed_and_resumed_finishes(server, storage, launch):
     trials, children = _assert_complete_run(stores, n_trials=n_trials, replaced=1)
     assert stores.parent().info.run_id == before.info.run_id
     assert next(t for t in trials if t.number == trial.number).state.name == "FAIL"
-    lost = [c for c in children if c.data.tags["mlx.trial_number"] == str(trial.number)]
+    lost = [c for c in children if c.data.tags[schema.TAG_TRIAL] == str(trial.number)]
     assert [c.info.status for c in lost] == ["KILLED"]
 
 
@@ -382,7 +388,7 @@ def test_a_worker_of_another_definition_refuses_to_join(server, storage, launch,
         assert "Traceback" not in output, output
     assert coordinator.alive(), coordinator.output()[-3000:]
     parent = stores.parent("RUNNING")
-    workers = {c.data.tags["mlx.worker"] for c in stores.children(parent)}
+    workers = {c.data.tags[schema.TAG_WORKER] for c in stores.children(parent)}
     assert all(w.endswith("(coordinator)") for w in workers), workers
 
     coordinator.process.send_signal(signal.SIGINT)
@@ -459,7 +465,7 @@ def test_passwords_never_leak(tmp_path, launch, monkeypatch):
             stores = _Stores(server, storage)
             parent = stores.parent()
             # Redacted, not dropped: the run still says where its study lives.
-            assert f"{role}:***@" in parent.data.tags["mlx.optuna_storage"]
+            assert f"{role}:***@" in parent.data.tags[schema.TAG_OPTUNA_STORAGE]
             runs, files = _download_everything(stores.client, server.url, tmp_path / "downloads")
             assert len(runs) == N_TRIALS + 1
             for run in runs:
@@ -516,7 +522,7 @@ def test_a_postgres_restart_mid_search_is_survived(server, storage, launch):
 
     def all_joined():
         parent = stores.parent()
-        who = {c.data.tags["mlx.worker"] for c in stores.children(parent)} if parent else set()
+        who = {c.data.tags[schema.TAG_WORKER] for c in stores.children(parent)} if parent else set()
         return {"worker-1", "worker-2"} <= who
 
     # Every process is in the search (the restart is not the one a worker starts into).

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from mlx.cli import cli
+from mlx.tracking import schema
 
 IRIS = """
 from sklearn.datasets import load_iris
@@ -98,11 +99,12 @@ def test_a_password_in_a_working_storage_url_is_never_stored(stores, write_exper
         client = _assert_nowhere(secret, uri, tmp_path, output)
         # The run did happen and did record where its study lives, without the password.
         (parent,) = client.search_runs(
-            [client.get_experiment_by_name("secrets").experiment_id], "tags.`mlx.role` = 'parent'"
+            [client.get_experiment_by_name("secrets").experiment_id],
+            f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PARENT}'",
         )
         assert parent.info.status == "FINISHED"
-        assert parent.data.tags["mlx.optuna_storage"] == storage.replace(secret, "***")
-        assert "mlx.model_uri" in parent.data.tags
+        assert parent.data.tags[schema.TAG_OPTUNA_STORAGE] == storage.replace(secret, "***")
+        assert schema.TAG_MODEL_URI in parent.data.tags
         # Nor does the study keep the URL in its attributes.
         loaded = optuna.storages.RDBStorage(storage)
         try:

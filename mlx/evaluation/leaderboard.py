@@ -4,6 +4,8 @@ import csv
 import io
 import math
 
+from mlx.tracking._schema import best_val
+
 __all__ = ["leaderboard", "leaderboard_csv", "leaderboard_figure"]
 
 _LEADERBOARD_STATES = ("COMPLETE", "PRUNED", "FAIL")
@@ -69,7 +71,7 @@ def leaderboard_csv(rows, metric_name):
     writer = csv.writer(buf, lineterminator="\n")
     states = [state.lower() for state in _LEADERBOARD_STATES]
     writer.writerow(
-        ["model", "best_trial", f"best_val_{metric_name}", "fit_time_s", "size_bytes", *states]
+        ["model", "best_trial", best_val(metric_name), "fit_time_s", "size_bytes", *states]
     )
     for r in rows:
         cells = [r["model"], r["best_trial"], r["best_value"], r["fit_time"], r["size"]]
