@@ -52,9 +52,9 @@ def write_ahead_log(path):
     In WAL mode a commit appends to one log instead of writing a rollback journal and the
     database; with ``synchronous=NORMAL`` it does not wait for the disk either. SQLite
     documents this pair as safe from corruption; a power cut (not a crash of the process) may
-    lose the last commits. A trial's three writes then cost about 12 ms instead of 17-27 ms
-    here, and `mlflow ui` can read while a search writes; an Optuna trial's
-    dozen commits cost a few ms instead of about 50 ms. The journal mode is a persistent
+    lose the last commits. Commits no longer wait for the disk, which is what a search's many
+    small commits spent most of their time on (``bench/tracking.py`` measures it), and
+    ``mlflow ui`` can read while a search writes. The journal mode is a persistent
     setting of the file; ``synchronous`` is set on each new connection to this store (and to
     no other database). Where WAL cannot be set (read-only or network file systems), the store
     stays as it is.

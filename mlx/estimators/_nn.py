@@ -432,8 +432,8 @@ def loss_and_gradient(network, grads, X, Y, *, activation, loss, alpha, workspac
 
 
 # Below this many multiply-adds in a step's largest product (batch x fan_in x fan_out), a second
-# BLAS thread costs more than it saves: (64,) and (256,) networks on batches of 200 ran 1.3-5x
-# faster on one thread of this 2-core machine, and threads fight scikit-learn's OpenMP pools.
+# BLAS thread costs more than it saves: waking it takes longer than its share of a small product,
+# and its spinning fights scikit-learn's OpenMP pools (bench/estimators.py shows the effect).
 SINGLE_THREAD_PRODUCT = 1 << 25
 
 
