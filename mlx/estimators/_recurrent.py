@@ -182,6 +182,13 @@ class _RecurrentLayer:
         np.matmul(dA2, p["W"].T, out=dX.reshape(T * n, D))
         return dX
 
+    def _transposed(self, U):
+        """U^T as a contiguous copy: the frame loop's (n, G H) x (G H, H) product ran 1.5x
+        faster on it than on the transposed view (BLAS's small-matrix paths)."""
+        U_T = self._buffer("U_T", U.shape[::-1])
+        np.copyto(U_T, U.T)
+        return U_T
+
     def _input_gradient(self, dP, g, ones):
         """dL/dA, the gradient of the input projections, from the recurrent one (the same array
         unless the cell puts something between them); may reuse dP's memory."""
@@ -231,7 +238,7 @@ class GRU(_RecurrentLayer):
     def _steps_backward(self, dh, dH, dP, p):
         T, n, _ = dP.shape
         H = self.hidden_size
-        U_T = p["U"].T
+        U_T = self._transposed(p["U"])
         Hs, RZ, P, H_tilde = self._Hs, self._RZ, self._P, self._H_tilde
         dA_h = self._buffer("dA_h", (T, n, H))  # dL/da_h, kept for the input side
         dh_z = self._buffer("dh_z", (n, H))
@@ -315,7 +322,7 @@ class LSTM(_RecurrentLayer):
     def _steps_backward(self, dh, dH, dP, p):
         T, n, _ = dP.shape
         H = self.hidden_size
-        U_T = p["U"].T
+        U_T = self._transposed(p["U"])
         Gates, C, tanh_C = self._Gates, self._C, self._tanh_C
         dc = self._buffer("dc", (n, H))  # dL/dc_t carried back through the loop
         dc[...] = 0
