@@ -14,17 +14,28 @@ from pathlib import Path
 __all__ = ["is_local", "redact_url", "sqlite_path", "write_ahead_log"]
 
 # user:password@ right after the scheme; the password may hold an unescaped "@".
-_USERINFO = re.compile(r"(?<=://)([^/@:]*):([^/]*)@")
+_USERINFO = re.compile(r"(?<=://)([^/@:\s]*):([^/\s]*)@")
+# Credentials passed as query parameters (libpq takes ?password=..., HTTP APIs ?token=...).
+_SECRET_PARAMS = (
+    "password|passwd|pwd|sslpassword|token|access_token|refresh_token|id_token|auth|"
+    "authorization|secret|client_secret|key|api_key|apikey|access_key|secret_key|sslkey|"
+    "private_key|signature|sig"
+)
+_QUERY_SECRET = re.compile(rf"(?i)([?&;](?:{_SECRET_PARAMS})=)[^&;#\s'\"]*")
 
 
 def redact_url(url):
-    """``url`` with any password replaced by ``***`` (``scheme://user:***@host/...``).
+    """``url`` with its credentials replaced by ``***``.
 
-    Also applies to any text that contains URLs, such as a driver's error message.
+    A password in the user part (``scheme://user:***@host/...``) and the values of credential
+    query parameters (``?password=***``, ``&token=***``, ``sslpassword``, ``access_token``,
+    ``secret``, ``key``, ...) are hidden. Also applies to any text that contains URLs, such as a
+    driver's error message.
     """
     if url is None:
         return None
-    return _USERINFO.sub(r"\1:***@", str(url))
+    text = _USERINFO.sub(r"\1:***@", str(url))
+    return _QUERY_SECRET.sub(r"\1***", text)
 
 
 def sqlite_path(url):

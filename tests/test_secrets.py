@@ -88,12 +88,19 @@ def test_unreachable_stores_with_passwords_are_named_redacted(stores, write_expe
     _assert_nowhere(secret, uri, tmp_path, output + second_output)
 
 
-def test_a_password_in_a_working_storage_url_is_never_stored(stores, write_experiment, tmp_path):
+@pytest.mark.parametrize("form", ["userinfo", "query"])
+def test_a_password_in_a_working_storage_url_is_never_stored(
+    stores, write_experiment, tmp_path, form
+):
+    """Fails if redact_url misses either form: ``user:pw@host`` or libpq's ``?password=pw``."""
     uri, _ = stores
     path = write_experiment(IRIS)
     secret = _secret()
     with postgres_role(secret) as role, postgres_database(owner=role) as database:
-        storage = pg_url(database, user=role, password=secret)
+        if form == "userinfo":
+            storage = pg_url(database, user=role, password=secret)
+        else:
+            storage = pg_url(database, user=role) + f"?password={secret}"
         result, output = _run(path, "--tracking-uri", uri, "--storage", storage)
         assert result.exit_code == 0, output
         client = _assert_nowhere(secret, uri, tmp_path, output)

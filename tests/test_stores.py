@@ -19,6 +19,20 @@ from mlx.stores import is_local, redact_url
             "see postgresql://u:secret@h/db and http://v:secret@g",
             "see postgresql://u:***@h/db and http://v:***@g",
         ),
+        ("postgresql://mlx@h/db?password=secret", "postgresql://mlx@h/db?password=***"),
+        (
+            "postgresql://mlx@h/db?sslmode=require&sslpassword=secret&application_name=a",
+            "postgresql://mlx@h/db?sslmode=require&sslpassword=***&application_name=a",
+        ),
+        ("https://h/api?token=secret", "https://h/api?token=***"),
+        ("https://h/x?a=1&access_token=secret#frag", "https://h/x?a=1&access_token=***#frag"),
+        ("https://h/x?SECRET=secret&key=secret", "https://h/x?SECRET=***&key=***"),
+        (
+            "error near 'postgresql://u@h/db?password=secret'",
+            "error near 'postgresql://u@h/db?password=***'",
+        ),
+        # A parameter that merely contains a secret word is not a credential.
+        ("postgresql://u@h/db?keepalives=1", "postgresql://u@h/db?keepalives=1"),
     ],
 )
 def test_redact_url(url, shown):
