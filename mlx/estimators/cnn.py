@@ -14,14 +14,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _nn
-from ._conv import (
-    Convolution,
-    GlobalPooling,
-    Pooling,
-    ceil_padding,
-    output_length,
-    same_padding,
-)
+from ._conv import Convolution, GlobalPooling, Pooling, same_padding
 from ._deep import (
     BASE_ATTRIBUTES_DOC,
     BASE_PARAMETERS_DOC,
@@ -55,8 +48,54 @@ def _positive_ints(value, name, *, d=None, allow_empty=False):
     return tuple(int(v) for v in values)
 
 
+class ConvBlock:
+    """Convolution -> bias -> activation -> pooling, on arrays laid out (C, *L, n).
+
+    ``A = pool(f(conv(X) + b))``. Max pooling commutes with adding a per-channel bias and with a
+    non-decreasing activation (all of ``_nn.ACTIVATIONS`` are), so with max pooling the block
+    computes the same ``A = f(maxpool(conv(X)) + b)`` on the pooled, P times smaller array; the
+    gradient agrees too, but where a window ties (the first maximiser of the pre-activation gets
+    it). Average pooling does not commute with f: ``A = avgpool(f(conv(X) + b))``.
+    """
+
+    def __init__(self, kernel, padding, pool, pool_size, activation):
+        self.convolution = Convolution(kernel, 1, padding, pool=None if pool is None else pool_size)
+        self.pooling = None if pool is None else Pooling(pool)
+        self.f, self.f_prime = _nn.ACTIVATIONS[activation], _nn.DERIVATIVES[activation]
+
+    def forward(self, X, W, b):
+        Z = self.convolution.forward(X, W)  # (F, P, *L', n)
+        bias = b.reshape(-1, *(1,) * (Z.ndim - 2))
+        if self.pooling is None:
+            Y = Z[:, 0]
+            Y += bias
+            self.A = self.f(Y)
+        elif self.pooling.mode == "max":
+            Y = self.pooling.forward(Z, self.convolution.win)
+            Y += bias
+            self.A = self.f(Y)
+        else:
+            Z += bias[:, None]
+            self.A = self.f(Z)
+            Y = self.pooling.forward(Z, self.convolution.win)
+        return Y
+
+    def backward(self, dA, W, dW, db, *, input_grad=True):
+        """Fill dW and db from dA = dL/dA; return dL/dX unless ``input_grad`` is False."""
+        if self.pooling is None or self.pooling.mode == "max":
+            dY = self.f_prime(self.A, dA)
+            dY.sum(axis=tuple(range(1, dY.ndim)), out=db)
+            dZ = dY[:, None] if self.pooling is None else self.pooling.backward(dY)
+        else:
+            dZ = self.f_prime(self.A, self.pooling.backward(dA))
+            dZ.sum(axis=tuple(range(1, dZ.ndim)), out=db)
+        return self.convolution.backward(dZ, W, dW, input_grad=input_grad)
+
+
 class ConvNetwork(FlatNetwork):
-    """Conv blocks -> global pooling (or flattening) -> dense head, its parameters in one flat buffer.
+    """Conv blocks -> global pooling (or flattening) -> dense head, its parameters in one flat
+    buffer. Between the blocks the activations are laid out (C, *L, n) (see :mod:`._conv`); the
+    input (n, channels, steps) enters as a view.
 
     Parameters (all keyword-only; they are the network's ``config``)
     ----------
@@ -118,21 +157,12 @@ class ConvNetwork(FlatNetwork):
         self.image = conv == "2d"
         size, in_channels = ((channels, steps), 1) if self.image else ((steps,), channels)
         self.activation = activation
+        pads = tuple(same_padding(k) if padding == "same" else (0, 0) for k in kernel)
         self.blocks, layout = [], []
         for i, out_channels in enumerate(filters):
-            if padding == "same":
-                pads = tuple(same_padding(k) for k in kernel)
-            else:
-                pads = ((0, 0),) * len(kernel)
-            size = tuple(
-                output_length(L, k, 1, *p) for L, k, p in zip(size, kernel, pads, strict=True)
-            )
-            pooling = None
-            if pool is not None:
-                pool_pads = tuple(ceil_padding(L, p) for L, p in zip(size, pool_size, strict=True))
-                pooling = Pooling(pool_size, padding=pool_pads, mode=pool)
-                size = tuple(-(-L // p) for L, p in zip(size, pool_size, strict=True))
-            self.blocks.append((Convolution(kernel, 1, pads), pooling))
+            block = ConvBlock(kernel, pads, pool, pool_size, activation)
+            size = block.convolution.window(size).out
+            self.blocks.append(block)
             layout += [
                 (f"W{i}", (out_channels, in_channels, *kernel), True),
                 (f"b{i}", (out_channels,), False),
@@ -152,15 +182,15 @@ class ConvNetwork(FlatNetwork):
     def initialise(self, rng):
         """Glorot-uniform weights (for a convolution, fan_in = C prod(k) and fan_out =
         F prod(k), the inputs and outputs of one position); zero biases."""
-        names = [f"W{i}" for i in range(len(self.blocks))] + [
-            f"V{j}" for j in range(len(self.dense))
-        ]
+        names = [f"W{i}" for i in range(len(self.blocks))]
+        names += [f"V{j}" for j in range(len(self.dense))]
         for name in names:
             W = self.p[name]
-            receptive = int(np.prod(W.shape[2:]))
-            fan_in, fan_out = (
-                (W.shape[1] * receptive, W.shape[0] * receptive) if W.ndim > 2 else W.shape
-            )
+            if W.ndim > 2:
+                receptive = math.prod(W.shape[2:])
+                fan_in, fan_out = W.shape[1] * receptive, W.shape[0] * receptive
+            else:
+                fan_in, fan_out = W.shape
             r = _nn.glorot_uniform_bound(fan_in, fan_out, self.activation)
             W[...] = rng.uniform(-r, r, W.shape)
         self.params[self.n_weights :] = 0
@@ -168,45 +198,38 @@ class ConvNetwork(FlatNetwork):
 
     def forward(self, X, training=False, rng=None):
         f = _nn.ACTIVATIONS[self.activation]
-        A = X.reshape(X.shape[0], 1, *X.shape[1:]) if self.image else X
-        self._activated = []
-        for i, (convolution, pooling) in enumerate(self.blocks):
-            A = f(convolution.forward(A, self.p[f"W{i}"], self.p[f"b{i}"]))
-            self._activated.append(A)
-            if pooling is not None:
-                A = pooling.forward(A)
+        # (C, *L, n) views of the input: (1, H, W, n) for an image, (C, L, n) for frames
+        A = np.moveaxis(X, 0, -1)
+        A = A[None] if self.image else A
+        for i, block in enumerate(self.blocks):
+            A = block.forward(A, self.p[f"W{i}"], self.p[f"b{i}"])
         self._pooled_shape = A.shape
-        if self.global_pooling is None:
-            H = A.reshape(A.shape[0], -1)
+        if self.global_pooling is None:  # (n, F * prod(L')): each example's (F, *L') in C order
+            H = A.reshape(-1, A.shape[-1]).T
         else:
             H = self.global_pooling.forward(A)
+        self._hidden = []
         last = len(self.dense) - 1
         for j, (dense, dropout) in enumerate(self.dense):
             Z = dense.forward(dropout.forward(H, training, rng), self.p[f"V{j}"], self.p[f"c{j}"])
             H = f(Z) if j < last else Z
-            if j < last:
-                self._activated.append(H)
+            self._hidden.append(H)
         return H
 
     def backward(self, dZ):
         f_prime = _nn.DERIVATIVES[self.activation]
-        n_blocks = len(self.blocks)
         for j in range(len(self.dense) - 1, -1, -1):
             if j < len(self.dense) - 1:
-                dZ = f_prime(self._activated[n_blocks + j], dZ)
+                dZ = f_prime(self._hidden[j], dZ)
             dense, dropout = self.dense[j]
             dH = dense.backward(dZ, self.p[f"V{j}"], self.g[f"V{j}"], self.g[f"c{j}"])
             dZ = dropout.backward(dH)
         if self.global_pooling is None:
-            dA = dZ.reshape(self._pooled_shape)
+            dA = dZ.T.reshape(self._pooled_shape)
         else:
             dA = self.global_pooling.backward(dZ)
-        for i in range(n_blocks - 1, -1, -1):
-            convolution, pooling = self.blocks[i]
-            if pooling is not None:
-                dA = pooling.backward(dA)
-            dA = f_prime(self._activated[i], dA)
-            dA = convolution.backward(
+        for i in range(len(self.blocks) - 1, -1, -1):
+            dA = self.blocks[i].backward(
                 dA, self.p[f"W{i}"], self.g[f"W{i}"], self.g[f"b{i}"], input_grad=i > 0
             )
 
