@@ -41,17 +41,17 @@ _RNN_NOTES = """    A row of X is the C-order flattening of an ``input_shape = (
     frames of one feature. With :math:`h_0 = 0`, the GRU computes at every frame
 
     .. math::
-        r_t &= \\sigma(x_t W_r + h_{{t-1}} U_r + b_r), \\quad
-        z_t = \\sigma(x_t W_z + h_{{t-1}} U_z + b_z), \\\\
-        \\tilde h_t &= \\tanh(x_t W_h + b_h + r_t \\odot (h_{{t-1}} U_h + b_u)), \\\\
-        h_t &= (1 - z_t) \\odot \\tilde h_t + z_t \\odot h_{{t-1}},
+        r_t &= \\sigma(x_t W_r + h_{t-1} U_r + b_r), \\quad
+        z_t = \\sigma(x_t W_z + h_{t-1} U_z + b_z), \\\\
+        \\tilde h_t &= \\tanh(x_t W_h + b_h + r_t \\odot (h_{t-1} U_h + b_u)), \\\\
+        h_t &= (1 - z_t) \\odot \\tilde h_t + z_t \\odot h_{t-1},
 
     the LSTM
 
     .. math::
-        (i_t, f_t, o_t) &= \\sigma(x_t W_{{ifo}} + h_{{t-1}} U_{{ifo}} + b_{{ifo}}), \\quad
-        g_t = \\tanh(x_t W_g + h_{{t-1}} U_g + b_g), \\\\
-        c_t &= f_t \\odot c_{{t-1}} + i_t \\odot g_t, \\quad h_t = o_t \\odot \\tanh(c_t),
+        (i_t, f_t, o_t) &= \\sigma(x_t W_{ifo} + h_{t-1} U_{ifo} + b_{ifo}), \\quad
+        g_t = \\tanh(x_t W_g + h_{t-1} U_g + b_g), \\\\
+        c_t &= f_t \\odot c_{t-1} + i_t \\odot g_t, \\quad h_t = o_t \\odot \\tanh(c_t),
 
     and the output layer reads the last state: :math:`z = h_T V + c`. The gates are what let
     a gradient cross many frames (the update gate z, the forget gate f near 1 keep h or c
