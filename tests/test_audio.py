@@ -1,4 +1,4 @@
-"""mlx.audio on files written here: the folder loader, LogMelFeatures and the synthetic sounds."""
+"""mlx.audio: LogMelFeatures and the synthetic sounds (the folder loader: test_audio_folder.py)."""
 
 import pickle
 import subprocess
@@ -20,7 +20,6 @@ from mlx.audio import (
     LogMelFeatures,
     load_audio_folder,
     make_instrument_sounds,
-    write_audio_folder,
 )
 
 sf = pytest.importorskip("soundfile")
@@ -34,174 +33,9 @@ def _tone(freq, seconds=0.5, sr=SR, amplitude=0.5):
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def _write(path, data, sr=SR, **kwargs):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, data, sr, **kwargs)
-    return path
-
-
 @pytest.fixture(scope="module")
 def instruments():
     return make_instrument_sounds(100, random_state=0)
-
-
-# --- load_audio_folder -----------------------------------------------------------------------
-
-FORMATS = [
-    ("WAV", "PCM_16", "wav", 1e-4),
-    ("WAV", "PCM_24", "wav", 1e-6),
-    ("WAV", "PCM_32", "wav", 1e-7),
-    ("WAV", "FLOAT", "wav", 0.0),
-    ("FLAC", "PCM_16", "flac", 1e-4),
-    ("FLAC", "PCM_24", "flac", 1e-6),
-    ("OGG", "VORBIS", "ogg", None),  # lossy: compared by spectrum below
-]
-
-
-@pytest.mark.parametrize(("fmt", "subtype", "ext", "atol"), FORMATS)
-def test_reads_each_format_and_bit_depth(tmp_path, fmt, subtype, ext, atol):
-    if subtype not in sf.available_subtypes(fmt):
-        pytest.skip(f"libsndfile here cannot write {fmt}/{subtype}")
-    a, b = _tone(440), _tone(1000, amplitude=0.3)
-    _write(tmp_path / "low" / f"recA-0.{ext}", a, format=fmt, subtype=subtype)
-    _write(tmp_path / "high" / f"recB-0.{ext}", b, format=fmt, subtype=subtype)
-
-    clips, labels, groups, report = load_audio_folder(tmp_path)
-
-    assert clips.dtype == np.float32 and clips.shape == (2, a.size)
-    assert_array_equal(labels, ["high", "low"])
-    assert_array_equal(groups, ["recB", "recA"])
-    assert report.sr == SR and report.n_loaded == 2 and report.skipped == []
-    if atol is not None:
-        assert_allclose(clips, [b, a], atol=atol, rtol=0)
-    else:
-        peaks = np.abs(np.fft.rfft(clips, axis=1)).argmax(axis=1) * SR / a.size
-        assert_allclose(peaks, [1000, 440], atol=4)
-
-
-def test_stereo_is_mixed_to_mono(tmp_path):
-    left, right = _tone(440), _tone(660, amplitude=0.2)
-    _write(tmp_path / "c" / "r-0.wav", np.column_stack([left, right]), subtype="FLOAT")
-    clips, *_ = load_audio_folder(tmp_path)
-    assert clips.shape == (1, left.size)
-    assert_allclose(clips[0], (left + right) / 2, atol=1e-7)
-
-
-def test_other_sample_rate_is_resampled_when_asked(tmp_path):
-    _write(tmp_path / "a" / "r1-0.wav", _tone(440), subtype="FLOAT")
-    odd = _write(tmp_path / "b" / "r2-0.wav", _tone(1000, sr=8000), sr=8000, subtype="FLOAT")
-
-    clips, _, _, report = load_audio_folder(tmp_path, duration=0.5)
-
-    assert report.sr == SR and report.resampled == [odd]
-    assert clips.shape == (2, SR // 2)
-    peak_hz = np.abs(np.fft.rfft(clips[1])).argmax() * SR / clips.shape[1]
-    assert abs(peak_hz - 1000) <= 4  # the tone keeps its pitch at the new rate
-
-
-def test_other_sample_rate_is_rejected_naming_the_file(tmp_path):
-    _write(tmp_path / "a" / "r1-0.wav", _tone(440))
-    _write(tmp_path / "b" / "r2-0.wav", _tone(440, sr=8000), sr=8000)
-    with pytest.raises(ValueError, match=r"r2-0\.wav' has sample rate 8000 Hz, expected 16000"):
-        load_audio_folder(tmp_path, resample=False)
-    # An explicit sr holds the first file to it as well.
-    with pytest.raises(ValueError, match=r"r1-0\.wav' has sample rate 16000 Hz, expected 8000"):
-        load_audio_folder(tmp_path, sr=8000, resample=False)
-
-
-def test_bad_files_are_skipped_listed_and_warned_about(tmp_path):
-    good = _write(tmp_path / "a" / "good-0.wav", _tone(440))
-    (tmp_path / "a" / "empty-0.wav").write_bytes(b"")
-    _write(tmp_path / "a" / "noframes-0.wav", np.zeros(0, dtype=np.float32))
-    _write(tmp_path / "b" / "silent-0.wav", np.zeros(SR // 2, dtype=np.float32))
-    rng = np.random.default_rng(0)
-    (tmp_path / "b" / "corrupt-0.wav").write_bytes(rng.bytes(2000))
-    (tmp_path / "b" / "notes.txt").write_text("not audio")
-    (tmp_path / "b" / ".DS_Store").write_bytes(b"\0")  # hidden: not part of the layout
-
-    with pytest.warns(UserWarning, match=r"skipped 5 of 6 files") as record:
-        clips, labels, groups, report = load_audio_folder(tmp_path)
-
-    assert clips.shape == (1, SR // 2) and labels.tolist() == ["a"] and groups.tolist() == ["good"]
-    reasons = {path.name: reason for path, reason, _ in report.skipped}
-    assert set(reasons) == {
-        "empty-0.wav",
-        "noframes-0.wav",
-        "silent-0.wav",
-        "corrupt-0.wav",
-        "notes.txt",
-    }
-    assert reasons == {
-        "empty-0.wav": "empty",
-        "noframes-0.wav": "no audio frames",
-        "silent-0.wav": "silent",
-        "corrupt-0.wav": "unreadable",
-        "notes.txt": "not audio",
-    }
-    assert good not in [s.path for s in report.skipped]
-    message = str(record[0].message)
-    assert "1 empty, 1 no audio frames, 1 not audio, 1 silent, 1 unreadable" in message
-    assert "silent-0.wav: silent (peak amplitude 0 <= silence_threshold=0.0001)" in str(report)
-
-
-def test_quiet_but_not_silent_file_is_kept(tmp_path):
-    _write(tmp_path / "a" / "quiet-0.wav", _tone(440, amplitude=1e-3), subtype="PCM_24")
-    clips, *_ = load_audio_folder(tmp_path)
-    assert clips.shape[0] == 1
-
-
-def test_clips_are_padded_or_cut_to_duration(tmp_path):
-    short, long = _tone(440, seconds=0.25), _tone(440, seconds=1.0)
-    _write(tmp_path / "a" / "s-0.wav", short, subtype="FLOAT")
-    _write(tmp_path / "a" / "t-0.wav", long, subtype="FLOAT")
-    clips, _, _, report = load_audio_folder(tmp_path, duration=0.5)
-    assert clips.shape == (2, SR // 2)
-    assert_allclose(clips[0, : short.size], short)
-    assert not clips[0, short.size :].any()
-    assert_allclose(clips[1], long[: SR // 2])
-    assert (report.n_padded, report.n_cut) == (1, 1)
-    with pytest.raises(ValueError, match=r"differ in length \(4000 to 16000 samples.*duration="):
-        load_audio_folder(tmp_path)
-
-
-def test_groups_are_stem_prefixes_and_order_is_sorted(tmp_path):
-    for name in ["zeta-2.wav", "alpha-1-take2.wav", "solo.wav"]:
-        _write(tmp_path / "b" / name, _tone(440))
-    _write(tmp_path / "a" / "nested" / "rec9-1.flac", _tone(440), format="FLAC")
-    clips, labels, groups, _ = load_audio_folder(tmp_path)
-    assert labels.tolist() == ["a", "b", "b", "b"]
-    assert groups.tolist() == ["rec9", "alpha", "solo", "zeta"]
-
-
-def test_folder_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_audio_folder(tmp_path / "missing")
-    (tmp_path / "loose.wav").write_bytes(b"")
-    with pytest.raises(ValueError, match="No class folders"):
-        load_audio_folder(tmp_path)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "x-0.wav").write_bytes(b"")
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="No readable audio"):
-        load_audio_folder(tmp_path)
-    with pytest.raises(ValueError, match="duration must be a positive"):
-        load_audio_folder(tmp_path, duration=0)
-
-
-def test_write_then_load_round_trip(tmp_path, instruments):
-    clips, labels, groups = (a[:30] for a in instruments)
-    write_audio_folder(tmp_path, clips, labels, groups, sr=SR, subtype="PCM_24")
-    loaded, loaded_labels, loaded_groups, report = load_audio_folder(tmp_path, sr=SR)
-    # The loader returns files sorted by label then name, "{group}-{index:04d}.wav".
-    names = [f"{g}-{i:04d}" for i, g in enumerate(groups)]
-    order = np.lexsort((names, labels))
-    assert_array_equal(loaded_labels, labels[order])
-    assert_array_equal(loaded_groups, groups[order].astype(str))
-    assert_allclose(loaded, clips[order], atol=1e-6)
-    assert report.skipped == []
-    with pytest.raises(ValueError, match="without '-'"):
-        write_audio_folder(tmp_path, clips[:1], ["a"], ["x-1"], sr=SR)
-    with pytest.raises(ValueError, match=r"beyond \[-1, 1\]"):
-        write_audio_folder(tmp_path, np.full((1, 100), 1.5), ["a"], ["x"], sr=SR)
 
 
 # --- LogMelFeatures --------------------------------------------------------------------------
@@ -214,7 +48,7 @@ def test_features_shapes_names_and_dtype(instruments):
     names = features.get_feature_names_out()
     assert out.shape == (12, 80) and out.dtype == np.float32 and np.isfinite(out).all()
     assert names.shape == (80,) and names[7] == "mel07_mean" and names[40] == "mel00_std"
-    assert features.n_features_in_ == clips.shape[1]
+    assert features.n_features_in_ == clips.shape[1] and features.n_frames_ == 1 + 8000 // 512
     assert features.transform(clips.astype(np.float64)).dtype == np.float64
 
     mfcc = LogMelFeatures(n_mfcc=13, stats=("median", "max", "min")).fit(clips)

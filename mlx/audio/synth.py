@@ -419,9 +419,11 @@ def make_contour_sounds(
     transposition of the clip (uniform in +-1 semitone) and :math:`\\epsilon_k` a detuning of
     the note (uniform in +-0.25 semitone); the notes lie between about 180 Hz and 1 kHz. As
     the centres span an octave, a note's pitch does not tell its rank in the scale: a model
-    must follow the moves from note to note. The melody fills a fraction (uniform in 0.8-0.95) of the clip
-    from a random start; it is cut into five equal slots, and each note starts up to 10% of a
-    slot late and sounds for 75-90% of it, then fades out in 10 ms, so notes never overlap.
+    must follow the moves from note to note.
+
+    The melody fills a fraction (uniform in 0.8-0.95) of the clip from a random start; it is
+    cut into five equal slots, and each note starts up to 10% of a slot late and sounds for
+    75-90% of it, then fades out in 10 ms, so notes never overlap.
 
     Frames of 64 ms (``n_fft=1024`` at 16 kHz) resolve the fundamentals a major third apart;
     a hop of 32 ms gives each note about five frames in a one-second clip.
