@@ -1,9 +1,12 @@
 """Loading a folder of recordings (one sub-folder per class), and writing one."""
 
+import itertools
 import math
 import os
 import warnings
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
@@ -61,6 +64,28 @@ class AudioFolderReport:
         lines += [f"  skipped {s.path}: {s.reason} ({s.detail})" for s in self.skipped]
         return "\n".join(lines)
 
+    def to_dict(self):
+        """The report in JSON types (paths as strings), for ``json.dump`` or a run artifact.
+
+        Examples
+        --------
+        >>> import json
+        >>> from pathlib import Path
+        >>> report = AudioFolderReport(sr=16000, n_loaded=2, resampled=[Path("a/x-0.wav")])
+        >>> json.dumps(report.to_dict()["resampled"])
+        '["a/x-0.wav"]'
+        """
+        return {
+            "sr": None if self.sr is None else int(self.sr),
+            "n_loaded": int(self.n_loaded),
+            "n_padded": int(self.n_padded),
+            "n_cut": int(self.n_cut),
+            "resampled": [str(path) for path in self.resampled],
+            "skipped": [
+                {"path": str(s.path), "reason": s.reason, "detail": s.detail} for s in self.skipped
+            ],
+        }
+
 
 class AudioFolder(NamedTuple):
     """Result of :func:`load_audio_folder`; unpacks as ``clips, labels, groups, report``."""
@@ -90,6 +115,21 @@ def _class_files(root):
     ]
 
 
+def _n_workers(n_jobs):
+    """Threads for ``n_jobs`` (None and -1: every available core; -2: all but one; ...)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    available = available or 1
+    if n_jobs is None:
+        return available
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral) or n_jobs == 0:
+        raise ValueError(
+            f"n_jobs must be a non-zero integer or None, got n_jobs={n_jobs!r}: 1 loads the "
+            f"files one after another, None or -1 uses all {available} available cores, -2 all "
+            "but one."
+        )
+    return int(n_jobs) if n_jobs > 0 else max(available + 1 + int(n_jobs), 1)
+
+
 def _read_mono(sf, path, seconds, silence_threshold):
     """(mono float32 signal, sample rate), or a SkippedFile saying why the file is left out.
 
@@ -117,18 +157,113 @@ def _read_mono(sf, path, seconds, silence_threshold):
     return np.ascontiguousarray(signal), rate
 
 
-def _fit_length(signal, n_samples, report):
-    if signal.shape[0] > n_samples:
-        report.n_cut += 1
-        return signal[:n_samples]
-    if signal.shape[0] < n_samples:
-        report.n_padded += 1
-        return np.pad(signal, (0, n_samples - signal.shape[0]))
-    return signal
+def _resample(signal, rate, sr):
+    """``librosa.resample(signal, orig_sr=rate, target_sr=sr)``, sample for sample.
+
+    librosa's default resampler is libsoxr at "soxr_hq", its output fixed to
+    ceil(n * sr / rate) samples; calling soxr directly skips librosa's import (seconds) and its
+    per-call checks, and releases the GIL, so threads resample in parallel.
+    """
+    soxr = require("soxr")
+    n_out = math.ceil(signal.shape[0] * (sr / rate))  # librosa's expression, rounding included
+    resampled = soxr.resample(signal, rate, sr, quality="soxr_hq")
+    if resampled.shape[0] >= n_out:
+        return resampled[:n_out]
+    return np.pad(resampled, (0, n_out - resampled.shape[0]))
+
+
+class _Kept(NamedTuple):
+    """A readable file whose samples went to output row ``row``."""
+
+    row: int
+    n_samples: int  # at the output rate, before padding or cutting to the duration
+    resampled: bool
+
+
+class _Loader(NamedTuple):
+    """Reads one file, resamples it and writes it into its row of the output, in any thread."""
+
+    sf: object
+    duration: float | None
+    silence_threshold: float
+    resample: bool
+    sr_given: bool
+
+    def decode(self, path, sr):
+        """(signal at ``sr`` (at its own rate when sr is None), its own rate, resampled?).
+
+        Or the SkippedFile saying why it is left out.
+        """
+        if path.suffix.lower() not in AUDIO_EXTENSIONS:
+            detail = f"extension {path.suffix!r} not in AUDIO_EXTENSIONS"
+            return SkippedFile(path, "not audio", detail)
+        read = _read_mono(self.sf, path, self.duration, self.silence_threshold)
+        if isinstance(read, SkippedFile):
+            return read
+        signal, rate = read
+        if sr is None or rate == sr:
+            return signal, rate, False
+        if not self.resample:
+            raise ValueError(
+                f"{str(path)!r} has sample rate {rate} Hz, expected {sr} Hz "
+                f"({'given as sr' if self.sr_given else 'the rate of the first file'}); "
+                "pass resample=True to resample it."
+            )
+        return _resample(signal, rate, sr), rate, True
+
+    def store(self, clips, row, signal, resampled):
+        """Write ``signal`` into ``clips[row]``, zero-padded or cut when a duration is set.
+
+        Without a duration a clip of another length is not stored: the caller reports the
+        lengths once every file is read.
+        """
+        n = signal.shape[0]
+        if self.duration is not None or n == clips.shape[1]:
+            kept = min(n, clips.shape[1])
+            clips[row, :kept] = signal[:kept]
+            clips[row, kept:] = 0
+        return _Kept(row, n, resampled)
+
+    def __call__(self, task):
+        path, clips, row, sr = task
+        decoded = self.decode(path, sr)
+        if isinstance(decoded, SkippedFile):
+            return decoded
+        signal, _, resampled = decoded
+        return self.store(clips, row, signal, resampled)
+
+
+def _in_order(fn, items, n_workers):
+    """Yield ``fn(item)`` for each item, in order, computed by ``n_workers`` threads.
+
+    At most ``2 * n_workers`` items are submitted ahead of the one being yielded, so a long
+    folder never queues more than that, and a failure stops the rest.
+    """
+    if n_workers == 1:
+        yield from map(fn, items)
+        return
+    items = iter(items)
+    with ThreadPoolExecutor(n_workers, thread_name_prefix="load_audio_folder") as pool:
+        pending = deque(pool.submit(fn, item) for item in itertools.islice(items, 2 * n_workers))
+        try:
+            while pending:
+                result = pending.popleft().result()
+                pending.extend(pool.submit(fn, item) for item in itertools.islice(items, 1))
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def load_audio_folder(
-    root, sr=None, duration=None, *, resample=True, silence_threshold=1e-4, warn=True
+    root,
+    sr=None,
+    duration=None,
+    *,
+    resample=True,
+    silence_threshold=1e-4,
+    n_jobs=None,
+    warn=True,
 ):
     """Load a folder of audio clips with one sub-folder per class.
 
@@ -150,12 +285,17 @@ def load_audio_folder(
         Length of the returned clips in seconds: shorter clips are zero-padded at the end,
         longer ones cut. None requires all clips to have the same length already.
     resample : bool, default=True
-        What to do with a file at another sample rate: True resamples it to ``sr`` with
-        ``librosa.resample`` (listed in ``report.resampled``); False raises a ``ValueError``
-        naming the file.
+        What to do with a file at another sample rate: True resamples it to ``sr`` with libsoxr
+        at high quality, sample for sample what ``librosa.resample`` returns (listed in
+        ``report.resampled``); False raises a ``ValueError`` naming the file.
     silence_threshold : float, default=1e-4
         A file whose peak absolute amplitude (after mixing to mono) is at most this value is
         skipped as silent. 1e-4 is -80 dBFS, about 3 steps of 16-bit PCM.
+    n_jobs : int, default=None
+        Number of threads that read and resample files at the same time. None and -1 use every
+        available core (unlike scikit-learn, where None means 1, as in mlx's nearest-neighbour
+        estimators); -2 all but one, and so on; 1 reads the files one after another in the
+        calling thread. The result is the same for any value.
     warn : bool, default=True
         Emit a ``UserWarning`` summarising skipped files when any were skipped.
 
@@ -177,9 +317,10 @@ def load_audio_folder(
         If ``root`` does not exist or is not a folder.
     ValueError
         If ``root`` has no class folders, no file could be read, a file has another sample rate
-        and ``resample=False``, or clips differ in length and ``duration`` is None.
+        and ``resample=False``, clips differ in length and ``duration`` is None, or ``n_jobs``
+        is 0 or not an integer.
     ImportError
-        If soundfile (or librosa, when resampling) is missing.
+        If soundfile (or soxr, when resampling) is missing.
 
     Notes
     -----
@@ -187,7 +328,13 @@ def load_audio_folder(
     files are skipped, never silently: each is listed in ``report.skipped`` and a warning
     counts them by reason. Files with an extension that is not an audio one (see
     ``AUDIO_EXTENSIONS``) are listed as skipped too. With ``duration`` set, only the first
-    ``duration`` seconds of each file are read, and the silence test applies to them.
+    ``duration`` seconds of each file are read, and the silence test applies to them: an hour
+    long recording costs one clip's memory and time.
+
+    Files are decoded and resampled in ``n_jobs`` threads (libsndfile and libsoxr release the
+    GIL), each writing its clip straight into its row of the returned array; beyond that array,
+    only the files being read at the moment are held in memory. Clips, labels, groups and the
+    report come out in the same order, bit for bit, whatever ``n_jobs`` is.
 
     Examples
     --------
@@ -205,44 +352,56 @@ def load_audio_folder(
         raise ValueError(
             f"duration must be a positive number of seconds or None, got {duration!r}."
         )
+    n_workers = _n_workers(n_jobs)
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"Audio folder {str(root)!r} does not exist.")
     if not root.is_dir():
         raise FileNotFoundError(f"Audio folder {str(root)!r} is not a directory.")
     files = _class_files(root)
-    sf = require("soundfile")
-
+    loader = _Loader(require("soundfile"), duration, silence_threshold, resample, sr is not None)
     report = AudioFolderReport(sr=sr)
-    signals, paths, labels, groups = [], [], [], []
-    for label, path in files:
-        if path.suffix.lower() not in AUDIO_EXTENSIONS:
-            detail = f"extension {path.suffix!r} not in AUDIO_EXTENSIONS"
-            report.skipped.append(SkippedFile(path, "not audio", detail))
-            continue
-        read = _read_mono(sf, path, duration, silence_threshold)
-        if isinstance(read, SkippedFile):
-            report.skipped.append(read)
-            continue
-        signal, rate = read
+
+    # The first readable file fixes the rate (when sr is None) and the clip length (when
+    # duration is None), hence the output's shape: it is read alone, before the others.
+    first, decoded = len(files), None
+    for i, (_, path) in enumerate(files):
+        decoded = loader.decode(path, report.sr)
+        if not isinstance(decoded, SkippedFile):
+            first = i
+            break
+        report.skipped.append(decoded)
+
+    kept = []  # (label, path, _Kept) of each clip, in file order
+    if first < len(files):
+        signal, rate, resampled = decoded
         if report.sr is None:
             report.sr = rate
-        if rate != report.sr:
-            if not resample:
-                raise ValueError(
-                    f"{str(path)!r} has sample rate {rate} Hz, expected {report.sr} Hz "
-                    f"({'given as sr' if sr is not None else 'the rate of the first file'}); "
-                    "pass resample=True to resample it."
-                )
-            librosa = require("librosa")
-            signal = librosa.resample(signal, orig_sr=rate, target_sr=report.sr)
-            report.resampled.append(path)
-        if duration is not None:
-            signal = _fit_length(signal, round(duration * report.sr), report)
-        signals.append(signal)
-        paths.append(path)
-        labels.append(label)
-        groups.append(path.stem.split("-", 1)[0])
+        n_samples = signal.shape[0] if duration is None else round(duration * report.sr)
+        # One row per audio file from the first readable one on: rows of skipped files are
+        # never written (so never paged in) and are squeezed out at the end.
+        is_audio = [path.suffix.lower() in AUDIO_EXTENSIONS for _, path in files[first:]]
+        clips = np.empty((sum(is_audio), n_samples), dtype=np.float32)
+        rows = np.cumsum(is_audio) - 1
+        tasks = [
+            (path, clips, int(row), report.sr)
+            for (_, path), row in zip(files[first:], rows, strict=True)
+        ]
+        first_result = loader.store(clips, 0, signal, resampled)
+        del signal, decoded  # only the files being read stay in memory
+        parallel = _in_order(loader, tasks[1:], n_workers)
+        with closing(parallel):
+            results = itertools.chain([first_result], parallel)
+            for (label, path), result in zip(files[first:], results, strict=True):
+                if isinstance(result, SkippedFile):
+                    report.skipped.append(result)
+                    continue
+                if result.resampled:
+                    report.resampled.append(path)
+                if duration is not None:
+                    report.n_cut += result.n_samples > n_samples
+                    report.n_padded += result.n_samples < n_samples
+                kept.append((label, path, result))
 
     if warn and report.skipped:
         counts = Counter(skipped.reason for skipped in report.skipped)
@@ -253,23 +412,31 @@ def load_audio_folder(
             UserWarning,
             stacklevel=2,
         )
-    if not signals:
+    if not kept:
         raise ValueError(
             f"No readable audio in {str(root)!r}: {len(files)} files found, all skipped.\n"
             + str(report)
         )
 
-    lengths = np.array([signal.shape[0] for signal in signals])
-    if lengths.min() != lengths.max():
+    lengths = np.array([result.n_samples for _, _, result in kept])
+    if duration is None and lengths.min() != lengths.max():
         shortest, longest = int(lengths.argmin()), int(lengths.argmax())
         raise ValueError(
             f"Clips differ in length ({lengths.min()} to {lengths.max()} samples at "
-            f"{report.sr} Hz; shortest {str(paths[shortest])!r}, longest "
-            f"{str(paths[longest])!r}); pass duration= (seconds) to pad or cut them."
+            f"{report.sr} Hz; shortest {str(kept[shortest][1])!r}, longest "
+            f"{str(kept[longest][1])!r}); pass duration= (seconds) to pad or cut them."
         )
-    clips = np.stack(signals).astype(np.float32, copy=False)
-    report.n_loaded = len(signals)
-    return AudioFolder(clips, np.array(labels), np.array(groups), report)
+    # Rows only move up (row >= its clip's index), so moving them in file order is safe.
+    for index, (_, _, result) in enumerate(kept):
+        if result.row != index:
+            clips[index] = clips[result.row]
+    if len(kept) < clips.shape[0]:
+        # Shrinks the buffer in place; no view of it survives the loading above.
+        clips.resize((len(kept), clips.shape[1]), refcheck=False)
+    report.n_loaded = len(kept)
+    labels = np.array([label for label, _, _ in kept])
+    groups = np.array([path.stem.split("-", 1)[0] for _, path, _ in kept])
+    return AudioFolder(clips, labels, groups, report)
 
 
 def write_audio_folder(root, clips, labels, groups, sr, *, format="WAV", subtype=None):
