@@ -13,7 +13,10 @@ __all__ = [
     "confusion_figure",
     "decision_boundary_figure",
     "learning_curve_figure",
-    "residuals_figure",
+    "log_mel_figure",
+    "precision_recall_figure",
+    "prediction_error_figure",
+    "roc_figure",
     "study_figures",
 ]
 
@@ -23,41 +26,149 @@ _MESH = 120
 _PANELS_PER_ROW = 3
 
 
-def confusion_figure(cm, names):
-    """The confusion matrix ``cm`` (rows: true class) with counts in the cells."""
-    from matplotlib.figure import Figure
+def confusion_figure(cm, names, *, normalize=False):
+    """The confusion matrix ``cm`` (rows: true class), drawn by ``ConfusionMatrixDisplay``.
 
+    Parameters
+    ----------
+    cm : ndarray of shape (n_classes, n_classes)
+        Counts; row ``i`` holds the rows of true class ``i``.
+    names : list of str
+        Class names in the order of ``cm``.
+    normalize : bool, default=False
+        Divide each row by its total: the diagonal then holds each class's recall (a class
+        without rows gets a row of zeros).
+    """
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    cm = np.asarray(cm)
+    if normalize:
+        totals = cm.sum(axis=1, keepdims=True)
+        cm = np.divide(cm, totals, out=np.zeros(cm.shape), where=totals > 0)
     size = min(2 + 0.5 * len(names), 12)
-    fig = Figure(figsize=(size, size))
+    fig = Figure(figsize=(size + 1, size))
     ax = fig.subplots()
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
+    ConfusionMatrixDisplay(cm, display_labels=names).plot(
+        ax=ax,
+        cmap="Blues",
+        include_values=len(names) <= 30,
+        values_format=".2f" if normalize else "d",
+        xticks_rotation=45,
+        text_kw={"fontsize": 8},
+    )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("Confusion matrix (test)")
-    if len(names) <= 30:
-        threshold = cm.max() / 2
-        for (i, j), value in np.ndenumerate(cm):
-            color = "white" if value > threshold else "black"
-            ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=8)
+    what = "rows normalised: recall on the diagonal" if normalize else "counts"
+    ax.set_title(f"Confusion matrix, {what} (test)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def residuals_figure(y, pred):
-    """Residuals against predictions (one colour per target)."""
+def roc_figure(y, score, pos_label):
+    """ROC curve of a binary classifier's scores, with its area (``RocCurveDisplay``)."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import RocCurveDisplay
+
+    fig = Figure(figsize=(5, 4.5))
+    ax = fig.subplots()
+    RocCurveDisplay.from_predictions(
+        y, score, pos_label=pos_label, ax=ax, name="test", plot_chance_level=True
+    )
+    ax.set_title(f"ROC curve, positive class {pos_label} (test)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def precision_recall_figure(y, score, pos_label):
+    """Precision-recall curve with its average precision (``PrecisionRecallDisplay``)."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import PrecisionRecallDisplay
+
+    fig = Figure(figsize=(5, 4.5))
+    ax = fig.subplots()
+    PrecisionRecallDisplay.from_predictions(
+        y, score, pos_label=pos_label, ax=ax, name="test", plot_chance_level=True
+    )
+    ax.set_title(f"Precision-recall, positive class {pos_label} (test)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# Targets of a multi-output regression drawn as panels; the rest are left out of the figure.
+_MAX_TARGET_PANELS = 6
+_ERROR_TITLES = {
+    "actual_vs_predicted": "Predicted vs true (test)",
+    "residual_vs_predicted": "Residuals vs predicted (test)",
+}
+
+
+def prediction_error_figure(y, pred, *, kind):
+    """Regression errors (``PredictionErrorDisplay``), one panel per target.
+
+    Parameters
+    ----------
+    y, pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        True and predicted values.
+    kind : {"actual_vs_predicted", "residual_vs_predicted"}
+        True against predicted values (points on the diagonal are exact), or residuals
+        (true - predicted) against predicted values (a trend or funnel shows bias).
+        At most 1,000 points (a seeded subsample) are drawn per panel.
+    """
+    from matplotlib.figure import Figure
+    from sklearn.metrics import PredictionErrorDisplay
+
+    y = np.asarray(y, dtype=float).reshape(len(y), -1)
+    pred = np.asarray(pred, dtype=float).reshape(y.shape)
+    n = min(y.shape[1], _MAX_TARGET_PANELS)
+    fig = Figure(figsize=(4.5 * n, 4.2))
+    axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)).ravel()
+    for k, ax in enumerate(axes):
+        PredictionErrorDisplay.from_predictions(
+            y[:, k],
+            pred[:, k],
+            kind=kind,
+            subsample=1000,
+            random_state=0,
+            ax=ax,
+            scatter_kwargs={"alpha": 0.6, "s": 12},
+        )
+        if n > 1:
+            ax.set_title(f"target {k}", fontsize=10)
+    fig.suptitle(_ERROR_TITLES[kind], fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def log_mel_figure(frames, *, sample_rate, hop_length, title):
+    """A log-mel spectrogram, bands upwards and time across, with its dB scale.
+
+    Parameters
+    ----------
+    frames : ndarray of shape (n_mels, n_frames)
+        Log-mel energies in dB.
+    sample_rate : int
+        Sample rate of the clip in Hz.
+    hop_length : int
+        Samples between frame starts (frame ``t`` is centred on ``t * hop_length``).
+    title : str
+    """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5, 4))
+    n_mels, n_frames = frames.shape
+    fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
-    residuals = (y - pred).reshape(len(y), -1)
-    for k in range(residuals.shape[1]):
-        ax.scatter(pred.reshape(len(y), -1)[:, k], residuals[:, k], s=10, alpha=0.6)
-    ax.axhline(0.0, color="black", linewidth=1)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("residual (true - predicted)")
-    ax.set_title("Residuals (test)")
+    image = ax.imshow(
+        frames,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        extent=(0, n_frames * hop_length / sample_rate, 0, n_mels),
+    )
+    fig.colorbar(image, ax=ax, label="dB")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mel band")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
