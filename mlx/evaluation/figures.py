@@ -56,6 +56,8 @@ def confusion_figure(cm, names, *, normalize=False):
         values_format=".2f" if normalize else "d",
         xticks_rotation=45,
         text_kw={"fontsize": 8},
+        # Shares on one fixed scale, so that figures of different runs compare by colour.
+        im_kw={"vmin": 0.0, "vmax": 1.0} if normalize else None,
     )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")

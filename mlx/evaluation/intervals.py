@@ -47,12 +47,9 @@ class _Design:
     """Who is drawn: units (rows, or groups of rows) and the strata they are drawn within."""
 
     n_rows: int
+    n_units: int
     unit_of_row: np.ndarray | None  # None: every row is its own unit
     strata: list  # one array of unit indices per stratum
-
-    @property
-    def n_units(self):
-        return self.n_rows if self.unit_of_row is None else int(self.unit_of_row.max()) + 1
 
     def chunks(self, n_resamples, rng):
         """Counts of shape (chunk, n_rows): how often each row is drawn in each resample."""
@@ -83,7 +80,7 @@ def _design(n_rows, groups, stratify):
         unit_of_row = np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
     n_units = n_rows if unit_of_row is None else int(unit_of_row.max()) + 1
     if stratify is None:
-        return _Design(n_rows, unit_of_row, [np.arange(n_units)])
+        return _Design(n_rows, n_units, unit_of_row, [np.arange(n_units)])
     stratum = np.unique(np.asarray(stratify), return_inverse=True)[1].ravel()
     if unit_of_row is not None:
         # A group is drawn within its class when all its rows share one; groups that mix
@@ -93,11 +90,11 @@ def _design(n_rows, groups, stratify):
         np.minimum.at(low, unit_of_row, stratum)
         np.maximum.at(high, unit_of_row, stratum)
         if np.any(low != high):
-            return _Design(n_rows, unit_of_row, [np.arange(n_units)])
+            return _Design(n_rows, n_units, unit_of_row, [np.arange(n_units)])
         stratum = low
     order = np.argsort(stratum, kind="stable")
     bounds = np.flatnonzero(np.diff(stratum[order])) + 1
-    return _Design(n_rows, unit_of_row, np.split(order, bounds))
+    return _Design(n_rows, n_units, unit_of_row, np.split(order, bounds))
 
 
 def _check_settings(n_resamples, confidence):
@@ -316,8 +313,8 @@ def class_metric(kind, label):
 
     Examples
     --------
-    >>> low, high = bootstrap_interval([0, 0, 1, 1], [0, 1, 1, 1], class_metric("recall", 1))
-    >>> float(low), float(high)
+    >>> y, pred = [0, 0, 1, 1], [0, 1, 1, 1]
+    >>> bootstrap_interval(y, pred, class_metric("recall", 1), stratify=y)
     (1.0, 1.0)
     """
     if kind not in _CLASS_KINDS:
@@ -524,9 +521,10 @@ def bootstrap_intervals(
     Examples
     --------
     >>> y = [0, 0, 0, 0, 1, 1, 1, 1]
-    >>> intervals, skipped = bootstrap_intervals(y, [0, 0, 0, 1, 1, 1, 1, 1], ["accuracy", "tp"])
+    >>> pred = [0, 0, 0, 1, 1, 1, 1, 1]
+    >>> intervals, skipped = bootstrap_intervals(y, pred, ["accuracy", "tp"], stratify=y)
     >>> [round(v, 3) for v in intervals["accuracy"]], list(skipped)
-    ([0.75, 1.0], ['tp'])
+    ([0.625, 1.0], ['tp'])
     """
     _check_settings(n_resamples, confidence)
     y_true = np.asarray(y_true)

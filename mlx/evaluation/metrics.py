@@ -46,7 +46,7 @@ _LABEL_FREE = ("silhouette",)
 # Above this many classes, per-class results are in classification_report.csv only: one metric
 # per class and kind would crowd the run's metrics.
 _MAX_CLASS_METRICS = 50
-# Metrics evaluate() computes itself; an experiment metric of the same name is the same number.
+# Metrics evaluate() computes itself (overwriting an experiment metric of the same name).
 _OWN_METRICS = (
     "accuracy",
     "balanced_accuracy",
@@ -194,18 +194,14 @@ def evaluate(
     else:
         predictions = _clustering(model, X, y, metrics)
     if n_resamples and y is not None:
-        _intervals(
-            out,
-            y,
-            predictions,
-            groups,
-            task,
-            metric_name,
-            scorer,
-            n_resamples,
-            confidence,
-            random_state,
-        )
+        resampling = {
+            "groups": groups,
+            "stratify": y if task == "classification" else None,
+            "n_resamples": n_resamples,
+            "confidence": confidence,
+            "random_state": random_state,
+        }
+        _intervals(out, y, predictions, metric_name, scorer, resampling)
     if task == "classification":
         rate = audio_sample_rate(model) if sample_rate == "auto" else sample_rate
         if rate is not None:
@@ -215,19 +211,20 @@ def evaluate(
     return out
 
 
-def _intervals(
-    out, y, predictions, groups, task, metric_name, scorer, n_resamples, confidence, random_state
-):
+def _intervals(out, y, predictions, metric_name, scorer, resampling):
     """Bootstrap intervals of every metric that is a function of the predictions."""
     names = {name: name for name in out["metrics"]}
     names.update(predictions.pop("class_metrics", {}))
-    if metric_name in names:
-        metric, response = scorer_metric(scorer, metric_name)
+    if metric_name in _LABEL_FREE:
+        names.pop(metric_name, None)
+        out["no_interval"][metric_name] = "judges the clusters by X alone, not by labels"
+    elif metric_name not in _OWN_METRICS:
+        # The experiment's own scorer, resampled from the predictions when it allows.
+        metric, reason = scorer_metric(scorer, metric_name)
         if metric is None:
-            del names[metric_name]
-            out["no_interval"][metric_name] = response
-        elif not isinstance(metric, str) or metric_name not in _OWN_METRICS:
-            # The experiment's own scorer, under its name, unless evaluate computes that name.
+            names.pop(metric_name, None)
+            out["no_interval"][metric_name] = reason
+        else:
             names[metric_name] = metric
     intervals, skipped = bootstrap_intervals(
         y,
@@ -235,11 +232,7 @@ def _intervals(
         names,
         y_score=predictions.get("y_score"),
         pos_label=predictions.get("pos_label"),
-        groups=groups,
-        stratify=y if task == "classification" else None,
-        n_resamples=n_resamples,
-        confidence=confidence,
-        random_state=random_state,
+        **resampling,
     )
     out["intervals"].update(intervals)
     out["no_interval"].update(skipped)
