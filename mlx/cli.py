@@ -62,8 +62,12 @@ _heartbeat_option = click.option(
 )
 @click.option(
     "--resume",
-    is_flag=True,
-    help="Continue the interrupted run of this experiment until n_trials trials finished.",
+    is_flag=False,
+    flag_value="latest",
+    default=None,
+    metavar="[RUN_ID]",
+    help="Continue the latest unfinished run of this experiment (or RUN_ID) until its "
+    "n_trials trials have a result; --n-trials sets a new total.",
 )
 @click.option(
     "--workers",

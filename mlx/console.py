@@ -4,11 +4,14 @@ Used by the ``mlx`` command and by the local worker processes it starts, so that
 the same way.
 """
 
+import contextlib
 import functools
 import logging
+import signal
 import sys
+import threading
 
-__all__ = ["one_line_errors", "quiet_libraries"]
+__all__ = ["one_line_errors", "quiet_libraries", "sigterm_interrupts"]
 
 
 def quiet_libraries():
@@ -43,8 +46,35 @@ def one_line_errors(func):
         except MlxError as exc:
             print(f"mlx: error: {redact_url(str(exc))}", file=sys.stderr)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            print("mlx: interrupted.", file=sys.stderr)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            message = str(exc) or "interrupted"
+            print(f"mlx: {redact_url(message)}", file=sys.stderr)
+            sys.exit(getattr(exc, "exit_code", 130))
 
     return wrapper
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """Within the block, SIGTERM stops this process as Ctrl-C does (an ``Interrupted``).
+
+    Cluster schedulers, ``timeout``, systemd and ``docker stop`` send SIGTERM: the running
+    trial and the runs then end KILLED, with the finished trials kept, instead of staying
+    RUNNING. A second SIGTERM while stopping is ignored, so that the stop can finish. Only the
+    main thread can install a handler; elsewhere the block runs unchanged.
+    """
+    from mlx.exceptions import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Interrupted("terminated (SIGTERM)", signum=signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -5,8 +5,10 @@ one-line message and that code without knowing the details.
 """
 
 __all__ = [
+    "AlreadyRunningError",
     "DataError",
     "ExperimentError",
+    "Interrupted",
     "MlxError",
     "SearchError",
     "TestReuseError",
@@ -51,6 +53,29 @@ class TrackingError(MlxError):
     """The tracking store could not be used."""
 
     exit_code = 1
+
+
+class AlreadyRunningError(MlxError):
+    """Another coordinator runs the same experiment (same definition) right now."""
+
+    exit_code = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped from outside: Ctrl-C (SIGINT) or SIGTERM.
+
+    A ``KeyboardInterrupt``, so that every place that ends a trial or a run on Ctrl-C ends it
+    the same way on SIGTERM. Its message says what is kept and how to continue; ``exit_code``
+    is the shell's convention (128 + the signal's number).
+    """
+
+    def __init__(self, message="interrupted", signum=2):
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self):
+        return 128 + self.signum
 
 
 def first_line(exc):

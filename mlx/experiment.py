@@ -16,14 +16,13 @@ import re
 import sys
 import uuid
 from pathlib import Path
-from typing import NamedTuple
 
 from sklearn.base import BaseEstimator, is_classifier, is_clusterer, is_regressor
 
 from mlx.evaluation import needs_labels, resolve_metric
 from mlx.exceptions import ExperimentError
 
-__all__ = ["TASKS", "Experiment", "Identity", "definition_hash", "identity", "load_experiment"]
+__all__ = ["TASKS", "Experiment", "definition_hash", "load_experiment"]
 
 TASKS = ("classification", "regression", "clustering")
 _REFITS = ("train", "train+val")
@@ -94,6 +93,8 @@ class Experiment:
     ----------
     path : pathlib.Path or None
         The experiment file, when loaded by :func:`load_experiment`.
+    description : str
+        The experiment file's docstring (the run's description in MLflow); empty otherwise.
     candidates : dict
         ``{name: (estimator, search_space)}``: the models the search chooses from, in
         declaration order; a single ``estimator`` goes by the name ``"model"``.
@@ -159,6 +160,7 @@ class Experiment:
         self.refit = refit
         self.max_epochs = None if max_epochs is None else _check_int("max_epochs", max_epochs, 1)
         self.path = None
+        self.description = ""
 
     def replace(self, *, n_trials=None, timeout=None, seed=None):
         """A copy with the given settings changed (None keeps the current value)."""
@@ -219,19 +221,6 @@ class Experiment:
             f"Experiment(name={self.name!r}, {models}, "
             f"metric={self.metric_name!r}, task={self.task!r}, n_trials={self.n_trials})"
         )
-
-
-class Identity(NamedTuple):
-    """Who an experiment is on its data: its definition hash and the study named after it."""
-
-    digest: str
-    study_name: str
-
-
-def identity(experiment, fingerprints):
-    """The :class:`Identity` of ``experiment`` on data split into ``fingerprints``."""
-    digest = definition_hash(experiment, fingerprints)
-    return Identity(digest, f"{experiment.name}-{digest[:10]}")
 
 
 def definition_hash(experiment, fingerprints):
@@ -296,6 +285,7 @@ def load_experiment(path):
             f"assign `experiment = mlx.Experiment(...)`."
         )
     experiment.path = path
+    experiment.description = (module.__doc__ or "").strip()
     return experiment
 
 

@@ -61,10 +61,12 @@ def _short(value):
 
 
 def test_once(experiment, prepared, model, parent):
-    """The single evaluation of the test split: metrics, tables and figures on the parent."""
+    """The single evaluation of the test split: metrics, tables and figures on the parent.
+
+    The run must have claimed the test split in the ledger first
+    (:func:`mlx.tracking.claim_test`): even a crash mid-evaluation counts as a use.
+    """
     tracker, parent_id = parent.tracker, parent.run_id
-    # Recorded before the metrics exist: even a crash mid-evaluation counts as a use.
-    tracking.mark_evaluated(tracker, parent_id)
     X_test, y_test = prepared.rows("test")
     evaluated = evaluation.evaluate(
         model,

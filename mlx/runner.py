@@ -20,11 +20,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mlx import coordinator, results, search, tracking
 from mlx import data as mdata
-from mlx import results, search, tracking
-from mlx.exceptions import ExperimentError, SearchError, TrackingError
-from mlx.experiment import Experiment, identity, load_experiment
-from mlx.stores import is_local, redact_url
+from mlx.console import sigterm_interrupts
+from mlx.exceptions import ExperimentError, SearchError
+from mlx.experiment import Experiment, definition_hash, load_experiment
+from mlx.stores import redact_url
 from mlx.tracking import schema
 from mlx.workers import local_workers, objective
 
@@ -32,12 +33,19 @@ __all__ = ["run"]
 
 logger = logging.getLogger(__name__)
 
+# ``resume=True`` and ``--resume`` without a run id: the latest unfinished run.
+_LATEST = "latest"
+
+
+class _Urls(NamedTuple):
+    tracking: str
+    storage: str
+
 
 class _Stores(NamedTuple):
     tracker: tracking.Tracker
     storage_url: str
     storage: object  # the Optuna storage
-    heartbeat: int | None
 
 
 class _Best(NamedTuple):
@@ -47,6 +55,7 @@ class _Best(NamedTuple):
     logged: dict  # what is logged and returned: with the model's name among several
 
 
+@sigterm_interrupts()
 def run(
     experiment,
     *,
@@ -86,9 +95,11 @@ def run(
         Evaluate a test split that an earlier run already evaluated (the run records the count).
     show_progress : bool, default=True
         Show a progress bar over trials.
-    resume : bool, default=False
-        Continue the interrupted run of this experiment (same definition hash): its study until
-        ``n_trials`` trials have finished in total, and its parent run.
+    resume : bool or str, default=False
+        Continue the latest unfinished run of this experiment's definition (or the run of this
+        id) instead of starting a new search: its study until its trials have a result (trials
+        stopped from outside are replaced), and its parent run. ``n_trials`` then sets a new
+        total (never cancelling a finished trial); by default the run keeps its own.
     workers : int, default=1
         Processes running trials on this machine, this one included (needs an experiment file).
     heartbeat : int, default=None
@@ -108,33 +119,54 @@ def run(
         The test split was evaluated before and neither ``no_test`` nor ``allow_test_reuse``.
     SearchError
         No trial completed, or nothing to resume.
+    AlreadyRunningError
+        A coordinator of the same definition is running.
+    Interrupted
+        Ctrl-C or SIGTERM: the parent run ended KILLED, the finished trials are kept.
     """
-    experiment = _configured(experiment, n_trials, timeout, seed, workers)
-    prepared = mdata.prepare(experiment)
-    for message in prepared.audit["warnings"]:
-        logger.warning("data: %s", message)
-    digest, study_name = identity(experiment, prepared.fingerprints)
-    stores = _open_stores(tracking_uri, storage, heartbeat, workers)
-    fingerprint = prepared.fingerprints["test"]
-    use_count = tracking.test_use_count(
-        stores.tracker, fingerprint, no_test=no_test, allow_test_reuse=allow_test_reuse
-    )
-    if resume:
-        study, parent = _reopen(experiment, study_name, stores)
-    else:
-        study, parent = _start(experiment, study_name, digest, stores, fingerprint, use_count)
-    with _ends(parent, experiment, study_name):
+    overrides = {"n_trials": n_trials, "timeout": timeout, "seed": seed}
+    experiment = _configured(experiment, overrides, workers)
+    urls = _Urls(tracking.resolve_tracking_uri(tracking_uri), search.resolve_storage(storage))
+    with contextlib.ExitStack() as stack:
+        # Local workers start first: they import and load the data while this process does.
+        helpers = stack.enter_context(_local_workers(experiment, workers, urls, heartbeat))
+        prepared = mdata.prepare(experiment)
+        for message in prepared.audit["warnings"]:
+            logger.warning("data: %s", message)
+        digest = definition_hash(experiment, prepared.fingerprints)
+        stores = _open_stores(urls, heartbeat, workers)
+        fingerprint = prepared.fingerprints["test"]
+        use_count = tracking.test_use_count(
+            stores.tracker, fingerprint, no_test=no_test, allow_test_reuse=allow_test_reuse
+        )
         if resume:
-            _recover(experiment, study, stores, parent, use_count)
+            study, parent = coordinator.reopen(experiment, digest, stores, _run_id(resume))
+        else:
+            coordinator.refuse_running(experiment, digest, stores.tracker)
+            ledger = tracking.ledger_tags(fingerprint, use_count)
+            study, parent = coordinator.start(experiment, digest, stores, ledger)
+        command = _resume_command(experiment, parent, tracking_uri, storage)
+        stack.enter_context(coordinator.ends(parent, command))
+        helpers.release()
+        if resume:
+            # The budget the run had, unless this resume sets a new one.
+            planned = n_trials or search.planned(study) or experiment.n_trials
+            experiment = experiment.replace(n_trials=planned)
+            coordinator.recover(experiment, study, stores, parent, planned)
+            parent.log(tags={schema.TAG_USE_COUNT: str(use_count)})
         else:
             _log_inputs(experiment, prepared, parent)
         trial_objective = objective(experiment, prepared)
-        with _local_workers(experiment, workers, stores):
-            records = _search(experiment, study, stores, parent, trial_objective, show_progress)
+        records = _search(experiment, study, stores, parent, trial_objective, show_progress)
         counts = _trial_counts(study, prepared.audit, parent)
         best = _best(experiment, study, trial_objective, parent)
         model, X_fit = _refit(experiment, prepared, trial_objective, best)
-        test_scores = None if no_test else results.test_once(experiment, prepared, model, parent)
+        test_scores = None
+        if not no_test:
+            use_count = tracking.claim_test(
+                parent.tracker, parent.run_id, fingerprint, allow_reuse=allow_test_reuse
+            )
+            test_scores = results.test_once(experiment, prepared, model, parent)
         results.log_search(experiment, study, records, best, parent)
         results.compare_models(
             experiment, prepared, study, trial_objective, parent, best, model, no_test
@@ -142,7 +174,7 @@ def run(
         model_uri = results.log_model(model, X_fit, best.logged, parent)
     return results.RunResult(
         experiment_name=experiment.name,
-        study_name=study_name,
+        study_name=study.study_name,
         run_id=parent.run_id,
         metric_name=experiment.metric_name,
         best_params=best.logged,
@@ -156,7 +188,7 @@ def run(
     )
 
 
-def _configured(experiment, n_trials, timeout, seed, workers):
+def _configured(experiment, overrides, workers):
     """The experiment (loaded from its file if need be) with this run's overrides."""
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
@@ -167,115 +199,28 @@ def _configured(experiment, n_trials, timeout, seed, workers):
             "workers > 1 run the experiment file in other processes: load it from a file "
             "(mlx run FILE --workers N, or mlx.run('experiments/x.py', workers=N))."
         )
-    return experiment.replace(n_trials=n_trials, timeout=timeout, seed=seed)
+    return experiment.replace(**overrides)
 
 
-def _open_stores(tracking_uri, storage, heartbeat, workers):
-    tracker = tracking.Tracker(tracking.resolve_tracking_uri(tracking_uri))
-    storage_url = search.resolve_storage(storage)
-    interval = search.default_heartbeat(heartbeat, storage_url, workers)
-    return _Stores(
-        tracker, storage_url, search.open_storage(storage_url, heartbeat=interval), heartbeat
-    )
+def _open_stores(urls, heartbeat, workers):
+    tracker = tracking.Tracker(urls.tracking)
+    interval = search.default_heartbeat(heartbeat, urls.storage, workers)
+    return _Stores(tracker, urls.storage, search.open_storage(urls.storage, heartbeat=interval))
 
 
-def _start(experiment, study_name, digest, stores, fingerprint, use_count):
-    """A new study with its budget as slots, and its RUNNING parent run."""
-    experiment_id = stores.tracker.experiment_id(experiment.name)
-    study = search.create_study(
-        study_name,
-        storage=stores.storage,
-        seed=experiment.seed,
-        sampler=experiment.sampler,
-        pruner=experiment.pruner,
-    )
-    # Slots first: a worker that sees the parent run must also see work to do.
-    search.add_budget(study, experiment.n_trials, _shares(experiment))
-    run_id = stores.tracker.start_run(
-        experiment_id,
-        study_name,
-        tags={
-            schema.TAG_STUDY: study_name,
-            schema.TAG_HASH: digest,
-            **tracking.ledger_tags(fingerprint, use_count),
-            schema.TAG_ROLE: schema.ROLE_PARENT,
-            schema.TAG_OPTUNA_STORAGE: redact_url(stores.storage_url),
-            **tracking.provenance(experiment),
-        },
-    )
-    return study, tracking.ParentRun(stores.tracker, run_id, experiment_id)
+def _run_id(resume):
+    """The run ``resume`` names (``--resume RUN_ID``), or None for the latest unfinished one."""
+    return resume if isinstance(resume, str) and resume != _LATEST else None
 
 
-def _reopen(experiment, study_name, stores):
-    """The interrupted run's study and parent run, RUNNING again."""
-    parent = tracking.find_parent(stores.tracker, experiment.name, study_name)
-    if parent is None:
-        raise SearchError(
-            f"nothing to resume: no run of study {study_name!r} in "
-            f"{redact_url(stores.tracker.uri)}. Start it without --resume; a changed experiment "
-            f"file, data or seed is a new study."
-        )
-    if parent.info.status == "FINISHED":
-        raise SearchError(
-            f"nothing to resume: run {parent.info.run_id} of study {study_name!r} finished. "
-            f"Run without --resume to add trials to the study in a new run."
-        )
-    study = search.load_study(
-        study_name,
-        storage=stores.storage,
-        seed=experiment.seed,
-        sampler=experiment.sampler,
-        pruner=experiment.pruner,
-    )
-    stores.tracker.reopen(parent.info.run_id)
-    return study, tracking.ParentRun(stores.tracker, parent.info.run_id, parent.info.experiment_id)
-
-
-def _shares(experiment):
-    """The model of each slot when each model has a fixed share of the budget, else None."""
-    if experiment.model_budget != "fixed" or experiment.estimators is None:
-        return None
-    return search.fixed_shares(experiment.candidates, experiment.n_trials)
-
-
-@contextlib.contextmanager
-def _ends(parent, experiment, study_name):
-    """The parent run ends FINISHED after the block, else FAILED or KILLED (Ctrl-C)."""
-    tracker, run_id = parent.tracker, parent.run_id
-    try:
-        yield
-    except BaseException as exc:
-        # Recording the failure must not hide the error itself.
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        message = redact_url(f"{type(exc).__name__}: {exc}")
-        _try(tracker.log, run_id, tags={schema.TAG_ERROR: message})
-        _try(tracker.end_run, run_id, "KILLED" if interrupted else "FAILED")
-        if interrupted or isinstance(exc, TrackingError):
-            logger.warning(
-                "%s: the finished trials are kept in study %s; continue with "
-                "`mlx run %s --resume` (same --storage and --tracking-uri)%s.",
-                "interrupted" if interrupted else "the MLflow store failed",
-                study_name,
-                experiment.path or "FILE",
-                "" if interrupted else " once the store answers again",
-            )
-        raise
-    tracker.end_run(run_id, "FINISHED")
-
-
-def _recover(experiment, study, stores, parent, use_count):
-    """Account for what a dead coordinator left: lost trials, RUNNING child runs, the budget.
-
-    On a local file storage no other machine can be running trials, so every RUNNING trial
-    belonged to the dead run; on a database server, only trials whose heartbeat stopped are.
-    """
-    search.fail_lost(study, stores.storage, running_are_lost=is_local(stores.storage_url))
-    running = study.get_trials(deepcopy=False, states=(search.TrialState.RUNNING,))
-    tracking.end_orphans(parent.tracker, parent.run_id, alive={str(t.number) for t in running})
-    added = search.fill(study, experiment.n_trials, _shares(experiment))
-    done = search.budget(study).finished
-    logger.warning("resuming study %s: %d trials finished, %d to go", study.study_name, done, added)
-    parent.log(tags={schema.TAG_USE_COUNT: str(use_count)})
+def _resume_command(experiment, parent, tracking_uri, storage):
+    """The command that continues this run, with the store options that were given."""
+    words = ["mlx", "run", str(experiment.path or "FILE"), "--resume", parent.run_id]
+    if tracking_uri is not None:
+        words += ["--tracking-uri", redact_url(tracking_uri)]
+    if storage is not None:
+        words += ["--storage", redact_url(storage)]
+    return " ".join(words)
 
 
 def _log_inputs(experiment, prepared, parent):
@@ -289,14 +234,14 @@ def _log_inputs(experiment, prepared, parent):
         tracker.log_file(run_id, experiment.path, schema.ARTIFACT_EXPERIMENT)
 
 
-def _local_workers(experiment, workers, stores):
-    """The other ``workers - 1`` processes of this machine, for the duration of the search."""
+def _local_workers(experiment, workers, urls, heartbeat):
+    """The other ``workers - 1`` processes of this machine, for the duration of the run."""
     return local_workers(
         experiment,
         workers - 1,
-        storage_url=stores.storage_url,
-        tracking_uri=stores.tracker.uri,
-        heartbeat=stores.heartbeat,
+        storage_url=urls.storage,
+        tracking_uri=urls.tracking,
+        heartbeat=heartbeat,
     )
 
 
@@ -333,6 +278,9 @@ def _search(experiment, study, stores, parent, trial_objective, show_progress):
             on_trial=on_trial,
             on_poll=on_poll,
         )
+    except BaseException as exc:
+        children.abandon(str(exc) or type(exc).__name__)
+        raise
     finally:
         progress.close()
     # Every trial has ended now: a child run still RUNNING belonged to a process that died.
@@ -417,11 +365,3 @@ def _progress(experiment, show):
         file=sys.stderr,
         dynamic_ncols=True,
     )
-
-
-def _try(func, *args, **kwargs):
-    # Used on the way out of a failure: a second error must not hide the first.
-    try:
-        func(*args, **kwargs)
-    except Exception:
-        logger.debug("ignored error while recording a failure", exc_info=True)

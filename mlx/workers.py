@@ -21,11 +21,13 @@ import time
 
 from mlx import data as mdata
 from mlx import search, tracking
-from mlx.exceptions import ExperimentError, SearchError
-from mlx.experiment import Experiment, identity, load_experiment
+from mlx.console import sigterm_interrupts
+from mlx.exceptions import ExperimentError, SearchError, TrackingError
+from mlx.experiment import Experiment, definition_hash, load_experiment
+from mlx.stores import redact_url
 from mlx.tracking import schema
 
-__all__ = ["WorkerSpec", "local_workers", "objective", "work"]
+__all__ = ["LocalWorkers", "WorkerSpec", "local_workers", "objective", "work"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +35,13 @@ _SPEC_VARIABLE = "MLX_WORKER_SPEC"
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Seconds a stopping local worker gets to end its trial before it is killed.
 _STOP_GRACE = 30
+# Seconds between looks for the store and the coordinator.
+_POLL_SECONDS = 1.0
+# What the coordinator writes to a local worker's stdin to release it.
+_GO = "go\n"
 
 
+@sigterm_interrupts()
 def work(
     experiment,
     *,
@@ -45,22 +52,33 @@ def work(
     wait=600.0,
     heartbeat=None,
     worker_id=None,
+    coordinator=None,
+    ready=None,
 ):
     """Join the running search of ``experiment`` as a worker; return how many trials it ran.
 
-    It waits up to ``wait`` seconds for a coordinator (``mlx run``) to start, and refuses to
-    join one whose definition differs (another file, data or seed).
+    ``coordinator`` (``host:pid``) restricts the search joined to that coordinator's run (local
+    workers know theirs); ``ready()`` is called once the data is loaded, before the stores are
+    opened (a local worker waits there for its coordinator).
+
+    It waits up to ``wait`` seconds for the MLflow store to answer and for a coordinator
+    (``mlx run``) to start, and refuses to join one whose definition differs (another file,
+    data or seed). SIGTERM stops it as Ctrl-C does: its running trial ends interrupted.
     """
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     experiment = experiment.replace(timeout=timeout, seed=seed)
     prepared = mdata.prepare(experiment)
-    digest, study_name = identity(experiment, prepared.fingerprints)
-    tracker = tracking.Tracker(tracking.resolve_tracking_uri(tracking_uri))
+    digest = definition_hash(experiment, prepared.fingerprints)
+    if ready is not None:
+        ready()
+    deadline = time.monotonic() + wait
+    tracker = _wait_for_store(tracking.resolve_tracking_uri(tracking_uri), deadline)
     storage_url = search.resolve_storage(storage)
     # The storage is opened only once the coordinator runs: opening an empty database creates
     # Optuna's schema, which two processes must not do at once.
-    parent = _wait_for_coordinator(tracker, experiment, study_name, digest, wait)
+    parent = _wait_for_coordinator(tracker, experiment, digest, coordinator, deadline, wait)
+    study_name = parent.data.tags[schema.TAG_STUDY]
     heartbeat = search.default_heartbeat(heartbeat, storage_url, workers=2)
     optuna_storage = search.open_storage(storage_url, heartbeat=heartbeat)
     worker_id = worker_id or f"{platform.node()}-{os.getpid()}"
@@ -81,14 +99,18 @@ def work(
         worker_id,
         experiment.metric_name,
     )
-    return search.optimize(
-        study,
-        optuna_storage,
-        objective(experiment, prepared),
-        timeout=experiment.timeout,
-        on_start=children.start,
-        on_trial=children.finish,
-    ).count
+    try:
+        return search.optimize(
+            study,
+            optuna_storage,
+            objective(experiment, prepared),
+            timeout=experiment.timeout,
+            on_start=children.start,
+            on_trial=children.finish,
+        ).count
+    except BaseException as exc:
+        children.abandon(str(exc) or type(exc).__name__)
+        raise
 
 
 def objective(experiment, prepared):
@@ -106,31 +128,53 @@ def objective(experiment, prepared):
     )
 
 
-def _wait_for_coordinator(tracker, experiment, study_name, digest, wait):
-    deadline = time.monotonic() + wait
+def _wait_for_store(uri, deadline):
+    """The MLflow store at ``uri``, waiting until ``deadline`` for it to answer.
+
+    A worker may start before the tracking server does (a batch job, a machine that boots
+    faster); it waits as it waits for the coordinator.
+    """
     announced = False
     while True:
-        parent = tracking.find_parent(tracker, experiment.name, study_name, statuses=("RUNNING",))
+        try:
+            return tracking.Tracker(uri)
+        except TrackingError:
+            if time.monotonic() > deadline:
+                raise
+            if not announced:
+                logger.warning("waiting for the MLflow store %s to answer ...", redact_url(uri))
+                announced = True
+            time.sleep(_POLL_SECONDS)
+
+
+def _wait_for_coordinator(tracker, experiment, digest, coordinator, deadline, wait):
+    """The RUNNING parent run of this definition, waiting until ``deadline`` for it."""
+    announced = False
+    while True:
+        parent = tracking.find_parent(
+            tracker, experiment.name, digest=digest, statuses=("RUNNING",), coordinator=coordinator
+        )
         if parent is not None:
             return parent
-        others = tracking.other_definitions(tracker, experiment.name, study_name)
+        others = tracking.other_definitions(tracker, experiment.name, digest)
         if others:
             theirs = others[0].data.tags.get(schema.TAG_HASH, "?")
             raise ExperimentError(
-                f"refusing to join: this experiment file defines study {study_name!r} "
-                f"(definition hash {digest[:10]}), but the running coordinator's study is "
-                f"{others[0].data.tags.get(schema.TAG_STUDY)!r} (hash {theirs[:10]}). Workers "
-                f"must use the same experiment file, data and --seed as the coordinator."
+                f"refusing to join: this experiment file's definition has hash {digest[:10]}, "
+                f"but the running coordinator's run {others[0].info.run_name!r} has hash "
+                f"{theirs[:10]}. Workers must use the same experiment file, data and --seed as "
+                f"the coordinator."
             )
         if time.monotonic() > deadline:
             raise SearchError(
-                f"no coordinator of study {study_name!r} appeared within {wait:g} s; start it "
-                f"with `mlx run FILE` and the same --storage and --tracking-uri."
+                f"no coordinator of experiment {experiment.name!r} (definition hash "
+                f"{digest[:10]}) appeared within {wait:g} s; start it with `mlx run FILE` and "
+                f"the same --storage and --tracking-uri."
             )
         if not announced:
-            logger.warning("waiting for the coordinator of study %s ...", study_name)
+            logger.warning("waiting for the coordinator of %s ...", experiment.name)
             announced = True
-        time.sleep(1.0)
+        time.sleep(_POLL_SECONDS)
 
 
 @dataclasses.dataclass
@@ -143,24 +187,41 @@ class WorkerSpec:
     tracking_uri: str
     worker_id: str
     parent_pid: int
+    coordinator: str
     timeout: float | None = None
     heartbeat: int | None = None
+
+
+class LocalWorkers:
+    """The worker processes :func:`local_workers` started, waiting to be released."""
+
+    def __init__(self, processes):
+        self.processes = processes
+
+    def release(self):
+        """Let the workers open the stores and join: the coordinator's run exists now.
+
+        Until then they only import and load the data: a worker that opened a fresh store
+        while the coordinator creates it would run the store's migrations twice at once.
+        """
+        for process in self.processes:
+            with contextlib.suppress(OSError):  # a worker that already ended
+                process.stdin.write(_GO)
+                process.stdin.flush()
 
 
 @contextlib.contextmanager
 def local_workers(experiment, n, *, storage_url, tracking_uri, heartbeat=None):
     """Start ``n`` worker processes on this machine for the duration of the block.
 
-    Each gets a :class:`WorkerSpec` through its environment, not its command line, where ``ps``
+    Yields a :class:`LocalWorkers` to release once the coordinator's run exists. Each worker
+    gets a :class:`WorkerSpec` through its environment, not its command line, where ``ps``
     would show a password. BLAS gets one share of the cores per process so that the processes
     do not fight over them.
     """
-    if n <= 0:
-        yield []
-        return
-    threads = str(max(1, (os.cpu_count() or 1) // (n + 1)))
+    threads = str(max(1, (os.cpu_count() or 1) // (n + 1))) if n > 0 else None
     processes = []
-    for i in range(n):
+    for i in range(max(0, n)):
         spec = WorkerSpec(
             path=str(experiment.path),
             seed=experiment.seed,
@@ -168,6 +229,7 @@ def local_workers(experiment, n, *, storage_url, tracking_uri, heartbeat=None):
             tracking_uri=tracking_uri,
             worker_id=f"{platform.node()}-local{i + 1}",
             parent_pid=os.getpid(),
+            coordinator=tracking.coordinator_tag(),
             timeout=experiment.timeout,
             heartbeat=heartbeat,
         )
@@ -177,12 +239,15 @@ def local_workers(experiment, n, *, storage_url, tracking_uri, heartbeat=None):
             **dict.fromkeys(_THREAD_VARIABLES, threads),
         }
         command = [sys.executable, "-c", "from mlx.workers import serve; serve()"]
-        processes.append(subprocess.Popen(command, env=env))
+        processes.append(subprocess.Popen(command, env=env, stdin=subprocess.PIPE, text=True))
+    if not processes:
+        yield LocalWorkers([])
+        return
     from threadpoolctl import threadpool_limits
 
     try:
         with threadpool_limits(int(threads)):
-            yield processes
+            yield LocalWorkers(processes)
     except BaseException:
         for process in processes:
             if process.poll() is None:
@@ -190,6 +255,8 @@ def local_workers(experiment, n, *, storage_url, tracking_uri, heartbeat=None):
         raise
     finally:
         for process in processes:
+            with contextlib.suppress(OSError):
+                process.stdin.close()  # a worker never released reads EOF and ends
             try:
                 process.wait(timeout=_STOP_GRACE)
             except subprocess.TimeoutExpired:
@@ -204,15 +271,26 @@ def serve():
     spec = WorkerSpec(**json.loads(os.environ.pop(_SPEC_VARIABLE)))
     _exit_with_parent(spec.parent_pid)
     quiet_libraries()
-    one_line_errors(work)(
-        spec.path,
-        tracking_uri=spec.tracking_uri,
-        storage=spec.storage,
-        seed=spec.seed,
-        timeout=spec.timeout,
-        heartbeat=spec.heartbeat,
-        worker_id=spec.worker_id,
-    )
+    try:
+        one_line_errors(work)(
+            spec.path,
+            ready=_released,
+            tracking_uri=spec.tracking_uri,
+            storage=spec.storage,
+            seed=spec.seed,
+            timeout=spec.timeout,
+            heartbeat=spec.heartbeat,
+            worker_id=spec.worker_id,
+            coordinator=spec.coordinator,
+        )
+    except KeyboardInterrupt:  # the coordinator stops its workers and says so itself
+        sys.exit(130)
+
+
+def _released():
+    """Block until the coordinator releases this worker; end quietly if it never does."""
+    if sys.stdin.readline() != _GO:
+        sys.exit(0)
 
 
 def _exit_with_parent(pid):

@@ -20,9 +20,11 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from mlx.search import REPLACES
+from mlx.search.slots import INTERRUPTED
 from mlx.tracking import schema
 
 EXPERIMENT = """
+import os
 import time
 
 from optuna.distributions import FloatDistribution
@@ -33,7 +35,9 @@ import mlx
 
 
 def space(trial):
-    time.sleep({sleep})
+    # A test that must stop the search mid-trial makes trials from this number on stall.
+    stall = trial.number >= int(os.environ.get("MLX_TEST_STALL_FROM", 10**9))
+    time.sleep(600 if stall else {sleep})
     return {{"C": trial.suggest_float("C", 1e-2, 1e2, log=True)}}
 
 
@@ -73,11 +77,11 @@ def _mlx(*args):
     return [sys.executable, "-m", "mlx", *map(str, args)]
 
 
-def _start(folder, *args):
+def _start(folder, *args, **env):
     return subprocess.Popen(
         _mlx(*args),
         cwd=folder,
-        env=_env(),
+        env=_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -160,14 +164,22 @@ def _replaced(study):
     return {t.user_attrs[REPLACES] for t in study.trials if REPLACES in t.user_attrs}
 
 
-def test_ctrl_c_kills_the_runs_keeps_the_trials_and_resume_finishes(tmp_path):
-    path = _write(tmp_path, n_trials=8)
-    process = _start(tmp_path, "run", path)
+@pytest.mark.parametrize(
+    "stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_ctrl_c_kills_the_runs_keeps_the_trials_and_resume_finishes(tmp_path, stop, code):
+    """Ctrl-C, or SIGTERM as a scheduler, ``timeout`` or ``docker stop`` sends it."""
+    path = _write(tmp_path, n_trials=8, sleep=0.1)
+    # The third trial stalls, so the signal lands inside a trial.
+    process = _start(tmp_path, "run", path, MLX_TEST_STALL_FROM="2")
     _wait_for(_mid_search(tmp_path, 2), what="two finished trials and one running")
-    os.killpg(process.pid, signal.SIGINT)
+    os.kill(process.pid, stop)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
-    assert "--resume" in err and "Traceback" not in err
+    assert process.returncode == code, err
+    assert "Traceback" not in err
+    # One line says what happened and how to continue.
+    (line,) = [line for line in err.splitlines() if "--resume" in line]
+    assert line.startswith("mlx: ") and "the finished trials are kept" in line
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client, (parent,), children = _runs(uri, "reliable")
@@ -176,7 +188,10 @@ def test_ctrl_c_kills_the_runs_keeps_the_trials_and_resume_finishes(tmp_path):
     states = _states(study)
     assert states.get(TrialState.RUNNING, 0) == 0
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(interrupted) == 1 and "interrupted" in interrupted[0].user_attrs["error"]
+    assert len(interrupted) == 1 and interrupted[0].user_attrs[INTERRUPTED] is True
+    assert interrupted[0].user_attrs["error"] == (
+        "terminated (SIGTERM)" if stop == signal.SIGTERM else "interrupted (Ctrl-C)"
+    )
     by_state = {c.info.status for c in children}
     assert "RUNNING" not in by_state and "KILLED" in by_state
     kept = states[TrialState.COMPLETE]
@@ -186,7 +201,10 @@ def test_ctrl_c_kills_the_runs_keeps_the_trials_and_resume_finishes(tmp_path):
     parent, children, study = _assert_finished_once(
         uri, "reliable", parent.info.run_id, 8, tmp_path
     )
-    assert _states(study)[TrialState.COMPLETE] == 7 >= kept  # 8 minus the interrupted one
+    # The interrupted trial has no result of its own: a fresh slot replaced it, so the run
+    # ends with the 8 results it was asked for.
+    assert _states(study)[TrialState.COMPLETE] == 8 > kept
+    assert _replaced(study) == {interrupted[0].number}
 
 
 def test_kill_9_then_resume_ends_the_orphans_and_replaces_the_lost_trial(tmp_path):

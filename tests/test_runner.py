@@ -70,7 +70,10 @@ def test_parent_run_with_one_child_per_trial(iris):
     tags = parent.data.tags
     assert tags[schema.TAG_STUDY] == result.study_name
     assert result.study_name.startswith("iris-knn-")
-    assert tags[schema.TAG_STUDY].endswith(tags[schema.TAG_HASH][:10])
+    # Every run is its own search: the definition hash and the run's number name its study.
+    assert tags[schema.TAG_STUDY] == f"iris-knn-{tags[schema.TAG_HASH][:10]}-1"
+    assert tags[schema.TAG_RUN_NUMBER] == "1"
+    assert parent.info.run_name == "iris-knn #1"
     assert len(tags[schema.TAG_FINGERPRINT]) == 64
     assert tags[schema.TAG_USE_COUNT] == "1"
     assert tags[schema.TAG_EVALUATED] == "true"
@@ -119,8 +122,10 @@ def test_parent_run_holds_settings_metrics_and_artifacts(iris):
     assert 0.8 <= metrics[schema.test("accuracy")] <= 1.0
     assert {"audit.json", "split.json", "test", "search"} <= _artifacts(client, result.run_id)
     assert _artifacts(client, result.run_id, "test") == {
+        "test/classification_report.csv",
         "test/confusion_matrix.csv",
         "test/confusion_matrix.png",
+        "test/confusion_matrix_normalized.png",
     }
     assert "search/optimization_history.png" in _artifacts(client, result.run_id, "search")
     audit = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/audit.json")

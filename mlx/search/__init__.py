@@ -17,14 +17,31 @@ from mlx.search.candidates import MODEL_PARAM, fixed_shares, is_single, split_pa
 from mlx.search.loop import Ran, coordinate, optimize
 from mlx.search.objective import Objective, TrialRecord, fit_model, n_epochs, suggest
 from mlx.search.retry import retrying
-from mlx.search.slots import REPLACES, Budget, add_budget, budget, enqueue, fail_lost, fill
+from mlx.search.slots import (
+    REPLACES,
+    Budget,
+    add_budget,
+    budget,
+    enqueue,
+    fail_lost,
+    fill,
+    planned,
+    replace_interrupted,
+    set_budget,
+)
 from mlx.search.storage import (
     DEFAULT_STORAGE_FILE,
     default_heartbeat,
     open_storage,
     resolve_storage,
 )
-from mlx.search.study import create_study, default_pruner, default_sampler, load_study
+from mlx.search.study import (
+    StudyExistsError,
+    create_study,
+    default_pruner,
+    default_sampler,
+    load_study,
+)
 
 __all__ = [
     "DEFAULT_STORAGE_FILE",
@@ -33,6 +50,7 @@ __all__ = [
     "Budget",
     "Objective",
     "Ran",
+    "StudyExistsError",
     "TrialRecord",
     "TrialState",
     "add_budget",
@@ -52,8 +70,11 @@ __all__ = [
     "n_epochs",
     "open_storage",
     "optimize",
+    "planned",
+    "replace_interrupted",
     "resolve_storage",
     "retrying",
+    "set_budget",
     "split_params",
     "suggest",
 ]

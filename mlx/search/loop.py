@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from mlx.exceptions import first_line
 from mlx.search.heartbeat import Heartbeat
 from mlx.search.retry import retrying
+from mlx.search.slots import INTERRUPTED as INTERRUPTED_ATTR
 from mlx.search.slots import Slots, budget, fail_lost
 from mlx.search.study import quiet_optuna
 
@@ -22,7 +23,7 @@ __all__ = ["INTERRUPTED", "Ran", "coordinate", "optimize"]
 
 logger = logging.getLogger(__name__)
 
-# The error of a trial stopped by Ctrl-C.
+# The error of a trial stopped by Ctrl-C (SIGTERM says so itself).
 INTERRUPTED = "interrupted (Ctrl-C)"
 # Seconds between looks at the study while other processes finish their trials.
 _POLL_SECONDS = 1.0
@@ -42,8 +43,9 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
     this on the same study. ``on_start(number)`` is called when a trial starts and
     ``on_trial(record)`` when it ends. A trial that raises is told FAIL (its error in the record
     and the trial's ``error`` user attribute) and the search goes on; an error raised by a
-    callback stops it. Ctrl-C ends the running trial as FAIL (the record's ``interrupted`` is
-    set), reports it, then propagates. Returns a :class:`Ran`.
+    callback stops it. Ctrl-C or SIGTERM (a ``KeyboardInterrupt``) ends the running trial as
+    FAIL, marked interrupted (the record's ``interrupted`` is set; a resumed search replaces
+    it), reports it, then propagates. Returns a :class:`Ran`.
     """
     quiet_optuna()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -56,9 +58,14 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
             if claimed is None:
                 break
             trial, trial_id = claimed
-            if on_start is not None:
-                on_start(trial.number)
-            record, state = _run_trial(storage, objective, trial, trial_id)
+            try:
+                if on_start is not None:
+                    on_start(trial.number)
+            except KeyboardInterrupt as exc:  # between the claim and the trial
+                _interrupted(trial, exc)
+                retrying(study.tell, trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+            record, state, interruption = _run_trial(storage, objective, trial, trial_id)
             ran += 1
             try:
                 # The trial's child run ends before the study hears of it: whoever sees the
@@ -67,8 +74,8 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
                     on_trial(record)
             finally:
                 retrying(study.tell, trial, record.value, state=state, skip_if_finished=True)
-            if record.interrupted:
-                raise KeyboardInterrupt
+            if interruption is not None:
+                raise interruption
             if stopped():
                 return Ran(ran, stopped=True)
     return Ran(ran, stopped=False)
@@ -104,23 +111,33 @@ def coordinate(
 
 
 def _run_trial(storage, objective, trial, trial_id):
-    """Run one claimed trial: ``(record, state)``, not yet told to the study."""
-    value, state, interrupted = None, TrialState.FAIL, False
+    """Run one claimed trial: ``(record, state, interruption)``, not yet told to the study.
+
+    ``interruption`` is the ``KeyboardInterrupt`` that stopped the trial, or None.
+    """
+    value, state, interruption = None, TrialState.FAIL, None
     try:
         with Heartbeat(storage, trial_id):
             value = objective(trial)
         state = TrialState.COMPLETE
     except optuna.TrialPruned:
         state = TrialState.PRUNED
-    except KeyboardInterrupt:
-        interrupted = True
-        objective.fail(trial.number, INTERRUPTED)
-        retrying(trial.set_user_attr, "error", INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        interruption = exc
+        objective.fail(trial.number, _interrupted(trial, exc))
     except Exception as exc:
         logger.warning("trial %d failed: %s", trial.number, _one_line(exc))
     record = objective.finish(trial, state, value)
-    record.interrupted = interrupted
-    return record, state
+    record.interrupted = interruption is not None
+    return record, state, interruption
+
+
+def _interrupted(trial, exc):
+    """Mark ``trial`` as stopped from outside (a resumed search replaces it); its error text."""
+    error = str(exc) or INTERRUPTED
+    retrying(trial.set_user_attr, "error", error)
+    retrying(trial.set_user_attr, INTERRUPTED_ATTR, True)
+    return error
 
 
 @contextlib.contextmanager

@@ -8,11 +8,14 @@ The claim is the storage's atomic WAITING -> RUNNING transition, the one Optuna 
 enqueued trials, so two processes never run the same slot; when no slot is left, the budget is
 spent. Exactly the budgeted number of trials runs, however many processes share it.
 
-A trial whose process died (``kill -9``, a lost machine) is *lost*. With a heartbeat (see
+A trial stopped from outside has no result of its own and does not count toward the budget: a
+trial whose process died (``kill -9``, a lost machine) is *lost*. With a heartbeat (see
 :mod:`mlx.search.heartbeat`) it is failed once its heartbeat is older than the grace period;
-without one, ``mlx run --resume`` fails the trials left RUNNING. Either way a fresh slot
-replaces it (the new trial's user attribute ``mlx.replaces`` names the lost one), so a lost
-trial does not eat the budget.
+without one, ``mlx run --resume`` fails the trials left RUNNING. A trial stopped by Ctrl-C or
+SIGTERM is *interrupted* (failed, and marked so); ``--resume`` replaces it. Either way a fresh
+slot replaces it (the new trial's user attribute ``mlx.replaces`` names the one it replaces).
+A smaller budget on resume *cancels* waiting slots (failed and marked ``mlx.cancelled``, never
+run); finished trials are never cancelled.
 """
 
 import collections
@@ -29,6 +32,9 @@ from mlx.search.heartbeat import heartbeat_interval
 from mlx.search.retry import retrying
 
 __all__ = [
+    "BUDGET",
+    "CANCELLED",
+    "INTERRUPTED",
     "REPLACES",
     "Budget",
     "Slots",
@@ -38,13 +44,21 @@ __all__ = [
     "enqueue",
     "fail_lost",
     "fill",
+    "planned",
+    "replace_interrupted",
     "replace_lost",
+    "set_budget",
 ]
 
 logger = logging.getLogger(__name__)
 
 # The user attribute of a slot that replaces a lost trial: the lost trial's number.
 REPLACES = "mlx.replaces"
+# The user attributes of a trial stopped by Ctrl-C or SIGTERM, and of a slot cancelled unused.
+INTERRUPTED = "mlx.interrupted"
+CANCELLED = "mlx.cancelled"
+# The study's user attribute that holds its budget (the n_trials of the run that set it last).
+BUDGET = "mlx.n_trials"
 
 
 @dataclass
@@ -67,11 +81,20 @@ class Budget:
         return self.waiting + self.running + self.finished
 
 
+def planned(study):
+    """The study's budget as its last run set it (None for a study mlx did not create)."""
+    return retrying(lambda: study.user_attrs.get(BUDGET))
+
+
 def counted_trials(study):
-    """The study's trials that count against its budget (all but replaced lost ones)."""
+    """``(trials, lost)``: the trials that count against the budget, and how many do not.
+
+    Lost and interrupted trials that a slot replaced, and cancelled slots, do not count.
+    """
     trials = retrying(study.get_trials, deepcopy=False)
     replaced = {t.user_attrs[REPLACES] for t in trials if REPLACES in t.user_attrs}
-    return [t for t in trials if t.number not in replaced], len(replaced)
+    counted = [t for t in trials if t.number not in replaced and not t.user_attrs.get(CANCELLED)]
+    return counted, len(replaced)
 
 
 def budget(study):
@@ -109,8 +132,60 @@ def enqueue(study, n, fixed_params=None, user_attrs=None):
             retrying(study.add_trial, slot)
 
 
+def set_budget(study, storage, n_trials, shares=None):
+    """Make ``n_trials`` the study's budget; return the number of slots added (< 0: cancelled).
+
+    More than the study has: slots are added (see :func:`fill`). Fewer: waiting slots are
+    cancelled, at most as many as wait (finished and running trials are never cancelled);
+    with ``shares``, each model's own excess.
+    """
+    retrying(study.set_user_attr, BUDGET, n_trials)
+    added = fill(study, n_trials, shares)
+    trials, _ = counted_trials(study)
+    counted = {t.number for t in trials}
+    waiting = [
+        (t, i) for t, i in _trials(study, storage, TrialState.WAITING) if t.number in counted
+    ]
+    if shares is None:
+        excess = {None: max(0, len(trials) - n_trials)}
+    else:
+        wanted = collections.Counter(shares)
+        have = collections.Counter(_model_of(t) for t in trials)
+        excess = {name: max(0, have[name] - wanted[name]) for name in have}
+    cancelled = 0
+    for trial, trial_id in reversed(waiting):  # the last slots first
+        key = None if shares is None else _model_of(trial)
+        if excess.get(key, 0) > 0:
+            excess[key] -= 1
+            cancelled += _cancel(storage, trial_id)
+    return added - cancelled
+
+
+def _model_of(trial):
+    return trial.params.get(MODEL_PARAM) or trial.system_attrs.get("fixed_params", {}).get(
+        MODEL_PARAM
+    )
+
+
+def _cancel(storage, trial_id):
+    """Cancel a waiting slot: 1 if cancelled, 0 if a process claimed it meanwhile.
+
+    The slot is claimed first, through the same atomic WAITING -> RUNNING transition as any
+    claim, so that a trial another process just started is never failed.
+    """
+    try:
+        if not retrying(storage.set_trial_state_values, trial_id, state=TrialState.RUNNING):
+            return 0
+    except UpdateFinishedTrialError:
+        return 0
+    retrying(storage.set_trial_user_attr, trial_id, CANCELLED, True)
+    retrying(storage.set_trial_state_values, trial_id, state=TrialState.FAIL)
+    return 1
+
+
 def add_budget(study, n_trials, shares=None):
     """Enqueue ``n_trials`` slots, each model's share in the order of ``shares`` (see :func:`fill`)."""
+    retrying(study.set_user_attr, BUDGET, n_trials)
     if shares is None:
         enqueue(study, n_trials)
         return
@@ -130,10 +205,7 @@ def fill(study, n_trials, shares=None):
         enqueue(study, missing)
         return missing
     trials, _ = counted_trials(study)
-    have = collections.Counter(
-        t.params.get(MODEL_PARAM) or t.system_attrs.get("fixed_params", {}).get(MODEL_PARAM)
-        for t in trials
-    )
+    have = collections.Counter(_model_of(t) for t in trials)
     added = 0
     for name in shares:
         if have[name]:
@@ -195,6 +267,16 @@ def replace_lost(study, frozen):
     # A slot that fixed parameters (a model type's share of the budget) keeps them.
     fixed = frozen.system_attrs.get("fixed_params")
     enqueue(study, 1, fixed_params=fixed, user_attrs={REPLACES: frozen.number})
+
+
+def replace_interrupted(study):
+    """Replace every trial stopped by Ctrl-C or SIGTERM that no slot replaces yet."""
+    trials = retrying(study.get_trials, deepcopy=False)
+    replaced = {t.user_attrs[REPLACES] for t in trials if REPLACES in t.user_attrs}
+    for frozen in trials:
+        if frozen.user_attrs.get(INTERRUPTED) and frozen.number not in replaced:
+            fixed = frozen.system_attrs.get("fixed_params")
+            enqueue(study, 1, fixed_params=fixed, user_attrs={REPLACES: frozen.number})
 
 
 def fail_lost(study, storage, *, running_are_lost=False):

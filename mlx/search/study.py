@@ -11,11 +11,13 @@ import hashlib
 import logging
 
 import optuna
+from optuna.exceptions import DuplicatedStudyError as StudyExistsError
 
 from mlx.exceptions import SearchError
 from mlx.search.retry import retrying
 
 __all__ = [
+    "StudyExistsError",
     "create_study",
     "default_pruner",
     "default_sampler",
@@ -50,7 +52,13 @@ def policy(seed, *, sampler=None, pruner=None, worker_id=None):
 
 
 def create_study(name, *, storage, seed, sampler=None, pruner=None):
-    """Create the study ``name``, or load it if it exists (see :func:`policy`)."""
+    """Create the study ``name`` (see :func:`policy`).
+
+    Raises
+    ------
+    StudyExistsError
+        A study of that name exists already.
+    """
     quiet_optuna()
     sampler, pruner = policy(seed, sampler=sampler, pruner=pruner)
     return retrying(
@@ -60,7 +68,7 @@ def create_study(name, *, storage, seed, sampler=None, pruner=None):
         direction=DIRECTION,
         sampler=sampler,
         pruner=pruner,
-        load_if_exists=True,
+        load_if_exists=False,
     )
 
 

@@ -7,11 +7,20 @@ Optuna: trials arrive as plain records.
 from mlx.stores import redact_url
 from mlx.tracking import _schema as schema
 from mlx.tracking.children import ChildRuns, end_orphans, trial_summaries
-from mlx.tracking.ledger import ledger_tags, mark_evaluated, test_use_count, test_uses
+from mlx.tracking.ledger import (
+    claim_test,
+    ledger_tags,
+    mark_evaluated,
+    test_use_count,
+    test_uses,
+)
 from mlx.tracking.parent import (
     ParentRun,
+    coordinator_alive,
+    coordinator_tag,
     find_parent,
     fixed_params,
+    next_run_number,
     other_definitions,
     provenance,
     requirements,
@@ -24,11 +33,15 @@ __all__ = [
     "ChildRuns",
     "ParentRun",
     "Tracker",
+    "claim_test",
+    "coordinator_alive",
+    "coordinator_tag",
     "end_orphans",
     "find_parent",
     "fixed_params",
     "ledger_tags",
     "mark_evaluated",
+    "next_run_number",
     "other_definitions",
     "provenance",
     "redact_url",

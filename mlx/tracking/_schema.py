@@ -21,6 +21,7 @@ __all__ = [
     "METRIC_FIT_TIME",
     "METRIC_MODEL_BYTES",
     "MLFLOW_GIT_COMMIT",
+    "MLFLOW_NOTE",
     "MLFLOW_PARENT_RUN",
     "MLFLOW_SOURCE",
     "PARAM_DATA_FEATURES",
@@ -36,6 +37,7 @@ __all__ = [
     "ROLE_PARENT",
     "ROLE_TRIAL",
     "TAG_BEST_TRIAL",
+    "TAG_COORDINATOR",
     "TAG_ERROR",
     "TAG_ESTIMATOR",
     "TAG_EVALUATED",
@@ -47,6 +49,7 @@ __all__ = [
     "TAG_MODEL_URI",
     "TAG_OPTUNA_STORAGE",
     "TAG_ROLE",
+    "TAG_RUN_NUMBER",
     "TAG_STATE",
     "TAG_STUDY",
     "TAG_TRIAL",
@@ -57,6 +60,7 @@ __all__ = [
     "best_val",
     "estimator_param",
     "rows_param",
+    "run_name",
     "split_param",
     "test",
     "train",
@@ -74,6 +78,9 @@ TAG_ERROR = "mlx.error"
 
 # --- tags of a parent run ------------------------------------------------------------------------
 TAG_HASH = "mlx.definition_hash"
+# The run's number among the runs of its experiment ("iris-knn #3"), and its coordinator.
+TAG_RUN_NUMBER = "mlx.run_number"
+TAG_COORDINATOR = "mlx.coordinator"  # host:pid
 # The test ledger: a parent run's test split, how often it was used, and whether this run did.
 TAG_FINGERPRINT = "mlx.test_fingerprint"
 TAG_USE_COUNT = "mlx.test_use_count"
@@ -88,8 +95,14 @@ TAG_GIT_DIRTY = "mlx.git_dirty"
 MLFLOW_SOURCE = "mlflow.source.name"
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
 MLFLOW_PARENT_RUN = "mlflow.parentRunId"
+MLFLOW_NOTE = "mlflow.note.content"  # the run's description in the UI
 # The MLflow 3 UI opens experiments in its GenAI view unless they say they train models.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def run_name(experiment_name, number):
+    """The parent run's name: the experiment's name and the run's number."""
+    return f"{experiment_name} #{number}"
 
 
 def trials_tag(state):

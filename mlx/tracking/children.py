@@ -70,6 +70,13 @@ class ChildRuns:
         self.tracker.end_run(run_id, status, end_time=record.end_time)
         return run_id
 
+    def abandon(self, error):
+        """End this process's open child runs KILLED with ``error`` (the process is stopping)."""
+        for number in list(self._runs):
+            run_id = self._runs.pop(number)
+            self.tracker.log(run_id, tags={schema.TAG_ERROR: error, schema.TAG_STATE: "FAIL"})
+            self.tracker.end_run(run_id, "KILLED")
+
 
 def _logged(record, metric):
     """``(params, metrics, steps, tags)`` of a trial record."""

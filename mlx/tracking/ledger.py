@@ -9,7 +9,7 @@ Deleted runs and experiments still count: deleting a run must not make a test sp
 from mlx.exceptions import TestReuseError
 from mlx.tracking import _schema as schema
 
-__all__ = ["ledger_tags", "mark_evaluated", "test_use_count", "test_uses"]
+__all__ = ["claim_test", "ledger_tags", "mark_evaluated", "test_use_count", "test_uses"]
 
 
 def test_uses(tracker, fingerprint):
@@ -56,6 +56,29 @@ def ledger_tags(fingerprint, use_count):
         schema.TAG_USE_COUNT: str(use_count),
         schema.TAG_EVALUATED: "false",
     }
+
+
+def claim_test(tracker, run_id, fingerprint, *, allow_reuse):
+    """Record that ``run_id`` evaluates its test split now; return the uses, this one included.
+
+    The ledger is read once more: another run may have evaluated the same split since this one
+    started (two experiments on the same data and seed, run side by side).
+
+    Raises
+    ------
+    TestReuseError
+        Another run evaluated the split meanwhile and ``allow_reuse`` is False.
+    """
+    others = [run for run in test_uses(tracker, fingerprint) if run.info.run_id != run_id]
+    if others and not allow_reuse:
+        raise TestReuseError(
+            f"this test split (fingerprint {fingerprint[:12]}) was evaluated by run "
+            f"{others[-1].info.run_id} while this run searched; its trials are kept. Evaluate it "
+            f"anyway with --resume {run_id} --allow-test-reuse (the run records the count)."
+        )
+    count = len(others) + 1
+    tracker.log(run_id, tags={schema.TAG_EVALUATED: "true", schema.TAG_USE_COUNT: str(count)})
+    return count
 
 
 def mark_evaluated(tracker, run_id):

@@ -5,6 +5,7 @@ parameters), its provenance as tags (library versions, the experiment file, the 
 and later the best configuration, the test evaluation and the model.
 """
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -15,7 +16,10 @@ from mlx.tracking import _schema as schema
 
 __all__ = [
     "ParentRun",
+    "coordinator_alive",
+    "coordinator_tag",
     "find_parent",
+    "next_run_number",
     "fixed_params",
     "other_definitions",
     "provenance",
@@ -40,19 +44,58 @@ class ParentRun(NamedTuple):
         self.tracker.log(self.run_id, **entries)
 
 
-def find_parent(tracker, experiment_name, study_name, statuses=None):
-    """The latest parent run of ``study_name`` (optionally only with one of ``statuses``)."""
-    query = f"tags.`{schema.TAG_STUDY}` = '{study_name}'"
+def find_parent(tracker, experiment_name, *, digest, statuses=None, run_id=None, coordinator=None):
+    """The latest parent run of the definition ``digest`` (with one of ``statuses``).
+
+    With ``run_id``, that run, if it is such a parent; with ``coordinator`` (``host:pid``),
+    only a run of that coordinator; else None.
+    """
+    query = f"tags.`{schema.TAG_HASH}` = '{digest}'"
+    if run_id is not None:
+        query += f" AND attributes.run_id = '{run_id}'"
+    if coordinator is not None:
+        query += f" AND tags.`{schema.TAG_COORDINATOR}` = '{coordinator}'"
     for run in tracker.parents(experiment_name, query):
         if statuses is None or run.info.status in statuses:
             return run
     return None
 
 
-def other_definitions(tracker, experiment_name, study_name):
-    """RUNNING parent runs of ``experiment_name`` whose study is not ``study_name``."""
+def other_definitions(tracker, experiment_name, digest):
+    """RUNNING parent runs of ``experiment_name`` whose definition is not ``digest``."""
     running = tracker.parents(experiment_name, "attributes.status = 'RUNNING'")
-    return [r for r in running if r.data.tags.get(schema.TAG_STUDY) != study_name]
+    return [r for r in running if r.data.tags.get(schema.TAG_HASH) != digest]
+
+
+def next_run_number(tracker, experiment_name):
+    """One more than the highest run number of the experiment's parent runs (deleted ones too)."""
+    numbers = [
+        int(run.data.tags.get(schema.TAG_RUN_NUMBER, 0))
+        for run in tracker.parents(experiment_name, deleted=True)
+    ]
+    return max(numbers, default=0) + 1
+
+
+def coordinator_tag():
+    """Who coordinates a run started here: ``host:pid``."""
+    return f"{platform.node()}:{os.getpid()}"
+
+
+def coordinator_alive(parent):
+    """False when the parent run's coordinator ran on this machine and has stopped.
+
+    On another machine there is no telling: it counts as alive.
+    """
+    host, _, pid = parent.data.tags.get(schema.TAG_COORDINATOR, "").rpartition(":")
+    if host != platform.node() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def settings(experiment, X, parts):

@@ -242,7 +242,7 @@ class Tracker:
         view = ViewType.ALL if deleted else ViewType.ACTIVE_ONLY
         return [e.experiment_id for e in _pages(self.client.search_experiments, view)]
 
-    def parents(self, experiment_name, query=None):
+    def parents(self, experiment_name, query=None, *, deleted=False):
         """Parent runs of ``experiment_name`` (newest first) matching ``query`` too."""
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is None:
@@ -250,7 +250,7 @@ class Tracker:
         where = f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PARENT}'"
         where += f" AND {query}" if query else ""
         order = ["attributes.start_time DESC"]
-        return self.search_runs([experiment.experiment_id], where, order_by=order)
+        return self.search_runs([experiment.experiment_id], where, deleted=deleted, order_by=order)
 
     def children(self, parent, query=None):
         """The child (trial) runs of the run ``parent`` (a Run or a run id)."""
@@ -334,7 +334,8 @@ def _serialization(model):
 
     skops refuses types it does not know (our estimators, scikit-learn's distance metrics)
     unless listed as trusted; the model was built here, so its own types are trusted. A model
-    skops cannot serialise at all falls back to cloudpickle.
+    skops cannot serialise, or one with a type that cannot be imported by name (a class defined
+    in an experiment file), falls back to cloudpickle.
     """
     try:
         import skops.io
@@ -342,7 +343,20 @@ def _serialization(model):
         trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     except Exception:
         return {"serialization_format": "cloudpickle"}
+    if not all(_importable(name) for name in trusted):
+        return {"serialization_format": "cloudpickle"}
     return {"serialization_format": "skops", "skops_trusted_types": trusted}
+
+
+def _importable(qualified_name):
+    """Whether ``module.Name`` can be imported by name (as loading a skops model must)."""
+    import importlib
+
+    module, _, name = qualified_name.rpartition(".")
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except Exception:
+        return False
 
 
 def _pinned(distribution):

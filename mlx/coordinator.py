@@ -1,0 +1,220 @@
+"""The coordinator's hold on a search: one run, one study, one parent run at a time.
+
+A plain ``mlx run`` starts a new search: the next run number of the experiment, a study of its
+own (``<name>-<definition hash>-<number>``) with the trial budget as slots, and a RUNNING parent
+run named ``<name> #<number>``. A second coordinator of the same definition is refused while
+the first one lives; a parent run left RUNNING by a coordinator that died on this machine is
+ended KILLED (and stays resumable). ``--resume`` reopens the latest unfinished run (or the one
+named) with its study, and accounts for what the interruption left: lost and interrupted
+trials are replaced, orphan child runs ended, the budget set. Whatever happens in between, the
+parent run ends FINISHED, FAILED or KILLED (:func:`ends`).
+"""
+
+import contextlib
+import logging
+
+from mlx import search, tracking
+from mlx.exceptions import AlreadyRunningError, Interrupted, SearchError, TrackingError
+from mlx.stores import is_local, redact_url
+from mlx.tracking import schema
+
+__all__ = ["ends", "recover", "refuse_running", "reopen", "start"]
+
+logger = logging.getLogger(__name__)
+
+# Statuses of a parent run that --resume may continue.
+_UNFINISHED = ("RUNNING", "KILLED", "FAILED")
+# Run numbers tried when a study of that number already exists in the Optuna storage (a store
+# reset while the storage was kept).
+_MAX_NUMBER_TRIES = 100
+
+
+def refuse_running(experiment, digest, tracker):
+    """Refuse a second coordinator of the same definition; end parents of dead ones KILLED."""
+    for parent in tracker.parents(experiment.name, "attributes.status = 'RUNNING'"):
+        if parent.data.tags.get(schema.TAG_HASH) != digest:
+            continue
+        if tracking.coordinator_alive(parent):
+            name = parent.info.run_name
+            raise AlreadyRunningError(
+                f"run {name!r} ({parent.info.run_id}) of this experiment is running now "
+                f"(coordinator {parent.data.tags.get(schema.TAG_COORDINATOR, '?')}): a second "
+                f"coordinator would evaluate the same test split. Join it with `mlx worker "
+                f"{_file(experiment)}`, or wait until it ends; if it is not running any more, "
+                f"continue it with `mlx run {_file(experiment)} --resume {parent.info.run_id}`."
+            )
+        tracker.log(parent.info.run_id, tags={schema.TAG_ERROR: "lost: its coordinator stopped"})
+        tracker.end_run(parent.info.run_id, "KILLED")
+        logger.warning(
+            "run %r was left RUNNING by a coordinator that stopped; it is ended KILLED (continue "
+            "it with --resume %s)",
+            parent.info.run_name,
+            parent.info.run_id,
+        )
+
+
+def start(experiment, digest, stores, ledger_tags, *, n_trials=None):
+    """A new search: a study with its budget as slots and its RUNNING parent run.
+
+    Returns ``(study, ParentRun)``.
+    """
+    tracker = stores.tracker
+    experiment_id = tracker.experiment_id(experiment.name)
+    number = tracking.next_run_number(tracker, experiment.name)
+    for _ in range(_MAX_NUMBER_TRIES):
+        try:
+            study = search.create_study(
+                _study_name(experiment, digest, number),
+                storage=stores.storage,
+                seed=experiment.seed,
+                sampler=experiment.sampler,
+                pruner=experiment.pruner,
+            )
+            break
+        except search.StudyExistsError:
+            number += 1
+    else:
+        raise SearchError(f"no free study name for run {number} of {experiment.name!r}.")
+    # Slots first: a worker that sees the parent run must also see work to do.
+    search.add_budget(study, experiment.n_trials, shares(experiment))
+    run_id = tracker.start_run(
+        experiment_id,
+        schema.run_name(experiment.name, number),
+        tags={
+            schema.TAG_ROLE: schema.ROLE_PARENT,
+            schema.TAG_STUDY: study.study_name,
+            schema.TAG_HASH: digest,
+            schema.TAG_RUN_NUMBER: str(number),
+            schema.TAG_COORDINATOR: tracking.coordinator_tag(),
+            schema.TAG_OPTUNA_STORAGE: redact_url(stores.storage_url),
+            schema.MLFLOW_NOTE: experiment.description,
+            **ledger_tags,
+            **tracking.provenance(experiment),
+        },
+    )
+    return study, tracking.ParentRun(tracker, run_id, experiment_id)
+
+
+def reopen(experiment, digest, stores, run_id=None):
+    """The latest unfinished run of this definition (or ``run_id``): ``(study, ParentRun)``."""
+    tracker = stores.tracker
+    parent = tracking.find_parent(
+        tracker, experiment.name, digest=digest, statuses=_UNFINISHED, run_id=run_id
+    )
+    if parent is None:
+        raise SearchError(_nothing_to_resume(experiment, digest, tracker, run_id))
+    if parent.info.status == "RUNNING" and tracking.coordinator_alive(parent):
+        raise AlreadyRunningError(
+            f"run {parent.info.run_name!r} ({parent.info.run_id}) is running now (coordinator "
+            f"{parent.data.tags.get(schema.TAG_COORDINATOR, '?')}); resume it once it stopped, "
+            f"or join it with `mlx worker {_file(experiment)}`."
+        )
+    study = search.load_study(
+        parent.data.tags[schema.TAG_STUDY],
+        storage=stores.storage,
+        seed=experiment.seed,
+        sampler=experiment.sampler,
+        pruner=experiment.pruner,
+    )
+    tracker.reopen(parent.info.run_id)
+    tracker.log(parent.info.run_id, tags={schema.TAG_COORDINATOR: tracking.coordinator_tag()})
+    return study, tracking.ParentRun(tracker, parent.info.run_id, parent.info.experiment_id)
+
+
+def recover(experiment, study, stores, parent, n_trials):
+    """Account for what an interrupted run left, and set its budget to ``n_trials``.
+
+    Trials stopped from outside have no result of their own: lost ones (their process died)
+    and interrupted ones (Ctrl-C, SIGTERM) are replaced by fresh slots. On a local file storage
+    no other machine can be running trials, so every RUNNING trial belonged to the dead run; on
+    a database server, only trials whose heartbeat stopped are.
+    """
+    search.fail_lost(study, stores.storage, running_are_lost=is_local(stores.storage_url))
+    search.replace_interrupted(study)
+    running = study.get_trials(deepcopy=False, states=(search.TrialState.RUNNING,))
+    tracking.end_orphans(parent.tracker, parent.run_id, alive={str(t.number) for t in running})
+    search.set_budget(study, stores.storage, n_trials, shares(experiment, n_trials))
+    counts = search.budget(study)
+    logger.warning(
+        "resuming %s: %d of %d trials finished, %d to go",
+        study.study_name,
+        counts.finished,
+        n_trials,
+        counts.waiting + counts.running,
+    )
+
+
+def shares(experiment, n_trials=None):
+    """The model of each slot when each model has a fixed share of the budget, else None."""
+    if experiment.model_budget != "fixed" or experiment.estimators is None:
+        return None
+    return search.fixed_shares(experiment.candidates, n_trials or experiment.n_trials)
+
+
+@contextlib.contextmanager
+def ends(parent, resume_command):
+    """The parent run ends FINISHED after the block, else FAILED or KILLED (Ctrl-C, SIGTERM).
+
+    An interruption comes out as one :class:`~mlx.exceptions.Interrupted` whose message says
+    what is kept and gives ``resume_command``.
+    """
+    tracker, run_id = parent.tracker, parent.run_id
+    try:
+        yield
+    except BaseException as exc:
+        # Recording the failure must not hide the error itself.
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        message = redact_url(f"{type(exc).__name__}: {exc}")
+        _try(tracker.log, run_id, tags={schema.TAG_ERROR: message})
+        _try(tracker.end_run, run_id, "KILLED" if interrupted else "FAILED")
+        if interrupted:
+            raise Interrupted(
+                f"{exc or 'interrupted'}: the finished trials are kept; continue with "
+                f"`{resume_command}`.",
+                signum=getattr(exc, "signum", 2),
+            ) from None
+        if isinstance(exc, TrackingError):
+            logger.warning(
+                "the MLflow store failed: the finished trials are kept; continue with `%s` "
+                "once the store answers again.",
+                resume_command,
+            )
+        raise
+    tracker.end_run(run_id, "FINISHED")
+
+
+def _study_name(experiment, digest, number):
+    return f"{experiment.name}-{digest[:10]}-{number}"
+
+
+def _nothing_to_resume(experiment, digest, tracker, run_id):
+    if run_id is not None:
+        return (
+            f"nothing to resume: {run_id} is not an unfinished run of this experiment file's "
+            f"definition (hash {digest[:10]}) in {redact_url(tracker.uri)}; `mlx show "
+            f"{experiment.name}` lists its runs."
+        )
+    latest = tracking.find_parent(tracker, experiment.name, digest=digest)
+    if latest is None:
+        return (
+            f"nothing to resume: no run of this experiment file's definition (hash "
+            f"{digest[:10]}) in {redact_url(tracker.uri)}. Start it without --resume; a changed "
+            f"experiment file, data or seed is a new definition."
+        )
+    return (
+        f"nothing to resume: every run of this definition finished, the latest "
+        f"{latest.info.run_name!r} ({latest.info.run_id}). Run without --resume to start a new "
+        f"search."
+    )
+
+
+def _file(experiment):
+    return str(experiment.path) if experiment.path is not None else "FILE"
+
+
+def _try(func, *args, **kwargs):
+    # Used on the way out of a failure: a second error must not hide the first.
+    try:
+        func(*args, **kwargs)
+    except Exception:
+        logger.debug("ignored error while recording a failure", exc_info=True)
