@@ -1,3 +1,4 @@
+import os
 import pickle
 import warnings
 
@@ -13,14 +14,28 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
+from threadpoolctl import threadpool_limits
 
 from mlx.estimators import KMeans, KSelection, select_k
+from mlx.estimators import kmeans as kmeans_module
 
 
 @pytest.fixture(scope="module")
 def blobs4():
     X, _ = make_blobs(n_samples=400, centers=4, cluster_std=0.6, random_state=3)
     return X
+
+
+def _fit_sklearn(estimator, X):
+    # One OpenMP thread: beside the other pytest worker, more threads only spin and wait.
+    with threadpool_limits(limits=1):
+        return estimator.fit(X)
+
+
+@pytest.fixture(scope="module")
+def uniform():
+    # No cluster structure: Lloyd's algorithm needs dozens of iterations (43-110 here).
+    return np.random.RandomState(0).uniform(size=(3000, 8))
 
 
 @pytest.mark.parametrize(
@@ -32,7 +47,7 @@ def test_inertia_matches_sklearn(n_samples, n_features, centers, seed):
         n_samples=n_samples, n_features=n_features, centers=centers, random_state=seed
     )
     ours = KMeans(n_clusters=centers, n_init=3, random_state=seed).fit(X)
-    theirs = SklearnKMeans(n_clusters=centers, n_init=3, random_state=seed).fit(X)
+    theirs = _fit_sklearn(SklearnKMeans(n_clusters=centers, n_init=3, random_state=seed), X)
     assert ours.inertia_ == pytest.approx(theirs.inertia_, rel=0.01)
     # inertia_ is the inertia of the returned centres and labels
     assert_allclose(ours.inertia_, -ours.score(X), rtol=1e-9)
@@ -46,11 +61,159 @@ def test_same_lloyd_trajectory_as_sklearn_from_the_same_start(tol):
     X, _ = make_blobs(n_samples=3000, n_features=4, centers=6, cluster_std=3.0, random_state=7)
     start = X[np.random.RandomState(0).choice(len(X), 6, replace=False)]
     ours = KMeans(n_clusters=6, init=start, tol=tol).fit(X)
-    theirs = SklearnKMeans(n_clusters=6, init=start, n_init=1, tol=tol).fit(X)
+    theirs = _fit_sklearn(SklearnKMeans(n_clusters=6, init=start, n_init=1, tol=tol), X)
     assert ours.n_iter_ == theirs.n_iter_ > 3
     assert_array_equal(ours.labels_, theirs.labels_)
     assert_allclose(ours.cluster_centers_, theirs.cluster_centers_, rtol=1e-10)
     assert_allclose(ours.inertia_, theirs.inertia_, rtol=1e-9)
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hard_case_follows_sklearn_from_the_same_seed(uniform, init, seed):
+    """The same seed gives scikit-learn's start, then the same iterations and result.
+
+    Fails if the starts draw differently, if the stopping rule or the scale of its tolerance
+    differs (n_iter_ is compared exactly), or if an assignment step picks another centre.
+    """
+    ours = KMeans(n_clusters=8, init=init, n_init=1, random_state=seed).fit(uniform)
+    theirs = _fit_sklearn(
+        SklearnKMeans(n_clusters=8, init=init, n_init=1, random_state=seed), uniform
+    )
+    assert ours.n_iter_ == theirs.n_iter_ > 40
+    assert_array_equal(ours.labels_, theirs.labels_)
+    assert_allclose(ours.cluster_centers_, theirs.cluster_centers_, rtol=0, atol=1e-12)
+    assert ours.inertia_ == pytest.approx(theirs.inertia_, rel=1e-12)
+
+
+def test_several_starts_draw_like_sklearn(uniform):
+    ours = KMeans(n_clusters=8, init="random", n_init=3, random_state=0).fit(uniform)
+    theirs = _fit_sklearn(
+        SklearnKMeans(n_clusters=8, init="random", n_init=3, random_state=0), uniform
+    )
+    assert ours.n_iter_ == theirs.n_iter_
+    assert_array_equal(ours.labels_, theirs.labels_)
+    assert ours.inertia_ == pytest.approx(theirs.inertia_, rel=1e-12)
+
+
+def _plain_lloyd(X, centers, n_steps):
+    """Textbook Lloyd in float64 differences: the reference for the assignment's exactness."""
+    for _ in range(n_steps):
+        labels = cdist(X, centers, "sqeuclidean").argmin(axis=1)
+        centers = np.array([X[labels == j].mean(axis=0) for j in range(len(centers))])
+    return centers, cdist(X, centers, "sqeuclidean").argmin(axis=1)
+
+
+@pytest.mark.parametrize("n_steps", [1, 2, 5, 30])
+def test_every_step_assigns_like_plain_float64_lloyd(uniform, n_steps):
+    # The float32 first pass and the sums updated by moved rows change no label and no
+    # centre beyond rounding, step after step.
+    start = uniform[np.random.RandomState(0).choice(len(uniform), 8, replace=False)]
+    ours = KMeans(n_clusters=8, init=start, max_iter=n_steps, tol=0).fit(uniform)
+    centers, labels = _plain_lloyd(uniform, start, n_steps)
+    assert ours.n_iter_ == n_steps
+    assert_array_equal(ours.labels_, labels)
+    assert_allclose(ours.cluster_centers_, centers, rtol=0, atol=1e-13)
+
+
+def test_converged_centres_are_the_means_of_their_labels(uniform):
+    # Rows move between clusters for 100-odd steps; the sums they update must not drift.
+    km = KMeans(n_clusters=8, init="random", tol=0, max_iter=1000, random_state=1).fit(uniform)
+    assert 100 < km.n_iter_ < 1000
+    means = np.array([uniform[km.labels_ == j].mean(axis=0) for j in range(8)])
+    assert_allclose(km.cluster_centers_, means, rtol=0, atol=1e-13)
+    assert_allclose(km.inertia_, ((uniform - means[km.labels_]) ** 2).sum(), rtol=1e-12)
+
+
+# Variance of X: 7.76. Squared centre shifts from the start [[0], [1]]: 14.0625 after step 1,
+# 1.8125 after step 2, and step 3 changes no label. Twice X's scale in a second feature makes
+# the shifts 5 times larger and the mean feature variance 2.5 times larger.
+@pytest.mark.parametrize(
+    "tol, n_iter_1d, n_iter_2d",
+    [(2.0, 1, 2), (1.0, 2, 2), (0.24, 2, 3), (0.23, 3, 3), (0.0, 3, 3)],
+)
+def test_tol_is_relative_to_the_mean_feature_variance_by_hand(tol, n_iter_1d, n_iter_2d):
+    X = np.array([[0.0], [1.0], [5.0], [6.0], [7.0]])
+    for data, start, n_iter in [
+        (X, [[0.0], [1.0]], n_iter_1d),
+        (np.hstack([X, 2 * X]), [[0.0, 0.0], [1.0, 2.0]], n_iter_2d),
+    ]:
+        ours = KMeans(n_clusters=2, init=start, tol=tol).fit(data)
+        theirs = _fit_sklearn(
+            SklearnKMeans(n_clusters=2, init=np.array(start), n_init=1, tol=tol), data
+        )
+        assert ours.n_iter_ == theirs.n_iter_ == n_iter
+        assert_array_equal(ours.labels_, theirs.labels_)
+
+
+def test_tol_means_the_same_at_every_scale(uniform):
+    start = uniform[:8]
+    runs = {}
+    for tol in (1e-2, 1e-4, 0.0):
+        small = KMeans(n_clusters=8, init=start, tol=tol).fit(uniform)
+        large = KMeans(n_clusters=8, init=start * 1000.0, tol=tol).fit(uniform * 1000.0)
+        assert small.n_iter_ == large.n_iter_
+        assert_array_equal(small.labels_, large.labels_)
+        runs[tol] = small.n_iter_
+    # The tolerance binds: a looser one stops earlier.
+    assert runs[1e-2] < runs[1e-4] < runs[0.0]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_assignment_is_exact_where_float32_cannot_tell(monkeypatch, blobs4, dtype):
+    # Samples a hair's breadth off the bisector of two centres: the float32 first pass cannot
+    # order the two, the float64 second pass must, as exact differences do.
+    km = KMeans(n_clusters=4, random_state=0).fit(blobs4.astype(dtype))
+    centers = km.cluster_centers_.astype(np.float64)
+    gaps = cdist(centers, centers) + np.diag(np.full(4, np.inf))
+    i, j = np.unravel_index(np.argmin(gaps), gaps.shape)
+    unit = (centers[j] - centers[i]) / gaps[i, j]
+    rng = np.random.RandomState(0)
+    offsets = rng.choice([-1.0, 1.0], 500) * 10.0 ** rng.uniform(-11, -5, 500)
+    across = rng.normal(size=(500, 2)) * 0.01 * gaps[i, j]
+    across -= np.outer(across @ unit, unit)
+    X = ((centers[i] + centers[j]) / 2 + np.outer(offsets, unit) + across).astype(dtype)
+    exact = cdist(X.astype(np.float64), km.cluster_centers_.astype(np.float64), "sqeuclidean")
+
+    second_pass = []
+    nearest_exactly = kmeans_module._nearest_exactly
+
+    def spy(X, centers, rows):
+        second_pass.append(rows.size)
+        return nearest_exactly(X, centers, rows)
+
+    monkeypatch.setattr(kmeans_module, "_nearest_exactly", spy)
+    labels = km.predict(X)
+    assert_array_equal(labels, exact.argmin(axis=1))
+    assert set(labels) == {i, j}
+    assert sum(second_pass) > 250
+
+
+def test_one_cluster():
+    X = np.random.RandomState(0).normal(size=(50, 3))
+    km = KMeans(n_clusters=1).fit(X)
+    assert_array_equal(km.labels_, np.zeros(50))
+    assert_allclose(km.cluster_centers_, [X.mean(axis=0)])
+    assert_allclose(km.inertia_, ((X - X.mean(axis=0)) ** 2).sum())
+    assert km.n_iter_ == 2
+
+
+def test_threads_give_the_same_result(monkeypatch, uniform):
+    # 64 centres leave 1024 rows per block: 3000 rows make 3 blocks, split between 2 threads.
+    fits = []
+    for n_threads in (1, 2):
+        monkeypatch.setattr(kmeans_module, "_n_threads", lambda n=n_threads: n)
+        km = KMeans(n_clusters=64, n_init=1, random_state=0).fit(uniform)
+        fits.append((km.labels_, km.cluster_centers_, km.n_iter_, km.predict(uniform[::-1])))
+    for one, two in zip(*fits, strict=True):
+        assert_array_equal(one, two)
+
+
+def test_threads_follow_the_blas_limit():
+    # A process whose BLAS is pinned to one thread (a runner's local worker) stays on one.
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert kmeans_module._n_threads() == 1
+    assert 1 <= kmeans_module._n_threads() <= len(os.sched_getaffinity(0))
 
 
 def test_hand_computed_lloyd_iterations():

@@ -63,20 +63,27 @@ def _working_data(X):
     """The data to cluster, its squared row norms, the shift taken off, and the total variance.
 
     Rounding in ||x||^2 - 2 x.c + ||c||^2 grows with ||x||^2, so data whose mean lies far from
-    the origin compared with their spread are centred (a copy). Data whose mean is within
-    their spread are used as they are: centring would at most halve the rounding error, and
-    costs a copy and a pass.
+    the origin compared with their spread are centred (a copy, in X's dtype as scikit-learn
+    does). Data whose mean is within their spread are used as they are: centring would at
+    most halve the rounding error, and costs a copy and a pass.
     """
-    n = X.shape[0]
-    # A matrix-vector product is faster than the mean reduction, and any shift would do.
-    mean = (np.ones(n, dtype=X.dtype) @ X) / n
     x_sq = _squared_norms(X)
-    mean_sq = float(mean @ mean)
-    spread = float(x_sq.mean(dtype=np.float64)) - mean_sq
-    if mean_sq <= spread:
+    mean, far, spread = _mean_and_spread(X, x_sq)
+    if not far:
         return X, x_sq, np.zeros_like(mean), spread
     X, x_sq = _centred(X, mean)
     return X, x_sq, mean, float(x_sq.mean(dtype=np.float64))
+
+
+def _mean_and_spread(X, x_sq):
+    """Mean row, whether it lies farther from the origin than the rows' spread, and the total
+    variance (the spread: mean squared distance of the rows to their mean)."""
+    n = X.shape[0]
+    # A matrix-vector product is faster than the mean reduction.
+    mean = (np.ones(n, dtype=X.dtype) @ X) / n
+    mean_sq = float(mean @ mean)
+    spread = float(x_sq.mean(dtype=np.float64)) - mean_sq
+    return mean, mean_sq > spread, spread
 
 
 def _centred(X, mean):
@@ -106,7 +113,8 @@ class _Assignment:
     Built once per data set (a scaled float32 copy and reused buffers), called once per Lloyd
     step. Two passes give the exact answer, the one float64 arithmetic on differences gives:
 
-    1. Rows and centres, scaled by a power of two into the unit ball (exactly), are scored by
+    1. Rows and centres, shifted by ``origin`` if given and scaled by a power of two into the
+       unit ball (exactly), are scored by
        one float32 matrix product per block of rows: :math:`\\lVert c \\rVert^2 + r^2 - 2 x
        \\cdot c`, with :math:`r` the largest row norm, orders the centres like the squared
        distance and is never negative. The index of each centre is written into the lowest
@@ -118,29 +126,45 @@ class _Assignment:
        be misassigned: its distances are computed again from float64 differences. On the
        data of the benchmark these are about five rows in ten thousand.
 
-    Data should be centred when their mean lies far from the origin (as ``fit`` does),
-    otherwise the first pass separates little and most rows take the second. More than
+    Data whose mean lies far from the origin should be centred (a centred ``X``, or ``origin``
+    for a shift taken in float64 when the scaled copy is made), otherwise the first pass
+    separates little and most rows take the second. ``x_sq`` holds the squared row norms of
+    ``X``. More than
     ``_MAX_FLOAT32_CLUSTERS`` centres need too many index bits for float32: the first pass then
     runs in float64. Blocks are split between ``n_threads`` Python threads, each with a
     one-thread BLAS and its own buffers (numpy releases the GIL in both).
     """
 
-    def __init__(self, X, x_sq, n_clusters, n_threads):
+    def __init__(self, X, x_sq, n_clusters, n_threads, origin=None):
         n, d = X.shape
-        self.X, self.n_clusters = X, n_clusters
+        self.X, self.n_clusters, self.origin = X, n_clusters, origin
         self.dtype = np.float32 if n_clusters <= _MAX_FLOAT32_CLUSTERS else np.float64
         self.bits = (n_clusters - 1).bit_length()
         radius = math.sqrt(float(x_sq.max()))
+        if origin is not None:
+            # |x - origin| <= |x| + |origin|: a scale from this bound keeps the rows in the
+            # unit ball, and the precision is that of the rows' true spread all the same.
+            radius += math.sqrt(float(origin @ origin))
         # A power of two at least the largest norm: the scaling itself is then exact.
         self.scale = 2.0 ** -math.frexp(radius)[1] if radius > 0 else 1.0
-        # Largest norm of the scaled rows (at most 1).
-        self.reach = radius * self.scale
-        if 2.0**-100 < radius < 2.0**100:
+        if origin is not None:
+            # Shifted in float64, then rounded once: exact with respect to X.
+            self.scaled = np.empty((n, d), dtype=self.dtype)
+            largest, rows = 0.0, max(1, _BLOCK_ELEMENTS // d)
+            for start in range(0, n, rows):
+                chunk = np.subtract(X[start : start + rows], origin, dtype=np.float64)
+                chunk *= self.scale
+                largest = max(largest, float(_squared_norms(chunk).max()))
+                self.scaled[start : start + rows] = chunk
+            self.reach = math.sqrt(largest)
+        elif 2.0**-100 < radius < 2.0**100:
             # Rounded, then scaled: the float32 range holds X, so this is one rounding too.
             self.scaled = X.astype(self.dtype)
             self.scaled *= self.dtype(self.scale)
+            self.reach = radius * self.scale
         else:
             self.scaled = np.multiply(X, self.scale, dtype=np.float64).astype(self.dtype)
+            self.reach = radius * self.scale
         self.rows = min(n, max(1, _ASSIGN_ELEMENTS // n_clusters))
         n_blocks = -(-n // self.rows)
         per_thread = -(-n_blocks // max(1, min(n_threads, n_blocks))) * self.rows
@@ -160,7 +184,10 @@ class _Assignment:
         n, d = self.X.shape
         if self.n_clusters == 1:
             return np.zeros(n, dtype=np.int32)
-        c = centers.astype(np.float64) * self.scale
+        c = centers.astype(np.float64)
+        if self.origin is not None:
+            c -= self.origin
+        c *= self.scale
         c_sq = _squared_norms(c)
         r_x, r_c = self.reach, math.sqrt(float(c_sq.max()))
         # Scores |c|^2 + r_x^2 - 2 x.c are at most (r_x + r_c)^2 in size. The bound covers the
@@ -634,16 +661,17 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         what = "the samples and the cluster centres"
         n_threads = _n_threads()
         with single_threaded_blas(), _thread_pool(n_threads) as pool:
-            X_work, x_sq, shift, _ = _working_data(X)
+            x_sq = _squared_norms(X)
             _check_distances(float(x_sq.max()), X.dtype, what)
-            centers = centers - shift
-            labels = _Assignment(X_work, x_sq, len(centers), n_threads)(centers, pool)
+            mean, far, _ = _mean_and_spread(X, x_sq)
+            origin = mean.astype(np.float64) if far else None
+            labels = _Assignment(X, x_sq, len(centers), n_threads, origin)(centers, pool)
             # No squared distance exceeds (|x| + |c|)^2: the exact ones are needed only when
             # that bound overflows.
             reach = math.sqrt(float(x_sq.max())) + math.sqrt(float(_squared_norms(centers).max()))
             if not exact_distances and reach**2 < np.finfo(X.dtype).max:
                 return labels, None
-            min_sq = _own_centre_sq(X_work, centers, labels)
+            min_sq = _own_centre_sq(X, centers, labels)
         _check_distances(float(min_sq.max()), X.dtype, what)
         return labels, min_sq
 
