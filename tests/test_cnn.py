@@ -91,6 +91,52 @@ def test_network_gradient_matches_central_differences(config, n_classes):
     assert rel < 1e-6, f"relative error {rel:.2e} for {config}"
 
 
+@pytest.mark.parametrize("pool", ["max", "avg"])
+@pytest.mark.parametrize("conv", ["1d", "2d"])
+def test_network_equals_pytorch_on_the_same_weights(conv, pool):
+    # Only where PyTorch is installed (the benchmark environment): logits and every gradient.
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    rng = np.random.default_rng(0)
+    shape, n, k = (3, 9), 5, 4
+    X = rng.normal(size=(n, *shape))
+    Y = np.eye(k)[rng.integers(0, k, n)]
+    estimator = CNNClassifier((4, 6), conv=conv, kernel_size=3, pool=pool, hidden_layer_sizes=(5,))
+    network = estimator._build_network(shape, k, np.float64).initialise(np.random.RandomState(1))
+    network.params += rng.normal(scale=0.1, size=network.params.shape)
+    Conv, Pool = (nn.Conv1d, nn.MaxPool1d) if conv == "1d" else (nn.Conv2d, nn.MaxPool2d)
+    if pool == "avg":
+        Pool = nn.AvgPool1d if conv == "1d" else nn.AvgPool2d
+    layers = [Conv(3 if conv == "1d" else 1, 4, 3, padding=1), nn.ReLU(), Pool(2, ceil_mode=True)]
+    layers += [Conv(4, 6, 3, padding=1), nn.ReLU(), Pool(2, ceil_mode=True)]
+    layers += [nn.Flatten(2), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(6, 5), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(5, k)).double()
+    convs, linears = (
+        [m for m in model if isinstance(m, Conv)],
+        [m for m in model if isinstance(m, nn.Linear)],
+    )
+    with torch.no_grad():
+        for i, m in enumerate(convs):
+            m.weight[...] = torch.tensor(network.p[f"W{i}"])
+            m.bias[...] = torch.tensor(network.p[f"b{i}"])
+        for j, m in enumerate(linears):
+            m.weight[...] = torch.tensor(network.p[f"V{j}"].T)
+            m.bias[...] = torch.tensor(network.p[f"c{j}"])
+    tX = torch.tensor(X if conv == "1d" else X[:, None])
+    logits = model(tX)
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(Y.argmax(1)))
+    loss.backward()
+    assert_allclose(network.forward(X).copy(), logits.detach().numpy(), rtol=1e-10)
+    J = loss_and_gradient(network, X, Y.copy(), loss="cross_entropy", alpha=0.0)
+    assert_allclose(J, loss.item(), rtol=1e-12)
+    for i, m in enumerate(convs):
+        assert_allclose(network.g[f"W{i}"], m.weight.grad.numpy(), rtol=1e-9, atol=1e-12)
+        assert_allclose(network.g[f"b{i}"], m.bias.grad.numpy(), rtol=1e-9, atol=1e-12)
+    for j, m in enumerate(linears):
+        assert_allclose(network.g[f"V{j}"], m.weight.grad.numpy().T, rtol=1e-9, atol=1e-12)
+        assert_allclose(network.g[f"c{j}"], m.bias.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
 # --- learning -------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from ._deep import (
     FlatNetwork,
     _BaseDeepNet,
 )
+from ._threads import single_threaded_blas
 
 
 def _positive_ints(value, name, *, d=None, allow_empty=False):
@@ -159,9 +160,15 @@ class ConvNetwork(FlatNetwork):
         self.activation = activation
         pads = tuple(same_padding(k) if padding == "same" else (0, 0) for k in kernel)
         self.blocks, layout = [], []
+        # (F, C prod(k), positions) of each block's product, per example (see _BaseCNN)
+        self.products = []
         for i, out_channels in enumerate(filters):
             block = ConvBlock(kernel, pads, pool, pool_size, activation)
-            size = block.convolution.window(size).out
+            window = block.convolution.window(size)
+            size = window.out
+            self.products.append(
+                (out_channels, in_channels * math.prod(kernel), math.prod(window.conv_out))
+            )
             self.blocks.append(block)
             layout += [
                 (f"W{i}", (out_channels, in_channels, *kernel), True),
@@ -390,6 +397,15 @@ class _BaseCNN(_BaseDeepNet):
             n_outputs=n_outputs,
             dtype=dtype,
         )
+
+    def _blas_threads(self):
+        # As for the MLP (_nn.SINGLE_THREAD_PRODUCT): below that many multiply-adds in the
+        # largest product of a step, here a convolution's (F, C k) x (C k, positions x batch),
+        # a second BLAS thread costs more than it saves, and it fights other thread pools.
+        largest = max(math.prod(shape) for shape in self._network.products) * self.batch_size
+        if largest >= _nn.SINGLE_THREAD_PRODUCT:
+            return super()._blas_threads()
+        return single_threaded_blas()
 
     def _check_lengths(self, input_shape, filters, kernel, pool_size):
         """With 'valid' padding every block shortens the sequence: refuse a kernel longer than
