@@ -60,9 +60,9 @@ _RNN_NOTES = """    A row of X is the C-order flattening of an ``input_shape = (
     Training is backpropagation through time over whole sequences; the input projections of
     all frames are one matrix product, only the recurrent product runs frame by frame.
 
-    W is Glorot-uniform, each gate's block of U orthogonal, the biases 0 except the LSTM's
-    forget gate (1). Scale the inputs (e.g. ``StandardScaler`` in a pipeline): the gates
-    saturate on large values."""
+    The weights and biases start from :math:`U(-1/\\sqrt{H}, 1/\\sqrt{H})`, as PyTorch's
+    ``nn.GRU`` / ``nn.LSTM`` and ``nn.Linear`` draw them. Scale the inputs (e.g.
+    ``StandardScaler`` in a pipeline): the gates saturate on large values."""
 
 
 class _BaseRNN(_BaseDeepNet):
