@@ -159,12 +159,31 @@ def case_b():
 
 
 # ==== case (c): a GRU of 64 units, many-to-one =================================================
-# Filled in by the author of RNNClassifier: return a Setup whose ``ours(seed)`` is the
-# RNNClassifier (hidden size 64, one layer, **_common(seed)), whose ``torch_model()`` is
-# nn.GRU(40, 64, batch_first=True) followed by nn.Linear(64, 10) on the last state, and whose
-# ``torch_input`` gives (n, frames, bands): X.reshape(-1, 40, 32).transpose(0, 2, 1).
 def case_c():
-    return None
+    """nn.GRU reads (n, frames, bands) batch-first; RNNClassifier reads the band-major rows
+    with input_shape=(bands, frames) and transposes internally. Both: zero initial state, the
+    last state of the one layer into a dense output layer."""
+    from mlx.estimators import RNNClassifier
+
+    def ours(seed):
+        return RNNClassifier("gru", hidden_size=64, num_layers=1, **_common(seed))
+
+    class GRUClassifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = torch.nn.GRU(N_MELS, 64, batch_first=True)
+            self.head = torch.nn.Linear(64, N_CLASSES)
+
+        def forward(self, X):
+            states, _ = self.gru(X)
+            return self.head(states[:, -1])
+
+    return Setup(
+        "(c) GRU 64, many-to-one",
+        ours,
+        GRUClassifier,
+        lambda X: X.reshape(-1, N_MELS, N_FRAMES).transpose(0, 2, 1),
+    )
 
 
 # ================================================================================================
