@@ -67,12 +67,12 @@ experiment = mlx.Experiment(
         LogMelSpectrogram(sr=SR, n_fft=1024, hop_length=512, n_mels=32),
         StandardScaler(),
         # max_iter is the epoch budget of each trial; small batches give many steps per epoch.
-        CNNClassifier(input_shape=(32, 32), batch_size=16, max_iter=12),
+        CNNClassifier(input_shape=(32, 32), batch_size=16, max_iter=10),
     ),
     search_space=cnn_space,
     metric="accuracy",
     split=(0.6, 0.2, 0.2),
     seed=1,
-    n_trials=10,
+    n_trials=8,
     pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3),
 )
