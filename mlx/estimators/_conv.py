@@ -130,18 +130,29 @@ class Window:
         # No padding, no period and no extra room: the input is its own split.
         self.identity = self.period == (1,) * len(size) and split_length == tuple(size)
         self.split_shape = split_length if self.identity else (*self.period, *split_length)
+        # reads[i][q]: the index of kernel offset i and pooling offset q, built once
+        self.reads = [
+            [self._read_index(j, o) for o in self.pool_offsets] for j in self.kernel_offsets
+        ]
+        # (split, input) index pairs of the phases that hold input entries, built once
+        self.phase_indices = [
+            index for index in map(self._phase_slices, self.phases) if index is not None
+        ]
 
-    def read(self, X_s, j, o):
-        """The view ``V[c, t', n] = X_p[c, s (P t' + o) + j, n]`` of a split input X_s (see
-        :meth:`split`), shape (C, *L', n)."""
+    def _read_index(self, j, o):
         if self.identity:
-            return X_s[_spatial(slice(ji, ji + Lp) for ji, Lp in zip(j, self.out, strict=True))]
+            return _spatial(slice(ji, ji + Lp) for ji, Lp in zip(j, self.out, strict=True))
         r = [s * oi + ji for ji, oi, s in zip(j, o, self.stride, strict=True)]
         phase = tuple(ri % m for ri, m in zip(r, self.period, strict=True))
         shift = (
             slice(ri // m, ri // m + Lp) for ri, m, Lp in zip(r, self.period, self.out, strict=True)
         )
-        return X_s[_spatial((*phase, *shift))]
+        return _spatial((*phase, *shift))
+
+    def read(self, X_s, j, o):
+        """The view ``V[c, t', n] = X_p[c, s (P t' + o) + j, n]`` of a split input X_s (see
+        :meth:`split`), shape (C, *L', n)."""
+        return X_s[self._read_index(j, o)]
 
     def _phase_slices(self, phase):
         """For one phase, the (split, input) indices: the split positions u and the input
@@ -163,10 +174,8 @@ class Window:
         if self.identity:
             return X
         out.fill(0)
-        for phase in self.phases:
-            index = self._phase_slices(phase)
-            if index is not None:
-                out[index[0]] = X[index[1]]
+        for split, source in self.phase_indices:
+            out[split] = X[source]
         return out
 
     def merge(self, X_s, out):
@@ -174,10 +183,8 @@ class Window:
         (C, *L, n) from a split array."""
         if self.identity:
             return X_s
-        for phase in self.phases:
-            index = self._phase_slices(phase)
-            if index is not None:
-                out[index[1]] = X_s[index[0]]
+        for split, source in self.phase_indices:
+            out[source] = X_s[split]
         return out
 
     def phantoms(self, o):
@@ -243,9 +250,9 @@ class Convolution:
         X_s = win.split(X, self.buffers.get("X_s", (C, *win.split_shape, n), dtype))
         K, P = len(win.kernel_offsets), len(win.pool_offsets)
         cols = self.buffers.get("cols", (C, K, P, *win.out, n), dtype)
-        for i, j in enumerate(win.kernel_offsets):
-            for q, o in enumerate(win.pool_offsets):
-                np.copyto(cols[:, i, q], win.read(X_s, j, o))
+        for i, reads in enumerate(win.reads):
+            for q, index in enumerate(reads):
+                np.copyto(cols[:, i, q], X_s[index])
         self.cols = cols.reshape(C * K, -1)
         self.input_shape = X.shape
         Z = self.buffers.get("Z", (F, self.cols.shape[1]), dtype)
@@ -267,9 +274,9 @@ class Convolution:
         K, P = len(win.kernel_offsets), len(win.pool_offsets)
         dcols = dcols.reshape(C, K, P, *win.out, n)
         dX_s = self.buffers.zeros("dX_s", (C, *win.split_shape, n), dtype)
-        for i, j in enumerate(win.kernel_offsets):
-            for q, o in enumerate(win.pool_offsets):
-                view = win.read(dX_s, j, o)
+        for i, reads in enumerate(win.reads):
+            for q, index in enumerate(reads):
+                view = dX_s[index]
                 view += dcols[:, i, q]
         return win.merge(dX_s, self.buffers.get("dX", self.input_shape, dtype))
 
