@@ -7,7 +7,7 @@ one place that knows how to find them.
 
 from sklearn.pipeline import Pipeline
 
-__all__ = ["final_step", "last_step"]
+__all__ = ["final_step", "last_step", "with_last_step"]
 
 
 def last_step(estimator):
@@ -26,3 +26,11 @@ def final_step(estimator, X, *, fit_y=None, fit=False):
         head = estimator[:-1]
         return estimator[-1], head.fit_transform(X, fit_y) if fit else head.transform(X)
     return last_step(estimator), X
+
+
+def with_last_step(estimator, last):
+    """``estimator`` with its last step replaced by ``last`` (for a non-Pipeline: ``last``)."""
+    if isinstance(estimator, Pipeline):
+        estimator.steps[-1] = (estimator.steps[-1][0], last)
+        return estimator
+    return last

@@ -334,7 +334,10 @@ def _refit(experiment, prepared, trial_objective, best):
     """The best configuration fitted on the data the experiment's ``refit`` names, and that data."""
     X_fit, y_fit = _fit_rows(experiment, prepared)
     model = trial_objective.build(best.params, best.model)
-    epochs = search.n_epochs(model, experiment.max_epochs)
+    # Early stopped under the runner: as many epochs as the best trial's best model had.
+    epochs = best.trial.user_attrs.get(search.BEST_EPOCH) or search.n_epochs(
+        model, experiment.max_epochs
+    )
     return search.fit_model(model, X_fit, y_fit, epochs=epochs), X_fit
 
 

@@ -14,6 +14,7 @@ Workers on other machines :func:`load_study` the same study and :func:`optimize`
 from optuna.trial import TrialState
 
 from mlx.search.candidates import MODEL_PARAM, fixed_shares, is_single, split_params
+from mlx.search.early_stopping import BEST_EPOCH
 from mlx.search.loop import Ran, coordinate, optimize
 from mlx.search.objective import Objective, TrialRecord, fit_model, n_epochs, suggest
 from mlx.search.retry import retrying
@@ -44,6 +45,7 @@ from mlx.search.study import (
 )
 
 __all__ = [
+    "BEST_EPOCH",
     "DEFAULT_STORAGE_FILE",
     "MODEL_PARAM",
     "REPLACES",

@@ -25,8 +25,9 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 from sklearn.base import clone, is_classifier
 
-from mlx.pipelines import final_step, last_step
+from mlx.pipelines import final_step, last_step, with_last_step
 from mlx.search.candidates import MODEL_PARAM, choose, is_single, split_params
+from mlx.search.early_stopping import BEST_EPOCH, EarlyStopping, own_early_stopping_off
 from mlx.search.retry import retrying
 
 __all__ = [
@@ -51,7 +52,8 @@ class TrialRecord:
     ``"train"`` and ``"val"`` scores of epoch-by-epoch training (empty lists otherwise).
     ``model`` is the chosen candidate's name in a search over several (None otherwise), and
     ``params`` then holds ``model`` and that model's own parameters only. ``size`` is the
-    number of bytes of the pickled fitted model (complete trials).
+    number of bytes of the pickled fitted model (complete trials). With early stopping,
+    ``best_epoch`` and ``stopped_epoch`` count epochs from 1.
     """
 
     number: int
@@ -68,6 +70,8 @@ class TrialRecord:
     interrupted: bool = False
     model: str | None = None
     size: int | None = None
+    best_epoch: int | None = None
+    stopped_epoch: int | None = None
 
 
 def suggest(trial, space):
@@ -123,12 +127,17 @@ def n_epochs(estimator, max_epochs=None):
 
 
 def iter_epochs(estimator, X, y, epochs):
-    """Fit ``estimator`` epoch by epoch; yield ``(epoch, last_step, X_seen_by_last_step)``."""
+    """Fit ``estimator`` epoch by epoch; yield ``(epoch, last_step, X_seen_by_last_step)``.
+
+    The last step's own early stopping is off meanwhile (see
+    :mod:`mlx.search.early_stopping`): the caller decides when to stop.
+    """
     last, Xt = final_step(estimator, X, fit_y=y, fit=True)
     first = {"classes": np.unique(y)} if is_classifier(last) else {}
-    for epoch in range(epochs):
-        last.partial_fit(Xt, y, **(first if epoch == 0 else {}))
-        yield epoch, last, Xt
+    with own_early_stopping_off(last):
+        for epoch in range(epochs):
+            last.partial_fit(Xt, y, **(first if epoch == 0 else {}))
+            yield epoch, last, Xt
 
 
 def fit_model(estimator, X, y, epochs=None):
@@ -199,7 +208,7 @@ class Objective:
                     model, params = retrying(self.suggest, trial)
                     record.model, record.params = self._logged_params(trial.params)
                     estimator = self.build(params, model)
-                    value = self._fit_and_score(trial, estimator, record)
+                    value, estimator = self._fit_and_score(trial, estimator, record)
                     record.size = _pickled_size(estimator)
                 finally:
                     record.warnings = _unique_messages(caught)
@@ -215,6 +224,7 @@ class Objective:
             raise
 
     def _fit_and_score(self, trial, estimator, record):
+        """``(validation score, fitted estimator)``; epoch by epoch where it applies."""
         (X_train, y_train), (X_val, y_val) = self.train, self.val
         epochs = n_epochs(estimator, self.max_epochs)
         if epochs is None:
@@ -222,7 +232,8 @@ class Objective:
             estimator.fit(X_train, y_train)
             record.fit_time = time.perf_counter() - start
             record.train_score = float(self.scorer(estimator, X_train, y_train))
-            return self.scorer(estimator, X_val, y_val)
+            return self.scorer(estimator, X_val, y_val), estimator
+        stopper = EarlyStopping.of(last_step(estimator))
         record.fit_time, Xt_val, value = 0.0, None, float("nan")
         start = time.perf_counter()
         for epoch, last, Xt_train in iter_epochs(estimator, X_train, y_train, epochs):
@@ -237,8 +248,15 @@ class Objective:
             retrying(trial.report, value, epoch)
             if retrying(trial.should_prune):
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {epochs}")
+            if stopper is not None and stopper.update(epoch, value, last):
+                break
             start = time.perf_counter()
-        return value
+        if stopper is None:
+            return value, estimator
+        record.best_epoch = stopper.best_epoch + 1
+        record.stopped_epoch = len(record.curves["val"])
+        retrying(trial.set_user_attr, BEST_EPOCH, record.best_epoch)
+        return stopper.best_score, with_last_step(estimator, stopper.best_model)
 
     def fail(self, number, error):
         """Record ``error`` for trial ``number`` (a trial stopped from outside)."""

@@ -17,9 +17,11 @@ __all__ = [
     "LEADERBOARD_CSV",
     "LEADERBOARD_PNG",
     "LEARNING_CURVE",
+    "METRIC_BEST_EPOCH",
     "METRIC_EPOCHS",
     "METRIC_FIT_TIME",
     "METRIC_MODEL_BYTES",
+    "METRIC_STOPPED_EPOCH",
     "MLFLOW_GIT_COMMIT",
     "MLFLOW_NOTE",
     "MLFLOW_PARENT_RUN",
@@ -183,6 +185,9 @@ test.__test__ = False
 METRIC_FIT_TIME = "fit_time"
 METRIC_MODEL_BYTES = "model_bytes"
 METRIC_EPOCHS = "epochs"
+# Early stopping under the runner: the epoch of the best validation score, and the last one.
+METRIC_BEST_EPOCH = "best_epoch"
+METRIC_STOPPED_EPOCH = "stopped_epoch"
 
 # --- artifacts of a parent run -------------------------------------------------------------------
 ARTIFACT_AUDIT = "audit.json"

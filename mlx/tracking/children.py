@@ -101,6 +101,9 @@ def _logged(record, metric):
         metrics[schema.METRIC_FIT_TIME] = record.fit_time
     if record.size is not None:
         metrics[schema.METRIC_MODEL_BYTES] = record.size
+    if record.best_epoch is not None:
+        metrics[schema.METRIC_BEST_EPOCH] = record.best_epoch
+        metrics[schema.METRIC_STOPPED_EPOCH] = record.stopped_epoch
     return record.params, metrics, steps, tags
 
 
