@@ -18,7 +18,7 @@ our estimator picks by itself ("ours picks": one BLAS thread below ``_nn.SINGLE_
 multiply-adds in its largest product, as the MLP does, else the default), and the mean test
 accuracy over the seeds. Then the first epoch of a fresh model of ours runs under
 tracemalloc on the data and on the data repeated 4x: the peak is set by the batch, not by the
-number of rows.
+number of rows. A last table compares the work: one thread on each side, CPU seconds per epoch.
 
 Timings are noisy when other processes share the cores: the load average is printed before and
 after; rerun on a quiet machine for numbers to quote.
@@ -296,6 +296,26 @@ def compare(setup, X, y, X_test, y_test, *, epochs, seeds):
     return Result(setup.name, seconds, ratios, accuracy, trainers["ours"].policy())
 
 
+def cpu_seconds(setup, X, y, *, epochs):
+    """Median CPU seconds per epoch (``time.process_time``) with one thread on each side, and
+    the median per-epoch ratio: the work each side does, which the machine's load changes far
+    less than wall-clock times of threads that wait for each other."""
+    torch.set_num_threads(1)
+    try:
+        trainers = {"torch": TorchTrainer(setup, 0, X, y), "ours": OursTrainer(setup, 0, X, y, 1)}
+        seconds = {side: [] for side in trainers}
+        for epoch in range(epochs):
+            for side, trainer in trainers.items():
+                start = time.process_time()
+                trainer.epoch()
+                if epoch:  # the first is warm-up
+                    seconds[side].append(time.process_time() - start)
+    finally:
+        torch.set_num_threads(THREADS)
+    ratio = statistics.median(o / t for o, t in zip(seconds["ours"], seconds["torch"], strict=True))
+    return statistics.median(seconds["torch"]), statistics.median(seconds["ours"]), ratio
+
+
 def peak_memory(setup, X, y):
     """Peak traced memory (bytes) of the first epoch of a fresh model of ours: the network, its
     optimiser and every per-batch buffer (X itself is float32 and C-ordered: not copied)."""
@@ -331,7 +351,7 @@ def main():
         "| case | PyTorch s/epoch | ours s/epoch (2 BLAS threads) | ratio | ours, 1 BLAS thread "
         "| ratio | ours picks | accuracy PyTorch | ours | delta |\n|" + "---|" * 10
     )
-    memory = []
+    memory, work = [], []
     for key in args.cases:
         setup = CASES[key]()
         if setup is None:
@@ -347,10 +367,15 @@ def main():
             f"| {acc['ours']:.3f} | {acc['ours'] - acc['torch']:+.3f} |",
             flush=True,
         )
+        work.append((setup, *cpu_seconds(setup, X, y, epochs=min(args.epochs, 6))))
         memory.append(
             (setup, peak_memory(setup, X, y), peak_memory(setup, np.tile(X, (4, 1)), np.tile(y, 4)))
         )
     print(f"\nload average after: {os.getloadavg()}")
+    print("\nWork: one thread on each side, CPU seconds per epoch (process_time; seed 0):")
+    print("| case | PyTorch | ours | ratio |\n|---|---|---|---|")
+    for setup, theirs, ours, ratio in work:
+        print(f"| {setup.name} | {theirs:.3f} | {ours:.3f} | {ratio:.2f} |")
     print(
         "\nPeak traced memory of a first epoch of ours (tracemalloc), data of 2000 and 8000 rows:"
     )
