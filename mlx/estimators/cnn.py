@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _nn
-from ._conv import Convolution, GlobalPooling, Pooling, same_padding
+from ._conv import Convolution, GlobalPooling, Pooling, output_length, same_padding
 from ._deep import (
     BASE_ATTRIBUTES_DOC,
     BASE_PARAMETERS_DOC,
@@ -47,6 +47,20 @@ def _positive_ints(value, name, *, d=None, allow_empty=False):
         )
         raise ValueError(f"{name} must be {shape}, got {value!r}.")
     return tuple(int(v) for v in values)
+
+
+def _check_fit(kernel, pads, size, block):
+    """Refuse a kernel longer than the (padded) input of a block, naming the block and the
+    lengths ('valid' padding shortens the sequence at every block, pooling halves it)."""
+    lengths = [output_length(L, k, 1, *p) for L, k, p in zip(size, kernel, pads, strict=True)]
+    if min(lengths) < 1:
+        where = "the input" if block == 0 else f"the input of block {block + 1} (after pooling)"
+        k, L = (kernel[0], size[0]) if len(size) == 1 else (kernel, size)
+        raise ValueError(
+            f"kernel_size={k} is longer than the sequence at block {block + 1}: {where} has "
+            f"size {L}. Use padding='same', a smaller kernel_size or pool_size, or fewer filters "
+            "(blocks)."
+        )
 
 
 class ConvBlock:
@@ -164,6 +178,7 @@ class ConvNetwork(FlatNetwork):
         self.products = []
         for i, out_channels in enumerate(filters):
             block = ConvBlock(kernel, pads, pool, pool_size, activation)
+            _check_fit(kernel, pads, size, i)
             window = block.convolution.window(size)
             size = window.out
             self.products.append(
@@ -381,7 +396,6 @@ class _BaseCNN(_BaseDeepNet):
         kernel = _positive_ints(self.kernel_size, "kernel_size", d=d)
         pool_size = _positive_ints(self.pool_size, "pool_size", d=d)
         hidden = _positive_ints(self.hidden_layer_sizes, "hidden_layer_sizes", allow_empty=True)
-        self._check_lengths(input_shape, filters, kernel, pool_size)
         return ConvNetwork(
             input_shape=input_shape,
             conv=self.conv,
@@ -406,25 +420,6 @@ class _BaseCNN(_BaseDeepNet):
         if largest >= _nn.SINGLE_THREAD_PRODUCT:
             return super()._blas_threads()
         return single_threaded_blas()
-
-    def _check_lengths(self, input_shape, filters, kernel, pool_size):
-        """With 'valid' padding every block shortens the sequence: refuse a kernel longer than
-        the input of some block, naming the block and the lengths."""
-        if self.padding == "same":
-            return
-        channels, steps = input_shape
-        size = (channels, steps) if self.conv == "2d" else (steps,)
-        for block in range(1, len(filters) + 1):
-            if any(k > L for k, L in zip(kernel, size, strict=True)):
-                where = "the input" if block == 1 else f"the input of block {block} (after pooling)"
-                raise ValueError(
-                    f"kernel_size={self.kernel_size} is longer than the sequence at block {block}: "
-                    f"{where} has size {size[0] if len(size) == 1 else size}. Use padding='same', "
-                    "a smaller kernel_size or pool_size, or fewer filters (blocks)."
-                )
-            size = tuple(L - k + 1 for L, k in zip(size, kernel, strict=True))
-            if self.pool is not None:
-                size = tuple(-(-L // p) for L, p in zip(size, pool_size, strict=True))
 
 
 class CNNClassifier(DeepClassifierMixin, _BaseCNN):
