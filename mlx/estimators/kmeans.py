@@ -177,6 +177,8 @@ class _Assignment:
             np.empty((rows, k), dtype=dtype),  # product of a block of rows with the centres
             np.empty(k * rows, dtype=dtype),  # its scores, (k, rows) layout
             np.empty((2, rows), dtype=dtype),  # best and runner-up scores
+            np.empty(rows, dtype=dtype),  # their gaps
+            np.empty(rows, dtype=bool),  # where the gap is within the error margin
         )
 
     def __call__(self, centers, pool=None):
@@ -214,7 +216,7 @@ class _Assignment:
         return labels
 
     def _assign_part(self, start, stop, buffers, weights, offset, margin, labels):
-        product, scores, best = buffers
+        product, scores, best, gaps, close = buffers
         k = self.n_clusters
         bits_type = np.uint32 if self.dtype == np.float32 else np.uint64
         low = bits_type((1 << self.bits) - 1)
@@ -238,9 +240,9 @@ class _Assignment:
             np.subtract(tagged, above, out=tagged)
             np.minimum.reduce(tagged, axis=0, out=runner_up)
             runner_up += above
-            close = (best[1, :m] - best[0, :m]) < margin
-            if close.any():
-                unsure.append(np.flatnonzero(close) + first)
+            np.subtract(best[1, :m], best[0, :m], out=gaps[:m])
+            if np.less(gaps[:m], margin, out=close[:m]).any():
+                unsure.append(np.flatnonzero(close[:m]) + first)
         return np.concatenate(unsure) if unsure else np.empty(0, dtype=np.intp)
 
 
