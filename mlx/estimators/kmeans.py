@@ -111,28 +111,26 @@ class _Assignment:
     """Nearest centre of every row of one data set, for one set of centres after another.
 
     Built once per data set (a scaled float32 copy and reused buffers), called once per Lloyd
-    step. Two passes give the exact answer, the one float64 arithmetic on differences gives:
+    step. Two passes give exactly the labels that float64 arithmetic on differences gives:
 
     1. Rows and centres, shifted by ``origin`` if given and scaled by a power of two into the
-       unit ball (exactly), are scored by
-       one float32 matrix product per block of rows: :math:`\\lVert c \\rVert^2 + r^2 - 2 x
-       \\cdot c`, with :math:`r` the largest row norm, orders the centres like the squared
-       distance and is never negative. The index of each centre is written into the lowest
-       bits of its score, so that one integer ``min`` over the (n_clusters, rows) block gives
-       the best score and its index (a non-negative float orders like its bits), and a second
-       one the runner-up.
+       unit ball (exactly), are scored by one float32 matrix product per block of rows. The
+       score :math:`\\lVert c \\rVert^2 + r^2 - 2 x \\cdot c`, with :math:`r` the largest
+       row norm, orders the centres like the squared distance and is never negative. The
+       index of each centre is written into the lowest bits of its score, so that one integer
+       ``min`` over the (n_clusters, rows) block gives the best score and its index (a
+       non-negative float orders like its bits), and a second one the runner-up.
     2. A row whose runner-up lies within twice the rigorous error bound of the first pass
        (float32 rounding of the data, the centres and the product, and the index bits) could
        be misassigned: its distances are computed again from float64 differences. On the
        benchmark's uniform data these are about five rows in ten thousand (none on its blobs).
 
-    Data whose mean lies far from the origin should be centred (a centred ``X``, or ``origin``
-    for a shift taken in float64 when the scaled copy is made), otherwise the first pass
-    separates little and most rows take the second. ``x_sq`` holds the squared row norms of
-    ``X``. More than
-    ``_MAX_FLOAT32_CLUSTERS`` centres need too many index bits for float32: the first pass then
-    runs in float64. Blocks are split between ``n_threads`` Python threads, each with a
-    one-thread BLAS and its own buffers (numpy releases the GIL in both).
+    ``x_sq`` holds the squared row norms of ``X``. Data whose mean lies far from the origin
+    should be centred (a centred ``X``, or an ``origin`` subtracted in float64 when the scaled
+    copy is made), otherwise the first pass separates little and most rows take the second.
+    More than ``_MAX_FLOAT32_CLUSTERS`` centres need too many index bits for float32: the
+    first pass then runs in float64. Blocks are split between ``n_threads`` Python threads,
+    each with a one-thread BLAS and its own buffers (numpy releases the GIL in both).
     """
 
     def __init__(self, X, x_sq, n_clusters, n_threads, origin=None):
@@ -234,8 +232,8 @@ class _Assignment:
             top, runner_up = best[0, :m].view(bits_type), best[1, :m].view(bits_type)
             np.minimum.reduce(tagged, axis=0, out=top)
             np.bitwise_and(top, low, out=labels[first:last], casting="unsafe")
-            # Tags are distinct, so subtracting best + 1 (modulo 2**bits) leaves the best as the
-            # largest value and the runner-up as the smallest.
+            # Tags are distinct, so subtracting best + 1 (unsigned, wrapping around) leaves the
+            # best as the largest value and the runner-up as the smallest.
             above = top + bits_type(1)
             np.subtract(tagged, above, out=tagged)
             np.minimum.reduce(tagged, axis=0, out=runner_up)
