@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from mlx.search import REPLACES
-from mlx.search.slots import INTERRUPTED
+from mlx.search.slots import CANCELLED, INTERRUPTED
 from mlx.tracking import schema
 
 EXPERIMENT = """
@@ -95,10 +95,20 @@ def _run(folder, *args, timeout=240):
     )
 
 
-def _study(folder):
+def _study(folder, number=1):
+    """The study of run ``number`` (every run is its own search)."""
     storage = f"sqlite:///{folder / 'mlx-optuna.db'}"
-    (name,) = optuna.get_all_study_names(storage)
+    (name,) = [n for n in optuna.get_all_study_names(storage) if n.endswith(f"-{number}")]
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def _interrupt_mid_trial(folder, path, n_finished=2, stop=signal.SIGINT):
+    """Start a run whose trial ``n_finished`` stalls, stop it inside that trial."""
+    process = _start(folder, "run", path, MLX_TEST_STALL_FROM=str(n_finished))
+    _wait_for(_mid_search(folder, n_finished), what=f"{n_finished} finished trials, one running")
+    os.kill(process.pid, stop)
+    out, err = process.communicate(timeout=60)
+    return process.returncode, err
 
 
 def _wait_for(predicate, timeout=120, what="condition"):
@@ -130,13 +140,20 @@ def _runs(uri, name):
 
 
 def _mid_search(folder, n_complete):
-    """A predicate: the study has ``n_complete`` finished trials and one RUNNING."""
+    """A predicate: ``n_complete`` finished trials, and one RUNNING with its child run open."""
 
     def ready():
         states = _states(_study(folder))
+        client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+        ids = [e.experiment_id for e in client.search_experiments()]
+        running = client.search_runs(
+            ids,
+            f"attributes.status = 'RUNNING' AND tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'",
+        )
         return (
             states.get(TrialState.COMPLETE, 0) >= n_complete
             and states.get(TrialState.RUNNING, 0) == 1
+            and len(running) == 1
         )
 
     return ready
@@ -151,12 +168,18 @@ def _assert_finished_once(uri, name, parent_id, n_trials, folder):
     assert parent.data.tags[schema.TAG_EVALUATED] == "true"
     assert all(c.info.status != "RUNNING" for c in children)
     study = _study(folder)
-    counted = [t for t in study.trials if t.number not in _replaced(study)]
+    counted = [
+        t
+        for t in study.trials
+        if t.number not in _replaced(study) and not t.user_attrs.get(CANCELLED)
+    ]
     assert len(counted) == n_trials
     assert all(t.state.is_finished() for t in study.trials)
-    # One child run per trial of the study (lost ones included, ended KILLED).
+    # One child run per trial of the study that ran (lost ones included, ended KILLED);
+    # cancelled slots never ran.
     numbers = sorted(int(c.data.tags[schema.TAG_TRIAL]) for c in children)
-    assert numbers == sorted(t.number for t in study.trials if t.datetime_start is not None)
+    ran = [t for t in study.trials if t.datetime_start and not t.user_attrs.get(CANCELLED)]
+    assert numbers == sorted(t.number for t in ran)
     return parent, children, study
 
 
@@ -208,8 +231,8 @@ def test_ctrl_c_kills_the_runs_keeps_the_trials_and_resume_finishes(tmp_path, st
 
 
 def test_kill_9_then_resume_ends_the_orphans_and_replaces_the_lost_trial(tmp_path):
-    path = _write(tmp_path, n_trials=6)
-    process = _start(tmp_path, "run", path)
+    path = _write(tmp_path, n_trials=6, sleep=0.05)
+    process = _start(tmp_path, "run", path, MLX_TEST_STALL_FROM="2")
     _wait_for(_mid_search(tmp_path, 2), what="two finished trials and one running")
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate(timeout=30)
@@ -243,6 +266,73 @@ def test_local_workers_share_one_budget_exactly(tmp_path):
     assert len(children) == 14
     workers = {c.data.tags[schema.TAG_WORKER] for c in children}
     assert len(workers) == 2, workers
+
+
+@pytest.mark.parametrize("total", [3, 10])
+def test_resume_with_n_trials_sets_the_total(tmp_path, total):
+    """A new --n-trials on resume is the new total: fewer cancels waiting slots, more adds."""
+    path = _write(tmp_path, n_trials=6, sleep=0.05)
+    code, err = _interrupt_mid_trial(tmp_path, path)
+    assert code == 130, err
+    result = _run(tmp_path, "run", path, "--resume", "--n-trials", str(total))
+    assert result.returncode == 0, result.stderr
+    assert f"2 of {total} trials finished, {total - 2} to go" in result.stderr
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, (parent,), _ = _runs(uri, "reliable")
+    _, children, study = _assert_finished_once(uri, "reliable", parent.info.run_id, total, tmp_path)
+    states = _states(study)
+    assert states[TrialState.COMPLETE] == total  # every result asked for, none more
+    cancelled = [t for t in study.trials if t.user_attrs.get(CANCELLED)]
+    assert len(cancelled) == max(0, 6 - total)
+    ran = {c.data.tags[schema.TAG_TRIAL] for c in children}
+    assert not ran & {str(t.number) for t in cancelled}  # cancelled slots never ran
+
+
+def test_a_second_coordinator_of_the_same_run_is_refused(tmp_path):
+    path = _write(tmp_path, n_trials=4, sleep=0.05)
+    first = _start(tmp_path, "run", path, MLX_TEST_STALL_FROM="1")
+    try:
+        _wait_for(_mid_search(tmp_path, 1), what="the first run mid-search")
+        second = _run(tmp_path, "run", path)
+        assert second.returncode == 1, second.stderr
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        _, (parent,), _ = _runs(uri, "reliable")
+        (line,) = [line for line in second.stderr.splitlines() if line.startswith("mlx: error")]
+        assert parent.info.run_id in line and "reliable #1" in line and "mlx worker" in line
+        # The refused run wrote nothing: one parent, one study.
+        assert len(optuna.get_all_study_names(f"sqlite:///{tmp_path / 'mlx-optuna.db'}")) == 1
+    finally:
+        os.kill(first.pid, signal.SIGINT)
+        first.communicate(timeout=60)
+
+
+def test_a_plain_rerun_is_a_new_search_and_leaves_a_killed_runs_slots_alone(tmp_path):
+    path = _write(tmp_path, n_trials=5, sleep=0.05)
+    process = _start(tmp_path, "run", path, MLX_TEST_STALL_FROM="2")
+    _wait_for(_mid_search(tmp_path, 2), what="two finished trials and one running")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+
+    # The dead coordinator's run is ended KILLED; the rerun is a search of its own.
+    rerun = _run(tmp_path, "run", path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "ended KILLED" in rerun.stderr and "reliable-" in rerun.stdout
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, parents, children = _runs(uri, "reliable")
+    by_number = {p.data.tags[schema.TAG_RUN_NUMBER]: p for p in parents}
+    assert by_number["1"].info.status == "KILLED" and by_number["2"].info.status == "FINISHED"
+    assert by_number["2"].info.run_name == "reliable #2"
+    second = client.get_run(by_number["2"].info.run_id)
+    assert second.data.tags[schema.trials_tag("COMPLETE")] == "5"
+    mine = [c for c in children if c.data.tags[schema.MLFLOW_PARENT_RUN] == second.info.run_id]
+    assert sorted(int(c.data.tags[schema.TAG_TRIAL]) for c in mine) == [0, 1, 2, 3, 4]
+    # The killed run's unused slots stayed in its own study.
+    assert _states(_study(tmp_path, 1)).get(TrialState.WAITING, 0) == 2
+    assert len(_study(tmp_path, 2).trials) == 5
+    # --resume picks the killed run, not the finished one.
+    resumed = _run(tmp_path, "run", path, "--resume", "--allow-test-reuse")
+    assert resumed.returncode == 0, resumed.stderr
+    assert client.get_run(by_number["1"].info.run_id).info.status == "FINISHED"
 
 
 def test_resume_with_nothing_to_resume_is_a_clear_error(tmp_path):
