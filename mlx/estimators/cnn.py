@@ -293,17 +293,19 @@ _CNN_PARAMETERS_DOC = """    filters : int or sequence of int, default=(32, 64)
         Hidden dense layers between the global pooling and the output layer (none by default).
 """
 
-_CNN_NOTES = """    Block ``i`` maps ``A_{{i-1}}`` (n, C, *L) to
+_CNN_NOTES = """    Block ``i`` maps ``A_{i-1}`` (n, C, *L) to
 
     .. math::
-        Z_i[n, f, t] = b_i[f] + \\sum_{{c, j}} W_i[f, c, j] \\, A_{{i-1}}[n, c, t + j - p],
-        \\qquad A_i = \\mathrm{{pool}}(\\sigma(Z_i)),
+        Z_i[n, f, t] = b_i[f] + \\sum_{c, j} W_i[f, c, j] \\, A_{i-1}[n, c, t + j - p],
+        \\qquad A_i = \\mathrm{pool}(\\sigma(Z_i)),
 
-    global average pooling gives :math:`h[n, f] = \\frac{{1}}{{S}} \\sum_t A_B[n, f, t]`
+    global average pooling gives :math:`h[n, f] = \\frac{1}{S} \\sum_t A_B[n, f, t]`
     (max pooling the maximum over t; without global pooling ``h`` is ``A_B`` flattened), and
-    the dense head maps ``h`` to the logits. Each convolution, forward and backward, is one
-    matrix product on im2col columns; the memory of a training step is bounded by the batch.
-    Weights start from Glorot-uniform draws (fan-in and fan-out of one position), biases at 0."""
+    the dense head maps ``h`` to the logits. Max pooling commutes with the bias and with the
+    (non-decreasing) activation, so it is taken first, on the convolution's output. Each
+    convolution, forward and backward, is one matrix product on im2col columns; the memory of a
+    training step is bounded by the batch. Weights start from Glorot-uniform draws (fan-in and
+    fan-out of one position), biases at 0."""
 
 
 class _BaseCNN(_BaseDeepNet):
