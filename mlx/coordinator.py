@@ -92,7 +92,8 @@ def start(experiment, digest, stores, ledger_tags, *, n_trials=None):
             **tracking.provenance(experiment),
         },
     )
-    return study, tracking.ParentRun(tracker, run_id, experiment_id)
+    name = schema.run_name(experiment.name, number)
+    return study, tracking.ParentRun(tracker, run_id, experiment_id, name)
 
 
 def reopen(experiment, digest, stores, run_id=None):
@@ -118,7 +119,9 @@ def reopen(experiment, digest, stores, run_id=None):
     )
     tracker.reopen(parent.info.run_id)
     tracker.log(parent.info.run_id, tags={schema.TAG_COORDINATOR: tracking.coordinator_tag()})
-    return study, tracking.ParentRun(tracker, parent.info.run_id, parent.info.experiment_id)
+    return study, tracking.ParentRun(
+        tracker, parent.info.run_id, parent.info.experiment_id, parent.info.run_name
+    )
 
 
 def recover(experiment, study, stores, parent, n_trials):

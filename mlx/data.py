@@ -381,6 +381,11 @@ class Prepared:
         indices = getattr(self.parts, name)
         return take(self.dataset.X, indices), take(self.dataset.y, indices)
 
+    def groups(self, name):
+        """The groups of the rows of split ``name``, or None without groups."""
+        groups = self.dataset.groups
+        return None if groups is None else groups[getattr(self.parts, name)]
+
     @property
     def fingerprints(self):
         """The fingerprint of each split, by name."""

@@ -12,15 +12,40 @@ from mlx import evaluation, search, tracking
 from mlx.data import take
 from mlx.tracking import schema
 
-__all__ = ["RunResult", "compare_models", "log_model", "log_search", "test_once"]
+__all__ = [
+    "RunResult",
+    "compare_models",
+    "description",
+    "log_model",
+    "log_search",
+    "test_once",
+    "validation_interval",
+]
+
+
+# Test metrics the run summary shows (after the experiment's own), when the task has them.
+_HEADLINE = (
+    "accuracy",
+    "balanced_accuracy",
+    "f1_macro",
+    "roc_auc",
+    "r2",
+    "rmse",
+    "mae",
+    "silhouette",
+    "adjusted_rand",
+)
+_SHOWN = 4
 
 
 @dataclass
 class RunResult:
-    """What :func:`run` returns.
+    """What :func:`mlx.run` returns.
 
-    ``best_value`` is the best validation score; ``test_scores`` the test metrics (None with
-    ``no_test``); ``model`` the best configuration refit as the experiment's ``refit`` says.
+    ``best_value`` is the best validation score and ``validation_interval`` its confidence
+    interval (None where none could be drawn); ``test_scores`` the test metrics (None with
+    ``no_test``) and ``test_intervals`` their intervals; ``model`` the best configuration refit
+    as the experiment's ``refit`` says.
     """
 
     experiment_name: str
@@ -35,20 +60,31 @@ class RunResult:
     trial_counts: dict = field(default_factory=dict)
     test_use_count: int = 0
     tracking_uri: str = ""
+    run_name: str = ""
+    best_trial: int | None = None
+    validation_interval: tuple | None = None
+    test_intervals: dict = field(default_factory=dict)
 
     def summary(self):
         """A short human-readable summary (URLs redacted)."""
+        trial = "" if self.best_trial is None else f"   (trial {self.best_trial})"
+        validation = _with_interval(self.best_value, self.validation_interval)
         lines = [
-            f"experiment  {self.experiment_name}   (study {self.study_name})",
+            f"experiment  {self.run_name or self.experiment_name}   (study {self.study_name})",
             "trials      " + ", ".join(f"{k.lower()} {v}" for k, v in self.trial_counts.items()),
-            "best params " + ", ".join(f"{k}={_short(v)}" for k, v in self.best_params.items()),
-            f"validation  {self.metric_name} = {self.best_value:.4f}",
+            "best params "
+            + ", ".join(f"{k}={_short(v)}" for k, v in self.best_params.items())
+            + trial,
+            f"validation  {self.metric_name} = {validation}",
         ]
         if self.test_scores is None:
             lines.append("test        not evaluated (--no-test)")
         else:
+            shown = [self.metric_name, *(m for m in _HEADLINE if m != self.metric_name)]
+            shown = [m for m in shown if m in self.test_scores][:_SHOWN]
             scores = ", ".join(
-                f"{k} = {v:.4f}" for k, v in self.test_scores.items() if isinstance(v, float)
+                f"{m} = {_with_interval(self.test_scores[m], self.test_intervals.get(m))}"
+                for m in shown
             )
             lines.append(f"test        {scores}   (use {self.test_use_count} of this test set)")
         lines.append(f"MLflow run  {self.run_id}   (model {self.model_uri})")
@@ -56,17 +92,71 @@ class RunResult:
         return "\n".join(lines)
 
 
+def description(experiment, result):
+    """The parent run's description: the experiment file's docstring and a one-line result."""
+    if result.test_scores is None:
+        outcome = "test not evaluated"
+    else:
+        metric = result.metric_name
+        test = _with_interval(result.test_scores[metric], result.test_intervals.get(metric))
+        outcome = f"test {metric} = {test}"
+    validation = _with_interval(result.best_value, result.validation_interval)
+    line = (
+        f"**Result:** {outcome}; best validation {result.metric_name} = {validation} "
+        f"(trial {result.best_trial} of {sum(result.trial_counts.values())})."
+    )
+    return f"{experiment.description}\n\n{line}".strip()
+
+
+def _with_interval(value, interval):
+    """``0.9667 [0.9000, 1.0000]``, or the value alone."""
+    if interval is None:
+        return f"{value:.4f}"
+    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
+
+
 def _short(value):
     return f"{value:.4g}" if isinstance(value, float) else repr(value)
 
 
-def test_once(experiment, prepared, model, parent):
-    """The single evaluation of the test split: metrics, tables and figures on the parent.
+def validation_interval(experiment, prepared, model):
+    """The confidence interval of the best configuration's validation score, or None.
 
-    The run must have claimed the test split in the ledger first
-    (:func:`mlx.tracking.claim_test`): even a crash mid-evaluation counts as a use.
+    Drawn from the refit model's predictions on the validation rows, so only when the refit
+    saw the training rows alone (``refit="train"``); None also where the scorer needs more than
+    predictions.
     """
-    tracker, parent_id = parent.tracker, parent.run_id
+    if experiment.refit != "train" or not experiment.needs_labels:
+        return None
+    X_val, y_val = prepared.rows("val")
+    stratify = y_val if experiment.task == "classification" else None
+    try:
+        return evaluation.scorer_interval(
+            experiment.scorer,
+            model,
+            X_val,
+            y_val,
+            metric_name=experiment.metric_name,
+            groups=prepared.groups("val"),
+            stratify=stratify,
+            random_state=experiment.seed,
+        )
+    except ValueError:  # a scorer that needs probabilities, or a plain callable
+        return None
+
+
+def test_once(experiment, prepared, model, parent):
+    """The single evaluation of the test split: ``(scores, intervals)``, logged on the parent.
+
+    Metrics with their bootstrap intervals (whole groups resampled when the data has groups),
+    tables, figures, and misclassified clips as sounds for audio models. The run must have
+    claimed the test split in the ledger first (:func:`mlx.tracking.claim_test`): even a crash
+    mid-evaluation counts as a use. A resumed run whose evaluation was logged already (it died
+    later, while logging the model) reads it back instead of evaluating again.
+    """
+    logged = _logged_test(parent)
+    if logged is not None:
+        return logged
     X_test, y_test = prepared.rows("test")
     evaluated = evaluation.evaluate(
         model,
@@ -75,17 +165,53 @@ def test_once(experiment, prepared, model, parent):
         task=experiment.task,
         metric_name=experiment.metric_name,
         scorer=experiment.scorer,
+        groups=prepared.groups("test"),
+        random_state=experiment.seed,
     )
-    scores = evaluated["metrics"]
-    parent.log(metrics={schema.test(k): v for k, v in scores.items()})
+    tracker, run_id = parent.tracker, parent.run_id
     for file, text in evaluated["tables"].items():
-        tracker.log_text(parent_id, text, f"{schema.ARTIFACT_TEST}/{file}")
+        tracker.log_text(run_id, text, f"{schema.ARTIFACT_TEST}/{file}")
+    for file, data in evaluated["files"].items():
+        tracker.log_bytes(run_id, data, f"{schema.ARTIFACT_TEST}/{file}")
+    if evaluated["no_interval"]:
+        tracker.log_dict(run_id, evaluated["no_interval"], schema.NO_INTERVAL)
     try:
         for file, fig in evaluated["figures"].items():
-            tracker.log_figure(parent_id, fig, f"{schema.ARTIFACT_TEST}/{file}")
+            tracker.log_figure(run_id, fig, f"{schema.ARTIFACT_TEST}/{file}")
     finally:
         evaluation.close(evaluated["figures"])
-    return scores
+    scores, intervals = evaluated["metrics"], evaluated["intervals"]
+    # The metrics last: once they are logged, the evaluation is complete.
+    parent.log(metrics=_test_metrics(scores, intervals))
+    return scores, intervals
+
+
+def _test_metrics(scores, intervals):
+    metrics = {schema.test(k): v for k, v in scores.items()}
+    for name, (low, high) in intervals.items():
+        metrics[schema.ci_low(schema.test(name))] = low
+        metrics[schema.ci_high(schema.test(name))] = high
+    return metrics
+
+
+def _logged_test(parent):
+    """``(scores, intervals)`` of a test evaluation this run logged already, or None."""
+    logged = parent.tracker.run(parent.run_id).data.metrics
+    prefix = schema.test("")
+    names = [
+        k[len(prefix) :]
+        for k in logged
+        if k.startswith(prefix) and not k.endswith(schema.CI_SUFFIXES)
+    ]
+    if not names:
+        return None
+    scores = {name: logged[schema.test(name)] for name in names}
+    intervals = {
+        name: (logged[schema.ci_low(schema.test(name))], logged[schema.ci_high(schema.test(name))])
+        for name in names
+        if schema.ci_low(schema.test(name)) in logged
+    }
+    return scores, intervals
 
 
 def log_search(experiment, study, records, best, parent):

@@ -161,31 +161,43 @@ def run(
         counts = _trial_counts(study, prepared.audit, parent)
         best = _best(experiment, study, trial_objective, parent)
         model, X_fit = _refit(experiment, prepared, trial_objective, best)
-        test_scores = None
+        interval = results.validation_interval(experiment, prepared, model)
+        if interval is not None:
+            name = schema.best_val(experiment.metric_name)
+            parent.log(
+                metrics={schema.ci_low(name): interval[0], schema.ci_high(name): interval[1]}
+            )
+        test_scores, intervals = None, {}
         if not no_test:
             use_count = tracking.claim_test(
                 parent.tracker, parent.run_id, fingerprint, allow_reuse=allow_test_reuse
             )
-            test_scores = results.test_once(experiment, prepared, model, parent)
+            test_scores, intervals = results.test_once(experiment, prepared, model, parent)
         results.log_search(experiment, study, records, best, parent)
         results.compare_models(
             experiment, prepared, study, trial_objective, parent, best, model, no_test
         )
         model_uri = results.log_model(model, X_fit, best.logged, parent)
-    return results.RunResult(
-        experiment_name=experiment.name,
-        study_name=study.study_name,
-        run_id=parent.run_id,
-        metric_name=experiment.metric_name,
-        best_params=best.logged,
-        best_value=float(best.trial.value),
-        test_scores=test_scores,
-        model=model,
-        model_uri=model_uri,
-        trial_counts=counts,
-        test_use_count=use_count,
-        tracking_uri=stores.tracker.uri,
-    )
+        result = results.RunResult(
+            experiment_name=experiment.name,
+            study_name=study.study_name,
+            run_id=parent.run_id,
+            metric_name=experiment.metric_name,
+            best_params=best.logged,
+            best_value=float(best.trial.value),
+            test_scores=test_scores,
+            model=model,
+            model_uri=model_uri,
+            trial_counts=counts,
+            test_use_count=use_count,
+            tracking_uri=stores.tracker.uri,
+            run_name=parent.name,
+            best_trial=best.trial.number,
+            validation_interval=interval,
+            test_intervals=intervals,
+        )
+        parent.log(tags={schema.MLFLOW_NOTE: results.description(experiment, result)})
+    return result
 
 
 def _configured(experiment, overrides, workers):

@@ -126,7 +126,17 @@ def test_parent_run_holds_settings_metrics_and_artifacts(iris):
         "test/confusion_matrix.csv",
         "test/confusion_matrix.png",
         "test/confusion_matrix_normalized.png",
+        schema.NO_INTERVAL,  # why support counts have no interval
     }
+    # Every score has its bootstrap interval, and the summary quotes it.
+    for name in ["accuracy", "balanced_accuracy", "f1_macro"]:
+        low, high = (metrics[f(schema.test(name))] for f in (schema.ci_low, schema.ci_high))
+        assert low <= metrics[schema.test(name)] <= high
+        assert result.test_intervals[name] == pytest.approx((low, high))
+    summary = result.summary()
+    low, high = result.test_intervals["accuracy"]
+    assert f"accuracy = {metrics[schema.test('accuracy')]:.4f} [{low:.4f}, {high:.4f}]" in summary
+    assert "**Result:** test accuracy" in parent.data.tags[schema.MLFLOW_NOTE]
     assert "search/optimization_history.png" in _artifacts(client, result.run_id, "search")
     audit = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/audit.json")
     assert audit["rows"] == 150

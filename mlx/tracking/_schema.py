@@ -12,9 +12,11 @@ __all__ = [
     "ARTIFACT_SEARCH",
     "ARTIFACT_SPLIT",
     "ARTIFACT_TEST",
+    "CI_SUFFIXES",
     "DECISION_BOUNDARIES",
     "EXPERIMENT_KIND",
     "LEADERBOARD_CSV",
+    "NO_INTERVAL",
     "LEADERBOARD_PNG",
     "LEARNING_CURVE",
     "METRIC_BEST_EPOCH",
@@ -59,6 +61,8 @@ __all__ = [
     "TAG_WARNINGS",
     "TAG_WORKER",
     "best_param",
+    "ci_high",
+    "ci_low",
     "best_val",
     "estimator_param",
     "rows_param",
@@ -182,6 +186,20 @@ def test(metric):
 # pytest collects functions named test*: this one is a name builder, not a test.
 test.__test__ = False
 
+
+def ci_low(name):
+    """The lower end of the confidence interval of metric ``name`` (``test_accuracy``)."""
+    return f"{name}_ci_low"
+
+
+def ci_high(name):
+    """The upper end of the confidence interval of metric ``name``."""
+    return f"{name}_ci_high"
+
+
+# What ci_low and ci_high append.
+CI_SUFFIXES = (ci_low(""), ci_high(""))
+
 METRIC_FIT_TIME = "fit_time"
 METRIC_MODEL_BYTES = "model_bytes"
 METRIC_EPOCHS = "epochs"
@@ -195,6 +213,7 @@ ARTIFACT_SPLIT = "split.json"
 ARTIFACT_EXPERIMENT = "experiment"  # folder of the experiment file
 ARTIFACT_TEST = "test"  # folder of the test evaluation's tables and figures
 ARTIFACT_SEARCH = "search"  # folder of the study's figures
+NO_INTERVAL = "test/no_interval.json"  # why some test metrics have no interval
 LEARNING_CURVE = "learning_curve.png"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_PNG = "leaderboard.png"

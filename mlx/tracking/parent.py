@@ -38,6 +38,7 @@ class ParentRun(NamedTuple):
     tracker: object  # a Tracker
     run_id: str
     experiment_id: str
+    name: str = ""
 
     def log(self, **entries):
         """Params, metrics, tags or steps (see :meth:`Tracker.log`)."""

@@ -294,6 +294,20 @@ class Tracker:
     def log_file(self, run_id, path, artifact_path=None):
         self.client.log_artifact(run_id, str(path), artifact_path)
 
+    def log_bytes(self, run_id, data, name):
+        """``data`` as the artifact file ``name`` (``folder/file.wav``)."""
+        import tempfile
+
+        folder, _, file = name.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / file
+            path.write_bytes(data)
+            self.client.log_artifact(run_id, str(path), folder or None)
+
+    def run(self, run_id):
+        """The run ``run_id`` as MLflow has it now."""
+        return self.client.get_run(run_id)
+
     def log_model(self, run_id, model, example, signature, pip_requirements, params=None):
         """Log ``model`` as the run's ``model`` with its signature and an input example.
 
