@@ -18,7 +18,7 @@ from mlx.exceptions import AlreadyRunningError, Interrupted, SearchError, Tracki
 from mlx.stores import is_local, redact_url
 from mlx.tracking import schema
 
-__all__ = ["ends", "recover", "refuse_running", "reopen", "start"]
+__all__ = ["ends", "recover", "refuse_running", "reopen", "resumable", "start"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +96,16 @@ def start(experiment, digest, stores, ledger_tags, *, n_trials=None):
     return study, tracking.ParentRun(tracker, run_id, experiment_id, name)
 
 
-def reopen(experiment, digest, stores, run_id=None):
-    """The latest unfinished run of this definition (or ``run_id``): ``(study, ParentRun)``."""
-    tracker = stores.tracker
+def resumable(experiment, digest, tracker, run_id=None):
+    """The latest unfinished run of this definition (or ``run_id``), read only.
+
+    Raises
+    ------
+    SearchError
+        There is no such run.
+    AlreadyRunningError
+        Its coordinator is alive.
+    """
     parent = tracking.find_parent(
         tracker, experiment.name, digest=digest, statuses=_UNFINISHED, run_id=run_id
     )
@@ -110,6 +117,12 @@ def reopen(experiment, digest, stores, run_id=None):
             f"{parent.data.tags.get(schema.TAG_COORDINATOR, '?')}); resume it once it stopped, "
             f"or join it with `mlx worker {_file(experiment)}`."
         )
+    return parent
+
+
+def reopen(experiment, parent, stores):
+    """The run ``parent`` (see :func:`resumable`) RUNNING again: ``(study, ParentRun)``."""
+    tracker = stores.tracker
     study = search.load_study(
         parent.data.tags[schema.TAG_STUDY],
         storage=stores.storage,

@@ -136,11 +136,18 @@ def run(
         digest = definition_hash(experiment, prepared.fingerprints)
         stores = _open_stores(urls, heartbeat, workers)
         fingerprint = prepared.fingerprints["test"]
+        resumed = None
+        if resume:
+            resumed = coordinator.resumable(experiment, digest, stores.tracker, _run_id(resume))
         use_count = tracking.test_use_count(
-            stores.tracker, fingerprint, no_test=no_test, allow_test_reuse=allow_test_reuse
+            stores.tracker,
+            fingerprint,
+            no_test=no_test,
+            allow_test_reuse=allow_test_reuse,
+            run_id=resumed and resumed.info.run_id,
         )
         if resume:
-            study, parent = coordinator.reopen(experiment, digest, stores, _run_id(resume))
+            study, parent = coordinator.reopen(experiment, resumed, stores)
         else:
             coordinator.refuse_running(experiment, digest, stores.tracker)
             ledger = tracking.ledger_tags(fingerprint, use_count)

@@ -434,3 +434,92 @@ def test_mlx_ui_serves_this_store_on_loopback_only(tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.communicate(timeout=30)
+
+
+STORM = """
+import os
+import time
+
+import optuna
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+import mlx
+
+
+class Logistic(LogisticRegression):
+    # Pickled only when the model is logged (trials measure their size before): a stall here
+    # holds the run inside the model's logging.
+    def __getstate__(self):
+        if os.environ.get("MLX_TEST_STALL_LOG"):
+            time.sleep(600)
+        return super().__getstate__()
+
+
+def space(trial):
+    if isinstance(trial, optuna.trial.FixedTrial):  # the best configuration, replayed to refit
+        if os.environ.get("MLX_TEST_STALL_REFIT"):
+            time.sleep(600)
+    elif trial.number >= int(os.environ.get("MLX_TEST_STALL_FROM", 10**9)):
+        time.sleep(600)
+    time.sleep(0.05)
+    return {"C": trial.suggest_float("C", 1e-2, 1e2, log=True)}
+
+
+experiment = mlx.Experiment(
+    name="storm",
+    data=lambda: load_iris(return_X_y=True),
+    estimator=Logistic(max_iter=200),
+    search_space=space,
+    n_trials=6,
+)
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_storm_then_resume_ends_with_one_finished_run(tmp_path):
+    """kill -9 during a trial, during the refit and while logging the model; resume each time."""
+    path = tmp_path / "storm.py"
+    path.write_text(STORM)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def parent():
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("storm")
+        query = f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PARENT}'"
+        (run,) = client.search_runs([experiment.experiment_id], query)
+        return run
+
+    def in_refit():
+        return schema.trials_tag("COMPLETE") in parent().data.tags
+
+    def logging_the_model():
+        run = parent()
+        return schema.test("accuracy") in run.data.metrics and schema.TAG_MODEL_URI not in (
+            run.data.tags
+        )
+
+    moments = [
+        (("run", path), {"MLX_TEST_STALL_FROM": "2"}, _mid_search(tmp_path, 2)),
+        (("run", path, "--resume"), {"MLX_TEST_STALL_REFIT": "1"}, in_refit),
+        (("run", path, "--resume"), {"MLX_TEST_STALL_LOG": "1"}, logging_the_model),
+    ]
+    for args, env, moment in moments:
+        process = _start(tmp_path, *args, **env)
+        _wait_for(moment, what=f"the moment to kill {args} with {env}")
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=30)
+        assert parent().info.status == "RUNNING"
+
+    result = _run(tmp_path, "run", path, "--resume")
+    assert result.returncode == 0, result.stderr
+    run = parent()
+    _, children, study = _assert_finished_once(uri, "storm", run.info.run_id, 6, tmp_path)
+    assert _states(study)[TrialState.COMPLETE] == 6
+    assert run.data.tags[schema.TAG_USE_COUNT] == "1"
+    # The test split was evaluated once: the last resume read the evaluation back.
+    client = MlflowClient(uri)
+    assert len(client.get_metric_history(run.info.run_id, schema.test("accuracy"))) == 1
+    experiment = client.get_experiment_by_name("storm")
+    running = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    assert running == []

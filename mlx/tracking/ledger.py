@@ -24,15 +24,18 @@ def test_uses(tracker, fingerprint):
     return tracker.search_runs(ids, query, deleted=True, order_by=["attributes.start_time ASC"])
 
 
-def test_use_count(tracker, fingerprint, *, no_test, allow_test_reuse):
+def test_use_count(tracker, fingerprint, *, no_test, allow_test_reuse, run_id=None):
     """Uses of this test split including this run; refuses a reuse that was not allowed.
+
+    ``run_id`` is the run being resumed: its own earlier use (it evaluated, then died) is not
+    another run's.
 
     Raises
     ------
     TestReuseError
         The split was evaluated before and neither ``no_test`` nor ``allow_test_reuse``.
     """
-    earlier = test_uses(tracker, fingerprint)
+    earlier = [run for run in test_uses(tracker, fingerprint) if run.info.run_id != run_id]
     if earlier and not (no_test or allow_test_reuse):
         first = earlier[0]
         raise TestReuseError(
