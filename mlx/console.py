@@ -25,6 +25,9 @@ def quiet_libraries():
 
     for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow logs a database error with its whole traceback before raising it; mlx reports the
+    # raised error in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     import matplotlib
 
     matplotlib.use("Agg")

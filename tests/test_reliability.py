@@ -6,6 +6,7 @@ Trials sleep inside the search-space function, so their length is known without 
 machine, and a signal reliably lands in the middle of one.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -141,10 +142,17 @@ def _runs(uri, name):
 
 def _mid_search(folder, n_complete):
     """A predicate: ``n_complete`` finished trials, and one RUNNING with its child run open."""
+    return _mid_search_in(folder / "mlx-optuna.db", folder / "mlflow.db", n_complete)
+
+
+def _mid_search_in(optuna_file, mlflow_file, n_complete):
+    """:func:`_mid_search` on these store files."""
 
     def ready():
-        states = _states(_study(folder))
-        client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+        storage = f"sqlite:///{optuna_file}"
+        (name,) = optuna.get_all_study_names(storage)
+        states = _states(optuna.load_study(study_name=name, storage=storage))
+        client = MlflowClient(f"sqlite:///{mlflow_file}")
         ids = [e.experiment_id for e in client.search_experiments()]
         running = client.search_runs(
             ids,
@@ -523,3 +531,62 @@ def test_a_kill_storm_then_resume_ends_with_one_finished_run(tmp_path):
     experiment = client.get_experiment_by_name("storm")
     running = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
     assert running == []
+
+
+@contextlib.contextmanager
+def _read_only(folder):
+    """``folder`` and its files unwritable, even for root (``chattr +i``), until the block ends."""
+    paths = [folder, *folder.iterdir()]
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", *map(str, paths)], check=True)
+        undo = ["chattr", "-i", *map(str, paths)]
+    else:
+        for path in paths:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        undo = None
+    try:
+        yield
+    finally:
+        if undo:
+            subprocess.run(undo, check=True)
+        else:
+            for path in paths:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@pytest.mark.slow
+def test_a_read_only_tracking_store_mid_search_fails_clearly_and_resume_completes(tmp_path):
+    """The disk goes read-only: one line, the finished trials kept, --resume completes."""
+    path = _write(tmp_path, n_trials=6, sleep=0.05)
+    tracking_folder = tmp_path / "tracking"
+    tracking_folder.mkdir()
+    uri = f"sqlite:///{tracking_folder / 'mlflow.db'}"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    stores = ["--tracking-uri", uri, "--storage", storage]
+    process = _start(tmp_path, "run", path, *stores, MLX_TEST_STALL_FROM="2")
+    mid = _mid_search_in(tmp_path / "optuna.db", tracking_folder / "mlflow.db", 2)
+    _wait_for(mid, what="two finished trials and one running")
+    with _read_only(tracking_folder):
+        # The stalled trial is stopped; its end cannot be logged to the read-only store.
+        os.kill(process.pid, signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
+        assert process.returncode != 0
+        assert "Traceback" not in err
+        lines = [line for line in err.splitlines() if line.startswith("mlx: error")]
+        # SQLite says "readonly database" or, for its write-ahead log, "disk I/O error".
+        assert len(lines) == 1 and "cannot use the MLflow store" in lines[0], err
+        assert "the finished trials are kept" in err and "--resume" in err
+        study = optuna.load_study(
+            study_name=optuna.get_all_study_names(storage)[0], storage=storage
+        )
+        assert _states(study)[TrialState.COMPLETE] == 2  # kept
+
+    result = _run(tmp_path, "run", path, *stores, "--resume")
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(uri)
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("reliable").experiment_id],
+        f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PARENT}'",
+    )
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[schema.trials_tag("COMPLETE")] == "6"

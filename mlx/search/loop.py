@@ -72,6 +72,12 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
                 # trial finished in the study may rely on its run being final.
                 if on_trial is not None:
                     on_trial(record)
+            except BaseException as exc:
+                # A result that could not be recorded (the store failed, Ctrl-C while logging)
+                # is no result: the trial fails as interrupted and a resumed search replaces it.
+                _interrupted(trial, exc)
+                record.value, state = None, TrialState.FAIL
+                raise
             finally:
                 retrying(study.tell, trial, record.value, state=state, skip_if_finished=True)
             if interruption is not None:
