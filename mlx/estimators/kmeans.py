@@ -164,8 +164,9 @@ class _Assignment:
             self.scaled = np.multiply(X, self.scale, dtype=np.float64).astype(self.dtype)
             self.reach = radius * self.scale
         self.rows = min(n, max(1, _ASSIGN_ELEMENTS // n_clusters))
-        n_blocks = -(-n // self.rows)
-        per_thread = -(-n_blocks // max(1, min(n_threads, n_blocks))) * self.rows
+        # An equal share of the rows for each thread; fewer threads than blocks are of no use.
+        n_threads = max(1, min(n_threads, -(-n // self.rows)))
+        per_thread = -(-n // n_threads)
         self.parts = [(start, min(start + per_thread, n)) for start in range(0, n, per_thread)]
         self.buffers = [self._buffers() for _ in self.parts]
 
