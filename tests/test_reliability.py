@@ -590,3 +590,36 @@ def test_a_read_only_tracking_store_mid_search_fails_clearly_and_resume_complete
     )
     assert parent.info.status == "FINISHED"
     assert parent.data.tags[schema.trials_tag("COMPLETE")] == "6"
+
+
+@pytest.mark.slow
+def test_a_worker_started_before_the_tracking_server_waits_for_it(tmp_path):
+    """As a batch job may: the worker waits for the server as it waits for the coordinator."""
+    path = _write(tmp_path, name="early-worker", n_trials=10, sleep=0.4)
+    server = MlflowServer(f"sqlite:///{tmp_path / 'backend.db'}", tmp_path / "artifacts", tmp_path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    stores = ["--tracking-uri", server.url, "--storage", storage]
+    worker = subprocess.Popen(
+        _mlx("worker", path, *stores, "--worker-id", "early", "--wait", "300"),
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(8)  # long enough to have given up at once
+        assert worker.poll() is None, worker.communicate()[1]
+        with server:
+            result = _run(tmp_path, "run", path, *stores, "--heartbeat", "2")
+            assert result.returncode == 0, result.stderr
+            out, err = worker.communicate(timeout=120)
+            assert worker.returncode == 0, err
+            assert "waiting for the MLflow store" in err
+            client, (parent,), children = _runs(server.url, "early-worker")
+            assert len(children) == 10
+            assert "early" in {c.data.tags[schema.TAG_WORKER] for c in children}
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
