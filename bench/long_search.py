@@ -1,0 +1,98 @@
+"""A long search: does the cost of a trial stay flat as the study and the store fill up?
+
+1,000 fast trials (kNN on iris) into fresh default SQLite stores, as ``mlx run`` does them. Each
+trial's *overhead* is the time of its loop iteration (claim the slot, open the child run, run
+the trial, log it, tell the study) minus the time of the objective itself (suggest, fit, score,
+size); the script compares the median overhead of trials 900-1000 with that of trials 10-110.
+Target: at most 1.3x. The objective is timed from inside mlx's own loop (``_run_trial``), the
+iteration from one trial's start to the next's.
+
+    python bench/long_search.py [--trials 1000]
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import warnings
+
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from sklearn.datasets import load_iris
+from sklearn.neighbors import KNeighborsClassifier
+
+import mlx
+from mlx.search import loop
+
+
+def _experiment(n_trials):
+    return mlx.Experiment(
+        "long-search",
+        lambda: load_iris(return_X_y=True),
+        KNeighborsClassifier(),
+        {
+            "n_neighbors": IntDistribution(1, 30),
+            "weights": CategoricalDistribution(["uniform", "distance"]),
+        },
+        n_trials=n_trials,
+    )
+
+
+def measure(n_trials):
+    """``(iteration starts, objective seconds)`` of every trial of one long search."""
+    starts, objective = [], []
+    run_trial = loop._run_trial
+
+    def timed(*args, **kwargs):
+        starts.append(time.perf_counter())
+        begin = time.process_time(), time.perf_counter()
+        try:
+            return run_trial(*args, **kwargs)
+        finally:
+            objective.append(time.perf_counter() - begin[1])
+
+    loop._run_trial = timed
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            previous = os.getcwd()
+            os.chdir(folder)
+            try:
+                mlx.run(_experiment(n_trials), show_progress=False)
+            finally:
+                os.chdir(previous)
+    finally:
+        loop._run_trial = run_trial
+    return starts, objective
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=1000)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    starts, objective = measure(args.trials)
+    # Overhead of trial i: from its start to the next trial's start, minus its objective.
+    overhead = [(starts[i + 1] - starts[i] - objective[i]) * 1000 for i in range(len(starts) - 1)]
+    n = len(overhead)
+    early = overhead[10:110]
+    late = overhead[max(0, n - 100) :]
+    load = os.getloadavg()[0]
+    print(f"{args.trials} kNN trials on iris, default SQLite stores; load average {load:.1f}")
+    print()
+    print("| trials | median overhead per trial (ms) | median objective (ms) |")
+    print("|---|---|---|")
+    print(
+        f"| 10-110 | {statistics.median(early):.1f} | "
+        f"{statistics.median(objective[10:110]) * 1000:.1f} |"
+    )
+    print(
+        f"| {n - len(late)}-{n} | {statistics.median(late):.1f} | "
+        f"{statistics.median(objective[-100:]) * 1000:.1f} |"
+    )
+    ratio = statistics.median(late) / statistics.median(early)
+    print()
+    print(f"late / early overhead: {ratio:.2f} (target <= 1.3)")
+
+
+if __name__ == "__main__":
+    main()
