@@ -5,10 +5,6 @@ pay for them. Errors that ``mlx`` raises on purpose become one line on stderr an
 their class (2 for an invalid experiment or data); anything else keeps its traceback.
 """
 
-import os
-import subprocess
-import sys
-
 import click
 
 from mlx.console import one_line_errors, quiet_libraries
@@ -268,30 +264,52 @@ def _model_table(trials, metric):
 
 @cli.command()
 @_tracking_option
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=5000,
+    show_default=True,
+    help="Port on 127.0.0.1; 0 picks a free one.",
+)
 @one_line_errors
 def ui(tracking_uri, port):
-    """Open the MLflow UI on this store (bound to 127.0.0.1 only)."""
-    from mlx.tracking import redact_url, resolve_tracking_uri
+    """Serve the MLflow UI on this store, on 127.0.0.1 only, until Ctrl-C.
+
+    The URL is printed once the UI answers (MLflow takes 10-30 s to start).
+    """
+    from mlx.servers import mlflow_ui, require_store, serve
+    from mlx.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    click.echo(f"MLflow UI on {redact_url(uri)}: http://127.0.0.1:{port}  (Ctrl-C stops it)")
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    try:
-        sys.exit(subprocess.call(command, env=os.environ.copy()))
-    except KeyboardInterrupt:
-        sys.exit(0)
+    server = mlflow_ui(uri)
+    require_store(uri, nothing="no runs here", option="--tracking-uri")
+    serve(server, port)
+
+
+@cli.command()
+@click.option(
+    "--storage", metavar="URL", help="Optuna storage [default: sqlite:///mlx-optuna.db here]."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port on 127.0.0.1; 0 picks a free one.",
+)
+@one_line_errors
+def dashboard(storage, port):
+    """Serve optuna-dashboard on the experiments' Optuna storage, on 127.0.0.1 only, until Ctrl-C.
+
+    Needs the dashboard extra: pip install "mlx-experiments[dashboard]".
+    """
+    from mlx.search.storage import resolve_storage
+    from mlx.servers import optuna_dashboard, require_store, serve
+
+    url = resolve_storage(storage)
+    server = optuna_dashboard(url)
+    require_store(url, nothing="no studies here", option="--storage")
+    serve(server, port)
 
 
 def _number(value, fmt="{:.4f}"):
