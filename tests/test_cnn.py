@@ -137,6 +137,19 @@ def test_network_equals_pytorch_on_the_same_weights(conv, pool):
         assert_allclose(network.g[f"c{j}"], m.bias.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 
+def test_initial_weights_and_biases_are_uniform_over_one_over_root_fan_in():
+    network = CNNClassifier((16, 8), conv="2d", kernel_size=3, hidden_layer_sizes=(12,))
+    network = network._build_network((10, 12), 3, np.float64)
+    network.initialise(np.random.RandomState(0))
+    fan_ins = {"W0": 9, "b0": 9, "W1": 16 * 9, "b1": 16 * 9, "V0": 8, "c0": 8, "V1": 12, "c1": 12}
+    assert set(network.p) == set(fan_ins)
+    for name, fan_in in fan_ins.items():
+        values, bound = network.p[name], 1 / np.sqrt(fan_in)
+        assert np.abs(values).max() <= bound
+        if values.size >= 50:  # uniform over the whole interval, not a narrower one
+            assert np.abs(values).max() > 0.9 * bound
+
+
 # --- learning -------------------------------------------------------------------------------
 
 
