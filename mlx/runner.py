@@ -249,6 +249,8 @@ def _log_inputs(experiment, prepared, parent):
     parent.log(params=tracking.settings(experiment, prepared.dataset.X, parts))
     tracker.log_dict(run_id, prepared.audit, schema.ARTIFACT_AUDIT)
     tracker.log_dict(run_id, prepared.summary, schema.ARTIFACT_SPLIT)
+    every = {name: tracking.all_params(est) for name, (est, _) in experiment.candidates.items()}
+    tracker.log_dict(run_id, every, schema.ARTIFACT_PARAMS)
     if experiment.path is not None:
         tracker.log_file(run_id, experiment.path, schema.ARTIFACT_EXPERIMENT)
 

@@ -80,7 +80,7 @@ def test_parent_run_with_one_child_per_trial(iris):
     assert tags[schema.trials_tag("COMPLETE")] == "5"
 
     children = _children(client, result.run_id)
-    assert sorted(c.info.run_name for c in children) == [f"trial-{i:04d}" for i in range(5)]
+    assert sorted(c.info.run_name for c in children) == [schema.trial_name(i) for i in range(5)]
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags[schema.TAG_STATE] == "COMPLETE"
@@ -110,9 +110,13 @@ def test_parent_run_holds_settings_metrics_and_artifacts(iris):
     assert params[schema.PARAM_DATA_ROWS] == "150"
     assert params[schema.PARAM_DATA_FEATURES] == "4"
     assert [params[schema.rows_param(k)] for k in ("train", "val", "test")] == ["120", "15", "15"]
-    # A fixed (non-searched) parameter of the estimator.
-    assert params["kneighborsclassifier__metric"] == "minkowski"
+    # Params are what the experiment sets or searches; a default such as the metric
+    # ("minkowski") is in the full list of the estimator's parameters instead.
+    assert "kneighborsclassifier__metric" not in params
     assert "kneighborsclassifier__n_neighbors" not in params
+    every = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/{schema.ARTIFACT_PARAMS}")
+    assert every["model"]["kneighborsclassifier__metric"] == "minkowski"
+    assert not any(key.endswith(("__memory", "__verbose", "__copy")) for key in params)
     tags = parent.data.tags
     assert tags[schema.version_tag("scikit-learn")]
     assert tags[schema.version_tag("mlflow")] == mlflow.__version__
@@ -215,6 +219,9 @@ def test_epochs_pruning_and_a_failing_trial(stores):
 
     pruned = children["PRUNED"]
     assert pruned.info.status == "FINISHED"
+    # MLflow has no "pruned" status: the name says it, the complete trial's does not.
+    assert pruned.info.run_name.endswith(" pruned")
+    assert not children["COMPLETE"].info.run_name.endswith(" pruned")
     assert pruned.data.params["sgdclassifier__alpha"] == "100.0"
     assert len(client.get_metric_history(pruned.info.run_id, schema.val("accuracy"))) < 6
 

@@ -16,6 +16,7 @@ from mlx.tracking.ledger import (
 )
 from mlx.tracking.parent import (
     ParentRun,
+    all_params,
     coordinator_alive,
     coordinator_tag,
     find_parent,
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_TRACKING_FILE",
     "ChildRuns",
     "ParentRun",
+    "all_params",
     "Tracker",
     "claim_test",
     "coordinator_alive",

@@ -8,6 +8,7 @@ the functions below (``val("accuracy") == "val_accuracy"``).
 
 __all__ = [
     "ARTIFACT_AUDIT",
+    "ARTIFACT_PARAMS",
     "ARTIFACT_EXPERIMENT",
     "ARTIFACT_SEARCH",
     "ARTIFACT_SPLIT",
@@ -27,6 +28,7 @@ __all__ = [
     "MLFLOW_GIT_COMMIT",
     "MLFLOW_NOTE",
     "MLFLOW_PARENT_RUN",
+    "MLFLOW_RUN_NAME",
     "MLFLOW_SOURCE",
     "PARAM_DATA_FEATURES",
     "PARAM_DATA_ROWS",
@@ -70,6 +72,7 @@ __all__ = [
     "split_param",
     "test",
     "train",
+    "trial_name",
     "trials_tag",
     "val",
     "version_tag",
@@ -102,8 +105,19 @@ MLFLOW_SOURCE = "mlflow.source.name"
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
 MLFLOW_PARENT_RUN = "mlflow.parentRunId"
 MLFLOW_NOTE = "mlflow.note.content"  # the run's description in the UI
+MLFLOW_RUN_NAME = "mlflow.runName"  # setting it renames the run
 # The MLflow 3 UI opens experiments in its GenAI view unless they say they train models.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def trial_name(number, model=None, state=None):
+    """A child run's name: ``trial-0003``, with the model type and ``pruned`` when they apply.
+
+    The MLflow UI shows pruned trials as finished like complete ones, and the runs table shows
+    names before any other column: the name says what the status cannot.
+    """
+    parts = [f"trial-{number:04d}", model, "pruned" if state == "PRUNED" else None]
+    return " ".join(part for part in parts if part)
 
 
 def run_name(experiment_name, number):
@@ -210,6 +224,7 @@ METRIC_STOPPED_EPOCH = "stopped_epoch"
 # --- artifacts of a parent run -------------------------------------------------------------------
 ARTIFACT_AUDIT = "audit.json"
 ARTIFACT_SPLIT = "split.json"
+ARTIFACT_PARAMS = "estimator_params.json"  # every parameter, defaults included
 ARTIFACT_EXPERIMENT = "experiment"  # folder of the experiment file
 ARTIFACT_TEST = "test"  # folder of the test evaluation's tables and figures
 ARTIFACT_SEARCH = "search"  # folder of the study's figures

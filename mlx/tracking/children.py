@@ -44,7 +44,7 @@ class ChildRuns:
         """Open the RUNNING child run of trial ``number`` (one store write)."""
         self._runs[number] = self.tracker.start_run(
             self.experiment_id,
-            f"trial-{number:04d}",
+            schema.trial_name(number),
             tags={
                 schema.TAG_STUDY: self.study_name,
                 schema.TAG_ROLE: schema.ROLE_TRIAL,
@@ -80,7 +80,10 @@ class ChildRuns:
 
 def _logged(record, metric):
     """``(params, metrics, steps, tags)`` of a trial record."""
-    tags = {schema.TAG_STATE: record.state}
+    tags = {
+        schema.TAG_STATE: record.state,
+        schema.MLFLOW_RUN_NAME: schema.trial_name(record.number, record.model, record.state),
+    }
     if record.error:
         tags[schema.TAG_ERROR] = record.error
     if record.warnings:

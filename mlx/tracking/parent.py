@@ -5,6 +5,7 @@ parameters), its provenance as tags (library versions, the experiment file, the 
 and later the best configuration, the test evaluation and the model.
 """
 
+import inspect
 import os
 import platform
 import subprocess
@@ -16,6 +17,7 @@ from mlx.tracking import _schema as schema
 
 __all__ = [
     "ParentRun",
+    "all_params",
     "coordinator_alive",
     "coordinator_tag",
     "find_parent",
@@ -139,14 +141,44 @@ def settings(experiment, X, parts):
 
 
 def fixed_params(estimator, searched):
-    """The estimator's loggable parameters that the search does not set."""
+    """The parameters the experiment sets and the search does not: its choices, not defaults.
+
+    A parameter left at its class's default is not logged (the MLflow UI would show dozens of
+    columns such as ``memory`` and ``verbose``); the full set is :func:`all_params`.
+    """
+    params = estimator.get_params(deep=True)
     return {
         key: value
-        for key, value in estimator.get_params(deep=True).items()
+        for key, value in params.items()
         if key not in searched
-        and (value is None or isinstance(value, bool | int | float | str))
-        and len(str(value)) <= _MAX_FIXED_PARAM
+        and _loggable(value)
+        and not _is_default(key, value, estimator, params)
     }
+
+
+def all_params(estimator):
+    """Every parameter of ``estimator`` (nested ones too), as JSON-ready text."""
+    return {
+        key: value if _loggable(value) else repr(value)
+        for key, value in estimator.get_params(deep=True).items()
+        if not hasattr(value, "get_params")  # a step appears through its own parameters
+    }
+
+
+def _loggable(value):
+    return (value is None or isinstance(value, bool | int | float | str)) and len(
+        str(value)
+    ) <= _MAX_FIXED_PARAM
+
+
+def _is_default(key, value, estimator, params):
+    owner_key, _, name = key.rpartition("__")
+    owner = params.get(owner_key) if owner_key else estimator
+    parameter = inspect.signature(type(owner).__init__).parameters.get(name)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return False
+    default = parameter.default
+    return type(default) is type(value) and default == value
 
 
 def provenance(experiment):
