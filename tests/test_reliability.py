@@ -415,35 +415,6 @@ def test_the_server_dying_mid_search_fails_clearly_and_resume_finishes(tmp_path)
         server.stop()
 
 
-@pytest.mark.slow
-def test_mlx_ui_serves_this_store_on_loopback_only(tmp_path):
-    import socket
-    import urllib.request
-
-    from _servers import free_port
-
-    port = free_port()
-    process = _start(tmp_path, "ui", "--port", port)
-    try:
-
-        def answers():
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                return r.status == 200
-
-        _wait_for(answers, timeout=120, what="mlx ui to answer")
-        listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
-        ours = [line.split()[3] for line in listening.splitlines() if f":{port}" in line]
-        assert ours and all(address.startswith("127.0.0.1:") for address in ours), ours
-        with socket.socket() as s:
-            s.settimeout(2)
-            external = socket.gethostbyname(socket.gethostname())
-            if not external.startswith("127."):
-                assert s.connect_ex((external, port)) != 0
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.communicate(timeout=30)
-
-
 STORM = """
 import os
 import time

@@ -147,6 +147,11 @@ def _serve_then_stop(folder, command, stop, check):
         port = int(url.rsplit(":", 1)[1])
         addresses = _listening_addresses(port)
         assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+        external = socket.gethostbyname(socket.gethostname())
+        if not external.startswith("127."):
+            with socket.socket() as s:
+                s.settimeout(2)
+                assert s.connect_ex((external, port)) != 0, f"reachable on {external}"
         server = _descendants(mlx.process.pid)
         groups = {_pgid(p) for p in server} - {None}
         assert groups and mlx.process.pid not in groups, "the server has a group of its own"
