@@ -50,8 +50,9 @@ class TrialRecord:
 
     ``state`` is ``"COMPLETE"``, ``"PRUNED"`` or ``"FAIL"``; ``curves`` holds the per-epoch
     ``"train"`` and ``"val"`` scores of epoch-by-epoch training (empty lists otherwise).
-    ``model`` is the chosen candidate's name in a search over several (None otherwise), and
-    ``params`` then holds ``model`` and that model's own parameters only. ``size`` is the
+    ``params`` are the estimator's parameters as the space built them; in a search over several
+    models, ``model`` is the chosen candidate's name (None otherwise) and ``params`` holds
+    ``model`` and that model's own parameters only. ``size`` is the
     number of bytes of the pickled fitted model (complete trials). With early stopping,
     ``best_epoch`` and ``stopped_epoch`` count epochs from 1.
     """
@@ -206,7 +207,12 @@ class Objective:
                 warnings.simplefilter("always")
                 try:
                     model, params = retrying(self.suggest, trial)
-                    record.model, record.params = self._logged_params(trial.params)
+                    record.model = None if is_single(self.candidates) else model
+                    # The estimator's own parameters, as a define-by-run space built them (not
+                    # the numbers Optuna suggested them from): what the run's summary shows.
+                    record.params = (
+                        params if record.model is None else {MODEL_PARAM: model, **params}
+                    )
                     estimator = self.build(params, model)
                     value, estimator = self._fit_and_score(trial, estimator, record)
                     record.size = _pickled_size(estimator)
@@ -270,7 +276,8 @@ class Objective:
         if record is None:
             record = TrialRecord(number=trial.number, params={}, state="")
         record.state = state.name
-        record.model, record.params = self._logged_params(trial.params)
+        if not record.params:  # it failed before its space was built
+            record.model, record.params = self._logged_params(trial.params)
         if state == TrialState.COMPLETE:
             record.value = value
         record.end_time = time.time()
