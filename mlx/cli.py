@@ -5,6 +5,8 @@ pay for them. Errors that ``mlx`` raises on purpose become one line on stderr an
 their class (2 for an invalid experiment or data); anything else keeps its traceback.
 """
 
+import json
+
 import click
 
 from mlx.console import one_line_errors, quiet_libraries
@@ -166,39 +168,48 @@ def worker(file, tracking_uri, storage, seed, timeout, wait, heartbeat, worker_i
         click.echo(f"worker done: ran {ran} trials; the study's budget is spent.")
 
 
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+
+
 @cli.command("list")
 @_tracking_option
+@_json_option
 @one_line_errors
-def list_(tracking_uri):
+def list_(tracking_uri, as_json):
     """List experiments with their latest run's best validation and test scores."""
-    from mlx.tracking import Tracker, redact_url, resolve_tracking_uri, schema
+    from mlx.stores import redact_url
+    from mlx.tracking import resolve_tracking_uri, views
 
     uri = resolve_tracking_uri(tracking_uri)
-    rows = []
-    for name, parent, n_runs in Tracker(uri).latest_parents():
-        metric = parent.data.params.get(schema.PARAM_METRIC, "")
-        metrics = parent.data.metrics
-        rows.append(
-            [
-                name,
-                str(n_runs),
-                parent.info.status,
-                metric,
-                _number(metrics.get(schema.best_val(metric))),
-                _number(metrics.get(schema.test(metric))),
-                parent.info.run_id,
-            ]
-        )
+    tracker = _tracker(uri)
+    rows = [] if tracker is None else views.experiments(tracker)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
     if not rows:
         click.echo(f"no mlx experiments in {redact_url(uri)}")
         return
-    header = ["experiment", "runs", "latest", "metric", "best val", "test", "run id"]
-    click.echo(_table(header, rows))
+    header = ["experiment", "runs", "latest", "status", "metric", "best val", "test", "run id"]
+    table = [
+        [
+            r["experiment"],
+            str(r["runs"]),
+            r["latest"],
+            r["status"],
+            r["metric"],
+            _scored(r["best_val"]),
+            _scored(r["test"]),
+            r["run_id"],
+        ]
+        for r in rows
+    ]
+    click.echo(_table(header, table))
 
 
 @cli.command()
 @click.argument("name")
 @_tracking_option
+@click.option("--run", "run_id", metavar="RUN_ID", help="A run of NAME [default: the latest].")
 @click.option(
     "--top",
     type=click.IntRange(min=1),
@@ -206,54 +217,96 @@ def list_(tracking_uri):
     show_default=True,
     help="Number of trials to show.",
 )
+@click.option("--full", is_flag=True, help="Numbers at full precision.")
+@_json_option
 @one_line_errors
-def show(name, tracking_uri, top):
-    """Leaderboard of the trials of experiment NAME's latest run (and of its model types)."""
-    from mlx.tracking import Tracker, resolve_tracking_uri, schema, trial_summaries
+def show(name, tracking_uri, run_id, top, full, as_json):
+    """The trials of experiment NAME's latest run: the tested one first, then by score."""
+    from mlx.exceptions import TrackingError
+    from mlx.stores import redact_url
+    from mlx.tracking import resolve_tracking_uri, views
 
-    parent, children = Tracker(resolve_tracking_uri(tracking_uri)).trials(name)
-    metric = parent.data.params.get(schema.PARAM_METRIC, "")
-    key = schema.val(metric)
-
-    def rank(run):
-        value = run.data.metrics.get(key)
-        return (value is None, -(value or 0.0))
-
-    rows = []
-    for run in sorted(children, key=rank)[:top]:
-        params = ", ".join(f"{k.split('__')[-1]}={v}" for k, v in sorted(run.data.params.items()))
-        rows.append(
-            [
-                run.info.run_name or "",
-                run.data.tags.get(schema.TAG_STATE, run.info.status),
-                _number(run.data.metrics.get(key)),
-                _number(run.data.metrics.get(schema.train(metric))),
-                _number(run.data.metrics.get(schema.METRIC_FIT_TIME), "{:.3f}"),
-                params,
-            ]
-        )
-    test = parent.data.metrics.get(schema.test(metric))
+    uri = resolve_tracking_uri(tracking_uri)
+    tracker = _tracker(uri)
+    if tracker is None:
+        raise TrackingError(f"no MLflow store at {redact_url(uri)}: no run has been made here.")
+    view = views.run_view(tracker, name, run_id)
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    digits = None if full else 4
+    metric = view["metric"]
+    best = _scored(view["best_val"], digits)
     click.echo(
-        f"{name}: run {parent.info.run_id} ({parent.info.status}), {len(children)} trials, "
-        f"test {metric} = {_number(test)}"
+        f"{view['run']}: run {view['run_id']} ({view['status']}), {len(view['trials'])} trials; "
+        f"best val {metric} {best}; test {metric} {_scored(view['test'], digits)}"
     )
-    trials = trial_summaries(children, metric)
-    if trials:
-        click.echo(_model_table(trials, metric) + "\n")
+    if view["models"]:
+        click.echo(_model_table(view["models"], metric) + "\n")
+    rows = [
+        [
+            ("* " if t["tested"] else "  ") + t["name"],
+            t["state"],
+            _number(t["value"], digits),
+            _number(t["train"], digits),
+            _number(t["fit_time"], 3),
+            ", ".join(
+                f"{k.split('__')[-1]}={_short(v, digits)}" for k, v in sorted(t["params"].items())
+            ),
+        ]
+        for t in view["trials"][:top]
+    ]
     click.echo(_table(["trial", "state", f"val {metric}", "train", "fit s", "params"], rows))
+    if any(t["tested"] for t in view["trials"]):
+        click.echo("* refit and tested")
+
+
+def _tracker(uri):
+    """The store at ``uri``, or None when it is a local file that does not exist (not created)."""
+    from mlx.stores import sqlite_path
+    from mlx.tracking import Tracker
+
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        return None
+    quiet_libraries()
+    return Tracker(uri)
+
+
+def _scored(scored, digits=4):
+    """``0.9667 [0.9000, 1.0000]`` from a view's ``{"value", "ci"}``; "-" without."""
+    if scored is None:
+        return "-"
+    text = _number(scored["value"], digits)
+    if scored["ci"] is not None:
+        low, high = (_number(v, digits) for v in scored["ci"])
+        text += f" [{low}, {high}]"
+    return text
+
+
+def _short(value, digits):
+    """A parameter as text; numbers to ``digits`` significant digits."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if digits is None or number.is_integer():
+        return str(value)
+    return f"{number:.{digits}g}"
 
 
 def _model_table(trials, metric):
     """The per-model leaderboard of a search over several model types."""
     from mlx.evaluation import leaderboard
+    from mlx.tracking import schema
 
     rows = [
         [
             r["model"],
             _number(r["best_value"]),
-            "-" if r["best_trial"] is None else f"trial-{r['best_trial']:04d}",
-            _number(r["fit_time"], "{:.3f}"),
-            _number(r["size"] and r["size"] / 1024, "{:.1f}"),
+            "-" if r["best_trial"] is None else schema.trial_name(r["best_trial"]),
+            _number(r["fit_time"], 3),
+            _number(r["size"] and r["size"] / 1024, 1),
             f"{r['complete']}/{r['pruned']}/{r['fail']}",
         ]
         for r in leaderboard(trials)
@@ -312,8 +365,11 @@ def dashboard(storage, port):
     serve(server, port)
 
 
-def _number(value, fmt="{:.4f}"):
-    return "-" if value is None else fmt.format(value)
+def _number(value, digits=4):
+    """``value`` with ``digits`` decimals (all of them for None); "-" for a missing value."""
+    if value is None:
+        return "-"
+    return repr(float(value)) if digits is None else f"{value:.{digits}f}"
 
 
 def _table(header, rows):

@@ -1,5 +1,6 @@
 """The ``mlx`` command: validation errors, a full run, the ledger, list and show."""
 
+import json
 import re
 import subprocess
 import sys
@@ -138,9 +139,39 @@ def test_run_refuse_reuse_no_test_list_and_show(stores, write_experiment):
 
     shown = _invoke("show", "cli-iris")
     assert shown.exit_code == 0
-    # The latest run (the --no-test one) had two trials.
-    assert shown.stdout.count("trial-") == 2
+    # The latest run (the --no-test one) is a search of its own, of two trials.
+    assert shown.stdout.count("trial-") == 2 and "cli-iris #2" in shown.stdout
     assert _invoke("show", "no-such-experiment").exit_code == 1
+
+
+def test_show_ranks_the_tested_trial_first_then_complete_then_pruned(stores, write_experiment):
+    # Ties everywhere (iris is easy): the order must still be stable and the tested trial first.
+    path = _iris_file(write_experiment, extra="n_trials=8,")
+    assert _invoke("run", path).exit_code == 0
+    view = json.loads(_invoke("show", "cli-iris", "--json").stdout)
+    trials = view["trials"]
+    assert len(trials) == 8 and trials[0]["tested"] and trials[0]["trial"] == view["best_trial"]
+    rest = trials[1:]
+    keys = [(-t["value"], t["trial"]) for t in rest]
+    assert keys == sorted(keys)  # by score, ties to the earlier trial
+    assert view["test"]["ci"][0] <= view["test"]["value"] <= view["test"]["ci"][1]
+    shown = _invoke("show", "cli-iris").stdout
+    first = next(line for line in shown.splitlines() if "trial-" in line)
+    assert first.startswith("* ") and f"trial-{view['best_trial']:04d}" in first
+    # Four significant digits unless asked for all.
+    assert re.search(r"\b0\.\d{4}\b", shown) and not re.search(r"\b0\.\d{6,}", shown)
+    listed = json.loads(_invoke("list", "--json").stdout)
+    assert [row["experiment"] for row in listed] == ["cli-iris"]
+
+
+def test_list_and_show_create_no_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    listed = _invoke("list")
+    assert listed.exit_code == 0 and "no mlx experiments" in listed.stdout
+    shown = _invoke("show", "anything")
+    assert shown.exit_code == 1 and "no MLflow store" in shown.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_trial_failing_is_a_one_line_error(stores, write_experiment):
