@@ -5,7 +5,33 @@ once, searches on the validation split with Optuna, evaluates the test split onc
 everything to MLflow. The numpy estimators live in :mod:`mlx.estimators`.
 """
 
+import logging
+from importlib import metadata as _metadata
+
 __version__ = "0.1.0"
+
+
+def _foreign_mlx():
+    """The version of another distribution that also installs the import package ``mlx``.
+
+    Apple's MLX array framework (distribution ``mlx``) is common on this audience's laptops,
+    and MLX-based audio tools depend on it: in one environment, one ``mlx`` hides the other.
+    """
+    try:
+        return _metadata.distribution("mlx").version
+    except _metadata.PackageNotFoundError:
+        return None
+
+
+_FOREIGN = _foreign_mlx()
+if _FOREIGN is not None:
+    # One line on stderr (logging's last-resort handler when none is configured).
+    logging.getLogger(__name__).warning(
+        "mlx: another package named mlx is installed here (distribution 'mlx' %s, Apple's MLX "
+        "array framework); it and mlx-experiments both import as `mlx`, so one hides the other. "
+        "Install mlx-experiments in a virtual environment of its own.",
+        _FOREIGN,
+    )
 
 __all__ = ["Experiment", "RunResult", "load_experiment", "run", "__version__"]
 

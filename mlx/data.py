@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import _safe_indexing
 
-from mlx.exceptions import DataError
+from mlx.exceptions import DataError, plural
 
 __all__ = [
     "Dataset",
@@ -203,9 +203,9 @@ def audit(X, y=None, groups=None, *, task=None):
     if inf_cols.sum():
         problems.append(f"X has {int(inf_cols.sum())} infinite values.")
     if n_dup:
-        problems.append(f"{n_dup} duplicate rows (each equal to an earlier row).")
+        problems.append(f"{plural(n_dup, 'duplicate row')} (each equal to an earlier row).")
     if constant:
-        problems.append(f"{len(constant)} constant features: {constant[:10]}.")
+        problems.append(f"{plural(len(constant), 'constant feature')}: {constant[:10]}.")
     if y is not None and task == "classification":
         labels, counts = np.unique(np.asarray(y), return_counts=True)
         report["class_counts"] = {str(k): int(v) for k, v in zip(labels, counts, strict=True)}
@@ -415,5 +415,6 @@ def prepare(experiment):
     report["shared_rows"] = summary["shared_rows"]
     for what, count in summary["shared_rows"].items():
         if count:
-            report["warnings"].append(f"{count} rows of {what.replace('_in_', ' also in ')}.")
+            shared = what.replace("_in_", " also in ")
+            report["warnings"].append(f"{plural(count, 'row')} of {shared}.")
     return Prepared(dataset, parts, report, summary)

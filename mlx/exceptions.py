@@ -14,6 +14,7 @@ __all__ = [
     "TestReuseError",
     "TrackingError",
     "first_line",
+    "plural",
 ]
 
 
@@ -76,6 +77,11 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self):
         return 128 + self.signum
+
+
+def plural(count, word, words=None):
+    """``"1 row"``, ``"2 rows"``: ``count`` and the word in the number it takes."""
+    return f"{count} {word if count == 1 else words or word + 's'}"
 
 
 def first_line(exc):

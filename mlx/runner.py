@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import sys
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -359,7 +360,13 @@ def _refit(experiment, prepared, trial_objective, best):
     epochs = best.trial.user_attrs.get(search.BEST_EPOCH) or search.n_epochs(
         model, experiment.max_epochs
     )
-    return search.fit_model(model, X_fit, y_fit, epochs=epochs), X_fit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        search.fit_model(model, X_fit, y_fit, epochs=epochs)
+    # As a trial's warnings: one line each, not a source line on the terminal.
+    for message in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught):
+        logger.warning("refit: %s", message)
+    return model, X_fit
 
 
 def _fit_rows(experiment, prepared):

@@ -6,7 +6,7 @@ evaluated (set *before* the evaluation, so that even a crash during it counts as
 Deleted runs and experiments still count: deleting a run must not make a test split fresh.
 """
 
-from mlx.exceptions import TestReuseError
+from mlx.exceptions import TestReuseError, plural
 from mlx.tracking import _schema as schema
 
 __all__ = ["claim_test", "ledger_tags", "mark_evaluated", "test_use_count", "test_uses"]
@@ -40,7 +40,7 @@ def test_use_count(tracker, fingerprint, *, no_test, allow_test_reuse, run_id=No
         first = earlier[0]
         raise TestReuseError(
             f"this test split (fingerprint {fingerprint[:12]}) was already evaluated "
-            f"{len(earlier)} time(s), first in run {first.info.run_id} of experiment "
+            f"{plural(len(earlier), 'time')}, first in run {first.info.run_id} of experiment "
             f"{tracker.experiment_name(first.info.experiment_id)!r}. Use --no-test "
             f"(no_test=True) to search and validate only, or --allow-test-reuse "
             f"(allow_test_reuse=True) to evaluate it again (the run records the count)."

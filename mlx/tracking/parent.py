@@ -199,7 +199,9 @@ def provenance(experiment):
     commit = _git(folder, "rev-parse", "HEAD")
     if commit:
         tags[schema.MLFLOW_GIT_COMMIT] = commit
-        tags[schema.TAG_GIT_DIRTY] = str(bool(_git(folder, "status", "--porcelain"))).lower()
+        # Changes to tracked files only: the stores a run writes beside the file do not count.
+        changed = _git(folder, "status", "--porcelain", "--untracked-files=no")
+        tags[schema.TAG_GIT_DIRTY] = str(bool(changed)).lower()
     return tags
 
 
