@@ -51,6 +51,8 @@ experiment = mlx.Experiment(
     search_space=embedding_space,
     metric="accuracy",
     split=(0.8, 0.1, 0.1),
-    seed=0,
+    # Not digits_mlp.py's seed: the two examples would share a test split, and the test ledger
+    # lets a split be evaluated once.
+    seed=1,
     n_trials=20,
 )

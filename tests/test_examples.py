@@ -64,11 +64,41 @@ def test_example_runs(path, stores):
     test_metrics = {
         key.removeprefix(schema.test("")): value
         for key, value in logged.data.metrics.items()
-        if key.startswith(schema.test(""))
+        if key.startswith(schema.test("")) and not key.endswith(schema.CI_SUFFIXES)
     }
     assert test_metrics == pytest.approx(result.test_scores)
     assert result.metric_name in test_metrics
     assert logged.data.tags[schema.TAG_MODEL_URI] == result.model_uri
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_snippet(folder):
+    """The README's "Writing an experiment" example, as a file."""
+    text = README.read_text()
+    start = text.index("```python", text.index("## Writing an experiment")) + len("```python")
+    path = folder / "readme_snippet.py"
+    path.write_text(text[start : text.index("```", start)])
+    return path
+
+
+@pytest.mark.slow
+@quiet_convergence
+def test_every_example_and_the_readme_snippet_in_one_folder(stores, tmp_path):
+    """One student, one folder: no two examples share a test split, every one exits 0."""
+    uri, storage = stores
+    for path in [*EXAMPLES, _readme_snippet(tmp_path)]:
+        result = mlx.run(path, tracking_uri=uri, storage=storage, show_progress=False, n_trials=2)
+        assert result.test_use_count == 1, path.name
+    fingerprints = [
+        run.data.tags[schema.TAG_FINGERPRINT]
+        for run in MlflowClient(uri).search_runs(
+            [e.experiment_id for e in MlflowClient(uri).search_experiments()],
+            f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PARENT}'",
+        )
+    ]
+    assert len(fingerprints) == len(EXAMPLES) + 1 == len(set(fingerprints))
 
 
 @pytest.mark.slow
