@@ -252,8 +252,23 @@ def _log_inputs(experiment, prepared, parent):
     tracker.log_dict(run_id, prepared.summary, schema.ARTIFACT_SPLIT)
     every = {name: tracking.all_params(est) for name, (est, _) in experiment.candidates.items()}
     tracker.log_dict(run_id, every, schema.ARTIFACT_PARAMS)
+    tracker.log_datasets(run_id, _datasets(experiment, prepared))
     if experiment.path is not None:
         tracker.log_file(run_id, experiment.path, schema.ARTIFACT_EXPERIMENT)
+
+
+def _datasets(experiment, prepared):
+    """The three splits as MLflow dataset inputs: name, fingerprint, context and profile."""
+    source = str(experiment.path) if experiment.path else experiment.name
+    out = []
+    for split, rows in prepared.parts.items():
+        X, _ = prepared.rows(split)
+        entry = prepared.summary["splits"][split]
+        profile = {"rows": len(rows), "features": int(X.shape[1]), "source": source}
+        profile.update({k: v for k, v in entry.items() if k in ("class_counts", "groups")})
+        name = f"{experiment.name}-{split}"
+        out.append((name, entry["fingerprint"], schema.DATASET_CONTEXTS[split], profile))
+    return out
 
 
 def _local_workers(experiment, workers, urls, heartbeat):

@@ -1,5 +1,7 @@
 """End-to-end runs against real MLflow and Optuna stores in a temp folder."""
 
+import json
+
 import mlflow
 import numpy as np
 import optuna
@@ -372,3 +374,16 @@ def test_an_mlx_mlp_trains_epoch_by_epoch(stores):
     model = mlflow.sklearn.load_model(result.model_uri)
     X, _ = _iris()
     np.testing.assert_array_equal(model.predict(X), result.model.predict(X))
+
+
+def test_the_splits_are_logged_as_datasets(iris):
+    result, client, _, _ = iris
+    parent = client.get_run(result.run_id)
+    split = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/{schema.ARTIFACT_SPLIT}")
+    inputs = {dataset.tags[0].value: dataset.dataset for dataset in parent.inputs.dataset_inputs}
+    assert set(inputs) == set(schema.DATASET_CONTEXTS.values())
+    for name, context in schema.DATASET_CONTEXTS.items():
+        # mlx's own order-independent fingerprint: two runs on one split show one digest.
+        assert split["splits"][name]["fingerprint"].startswith(inputs[context].digest)
+        profile = json.loads(inputs[context].profile)
+        assert profile["rows"] == split["splits"][name]["rows"]

@@ -25,6 +25,8 @@ __all__ = [
     "METRIC_FIT_TIME",
     "METRIC_MODEL_BYTES",
     "METRIC_STOPPED_EPOCH",
+    "DATASET_CONTEXTS",
+    "MLFLOW_DATASET_CONTEXT",
     "MLFLOW_GIT_COMMIT",
     "MLFLOW_NOTE",
     "MLFLOW_PARENT_RUN",
@@ -106,6 +108,9 @@ MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
 MLFLOW_PARENT_RUN = "mlflow.parentRunId"
 MLFLOW_NOTE = "mlflow.note.content"  # the run's description in the UI
 MLFLOW_RUN_NAME = "mlflow.runName"  # setting it renames the run
+MLFLOW_DATASET_CONTEXT = "mlflow.data.context"  # training, validation or test
+# The context of each split's dataset input.
+DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 # The MLflow 3 UI opens experiments in its GenAI view unless they say they train models.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 

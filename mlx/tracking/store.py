@@ -304,6 +304,31 @@ class Tracker:
             path.write_bytes(data)
             self.client.log_artifact(run_id, str(path), folder or None)
 
+    def log_datasets(self, run_id, datasets):
+        """Record the data a run used (MLflow's Datasets): ``[(name, digest, context, profile)]``.
+
+        ``digest`` is mlx's own order-independent fingerprint, so two runs on the same split
+        show the same digest in the UI; ``profile`` is a dict (shape, source, ...).
+        """
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(
+                Dataset(
+                    name=name,
+                    digest=digest[:36],
+                    source_type="mlx",
+                    source=json.dumps({"source": profile.get("source", "")}),
+                    profile=json.dumps(profile),
+                ),
+                tags=[InputTag(schema.MLFLOW_DATASET_CONTEXT, context)],
+            )
+            for name, digest, context, profile in datasets
+        ]
+        self.client.log_inputs(run_id, datasets=inputs)
+
     def run(self, run_id):
         """The run ``run_id`` as MLflow has it now."""
         return self.client.get_run(run_id)
