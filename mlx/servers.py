@@ -67,7 +67,7 @@ class Server:
     """A web UI: its name, its store, its command on a port, the path that answers once up.
 
     ``argv(port)`` is the command; it must bind :data:`HOST` and ``port`` only. ``env`` is added
-    to this process's environment for the server.
+    to this process's environment for the server; ``hint`` is printed below the URL.
     """
 
     name: str
@@ -75,6 +75,7 @@ class Server:
     argv: object
     probe: str = "/"
     env: dict = field(default_factory=dict)
+    hint: str = ""
 
 
 def mlflow_ui(uri):
@@ -100,7 +101,16 @@ def mlflow_ui(uri):
     env = {}
     if "MLFLOW_SERVER_ENABLE_JOB_EXECUTION" not in os.environ:
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    return Server("MLflow UI", redact_url(uri), argv, probe="/health", env=env)
+    return Server("MLflow UI", redact_url(uri), argv, "/health", env, _MODEL_TRAINING_HINT)
+
+
+# MLflow 3 opens every experiment in its GenAI view (traces, an assistant) whatever the
+# experiment's mlflow.experimentKind tag says: the choice is the browser's, stored per origin
+# (so per port) once the user flips the switch; a ?workflowType= URL holds for one page only.
+_MODEL_TRAINING_HINT = (
+    'if the UI opens in its GenAI view, click "Model training" at the top left: the runs '
+    "table is there (your browser remembers the choice for this port)."
+)
 
 
 def optuna_dashboard(storage):
@@ -227,6 +237,8 @@ def serve(server, port, *, start_timeout=START_TIMEOUT, stop_grace=STOP_GRACE):
                 tail = _keep_tail(process.stdout)
                 _wait_until_ready(server, process, url, tail, start_timeout)
                 print(f"{server.name} on {server.store}: {url}  (Ctrl-C stops it)", flush=True)
+            if server.hint:
+                _say(server.hint)
                 code = process.wait()
                 raise ServerError(_ended(server, f"stopped on its own (exit code {code})", tail))
         finally:
