@@ -22,6 +22,7 @@ __all__ = [
     "Split",
     "audit",
     "fingerprint",
+    "folds",
     "load",
     "prepare",
     "row_hashes",
@@ -341,6 +342,51 @@ def _group_split(idx, y, groups, fraction, seed):
     return idx[keep], idx[held]
 
 
+def folds(dataset, parts, k, seed, *, stratify):
+    """``k`` folds over the training and validation rows together, as row index pairs.
+
+    Returns a list of ``(fit rows, held-out rows)``; the test rows are in none of them.
+    Stratified by ``y`` when ``stratify`` (classification); with groups, each group in one
+    fold (stratified where the groups allow, as :func:`split` does).
+
+    Raises
+    ------
+    DataError
+        Too few rows (or groups, or rows of a class) for ``k`` folds.
+    """
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+
+    rows = np.sort(np.concatenate([parts.train, parts.val]))
+    y = np.asarray(dataset.y)[rows] if stratify else None
+    groups = None if dataset.groups is None else dataset.groups[rows]
+    if groups is not None:
+        splitter = (
+            StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+            if stratify
+            else GroupKFold(k, shuffle=True, random_state=seed)
+        )
+    elif stratify:
+        splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(k, shuffle=True, random_state=seed)
+    try:
+        with warnings.catch_warnings():
+            # "The least populated class has fewer members than n_splits": checked below.
+            warnings.simplefilter("ignore", UserWarning)
+            pairs = list(splitter.split(rows, y, groups))
+    except ValueError as exc:
+        raise DataError(
+            f"cannot cut {len(rows)} training and validation rows into {k} folds: {exc}. Use "
+            f"fewer folds (validation=...) or more data."
+        ) from None
+    if stratify and min(np.bincount(np.unique(y, return_inverse=True)[1])) < k:
+        raise DataError(
+            f"a class has fewer than {k} training and validation rows, so some folds would "
+            f'lack it; use fewer folds (validation=...) or validation="holdout".'
+        )
+    return [(rows[fit], rows[held]) for fit, held in pairs]
+
+
 def split_summary(dataset, parts, *, task):
     """Sizes, class counts, fingerprints of each split (a :class:`Split`), shared rows."""
     parts = dict(parts.items())
@@ -375,11 +421,24 @@ class Prepared:
     parts: Split
     audit: dict
     summary: dict
+    folds: list | None = None
 
     def rows(self, name):
         """``(X, y)`` of the split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
         indices = getattr(self.parts, name)
         return take(self.dataset.X, indices), take(self.dataset.y, indices)
+
+    def fold_rows(self):
+        """``[((X, y) to fit, (X, y) held out), ...]`` of the cross-validation folds, or None."""
+        if self.folds is None:
+            return None
+        return [
+            (
+                (take(self.dataset.X, fit), take(self.dataset.y, fit)),
+                (take(self.dataset.X, held), take(self.dataset.y, held)),
+            )
+            for fit, held in self.folds
+        ]
 
     def groups(self, name):
         """The groups of the rows of split ``name``, or None without groups."""
@@ -413,8 +472,21 @@ def prepare(experiment):
     parts = split(dataset, experiment.split, experiment.seed, stratify=task == "classification")
     summary = split_summary(dataset, parts, task=task)
     report["shared_rows"] = summary["shared_rows"]
+    cv = None
+    if experiment.validation != "holdout":
+        stratify = task == "classification"
+        cv = folds(dataset, parts, experiment.validation, experiment.seed, stratify=stratify)
+        hashes = _hashes(dataset)
+        summary["folds"] = [
+            {"rows": len(held), "fingerprint": fingerprint(None, hashes=hashes[held])}
+            for _, held in cv
+        ]
     for what, count in summary["shared_rows"].items():
         if count:
             shared = what.replace("_in_", " also in ")
             report["warnings"].append(f"{plural(count, 'row')} of {shared}.")
-    return Prepared(dataset, parts, report, summary)
+    return Prepared(dataset, parts, report, summary, cv)
+
+
+def _hashes(dataset):
+    return row_hashes(dataset.X) if dataset.y is None else row_hashes(dataset.X, dataset.y)

@@ -82,8 +82,16 @@ class Experiment:
         Default ``TPESampler(seed=seed)`` and ``MedianPruner``.
     task : {"classification", "regression", "clustering"}, default=None
         Inferred from the estimator when None.
-    refit : {"train", "train+val"}, default="train"
-        Data the best configuration is refit on before the single test evaluation.
+    refit : {"train", "train+val"}, default=None
+        Data the best configuration is refit on before the single test evaluation; by default
+        the training split ("train"), and every row of the search with cross-validation.
+    validation : "holdout" or int, default="holdout"
+        How a trial is scored: on the one validation split, or (an int k >= 2) by k-fold
+        cross-validation over the training and validation rows together, for small data where
+        one validation split is too few rows to tell configurations apart. Folds are
+        stratified for classification and keep groups together; the test split is cut once
+        either way and never seen. A trial's score is the mean over the folds, and the best
+        configuration is refit on the training and validation rows together.
     max_epochs : int, default=None
         Epochs of epoch-by-epoch training (estimators with ``partial_fit``); defaults to the
         estimator's ``max_iter``. Setting it also turns epoch-by-epoch training on for a
@@ -117,10 +125,11 @@ class Experiment:
         sampler=None,
         pruner=None,
         task=None,
-        refit="train",
+        refit=None,
         max_epochs=None,
         estimators=None,
         model_budget="shared",
+        validation="holdout",
     ):
         self.name = _check_name(name)
         if not callable(data):
@@ -155,9 +164,11 @@ class Experiment:
         self.timeout = _check_timeout(timeout)
         self.sampler = _check_optuna("sampler", sampler, "optuna.samplers", "BaseSampler")
         self.pruner = _check_optuna("pruner", pruner, "optuna.pruners", "BasePruner")
-        if refit not in _REFITS:
+        if refit is not None and refit not in _REFITS:
             raise ExperimentError(f"refit must be one of {_REFITS}, got {refit!r}.")
-        self.refit = refit
+        self.validation = _check_validation(validation, refit)
+        # Cross-validated configurations are refit on every row they were judged on.
+        self.refit = refit or ("train" if self.validation == "holdout" else "train+val")
         self.max_epochs = None if max_epochs is None else _check_int("max_epochs", max_epochs, 1)
         self.path = None
         self.description = ""
@@ -209,6 +220,8 @@ class Experiment:
         if self.estimators is not None:
             # Only where it matters: single-model definitions (and their studies) stay as they were.
             definition["model_budget"] = self.model_budget
+        if self.validation != "holdout":
+            definition["validation"] = self.validation
         return definition
 
     def __repr__(self):
@@ -504,6 +517,24 @@ def _check_split(split):
             f"example split=(0.8, 0.1, 0.1)."
         )
     return fractions
+
+
+def _check_validation(validation, refit):
+    if validation == "holdout":
+        return validation
+    if isinstance(validation, bool) or not isinstance(validation, numbers.Integral):
+        raise ExperimentError(
+            f'validation must be "holdout" or a number of folds >= 2, got {validation!r}.'
+        )
+    if validation < 2:
+        raise ExperimentError(f"validation must be at least 2 folds, got {validation}.")
+    if refit == "train":
+        raise ExperimentError(
+            f'refit="train" does not fit validation={validation}: cross-validation judges a '
+            f"configuration on the training and validation rows together, and the refit uses "
+            f'them all. Leave refit out (it becomes "train+val") or use validation="holdout".'
+        )
+    return int(validation)
 
 
 def _check_int(name, value, minimum):

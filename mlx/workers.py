@@ -125,6 +125,7 @@ def objective(experiment, prepared):
         prepared.rows("val"),
         seed=experiment.seed,
         max_epochs=experiment.max_epochs,
+        folds=prepared.fold_rows(),
     )
 
 

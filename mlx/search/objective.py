@@ -54,7 +54,8 @@ class TrialRecord:
     models, ``model`` is the chosen candidate's name (None otherwise) and ``params`` holds
     ``model`` and that model's own parameters only. ``size`` is the
     number of bytes of the pickled fitted model (complete trials). With early stopping,
-    ``best_epoch`` and ``stopped_epoch`` count epochs from 1.
+    ``best_epoch`` and ``stopped_epoch`` count epochs from 1. With cross-validation,
+    ``fold_scores`` holds the score of each fold (``value`` is their mean).
     """
 
     number: int
@@ -73,6 +74,7 @@ class TrialRecord:
     size: int | None = None
     best_epoch: int | None = None
     stopped_epoch: int | None = None
+    fold_scores: list = field(default_factory=list)
 
 
 def suggest(trial, space):
@@ -167,15 +169,20 @@ class Objective:
         Seeds the estimator's unset ``random_state`` parameters.
     max_epochs : int or None
         See :func:`n_epochs`.
+    folds : list or None
+        ``[((X, y) to fit, (X, y) held out), ...]``: cross-validation instead of ``train`` and
+        ``val``. A trial's score is then the mean over the folds; the pruner hears the running
+        mean after each fold.
     """
 
-    def __init__(self, candidates, scorer, train, val, *, seed, max_epochs=None):
+    def __init__(self, candidates, scorer, train, val, *, seed, max_epochs=None, folds=None):
         self.candidates = dict(candidates)
         self.scorer = scorer
         self.train = train
         self.val = val
         self.seed = seed
         self.max_epochs = max_epochs
+        self.folds = folds
         # Per-trial results that Optuna's storage need not hold (curves, fit time): read and
         # removed by :meth:`finish` right after the trial ends.
         self.records = {}
@@ -214,7 +221,10 @@ class Objective:
                         params if record.model is None else {MODEL_PARAM: model, **params}
                     )
                     estimator = self.build(params, model)
-                    value, estimator = self._fit_and_score(trial, estimator, record)
+                    if self.folds is None:
+                        value, estimator = self._fit_and_score(trial, estimator, record)
+                    else:
+                        value, estimator = self._cross_validate(trial, estimator, record)
                     record.size = _pickled_size(estimator)
                 finally:
                     record.warnings = _unique_messages(caught)
@@ -263,6 +273,27 @@ class Objective:
         record.stopped_epoch = len(record.curves["val"])
         retrying(trial.set_user_attr, BEST_EPOCH, record.best_epoch)
         return stopper.best_score, with_last_step(estimator, stopper.best_model)
+
+    def _cross_validate(self, trial, estimator, record):
+        """``(mean score over the folds, the last fold's estimator)``."""
+        # Early stopping needs a validation curve, which folds do not give epoch by epoch: the
+        # estimator's own (on a part of each fold's training rows) stops it.
+        own = EarlyStopping.of(last_step(estimator)) is not None
+        epochs = None if own else n_epochs(estimator, self.max_epochs)
+        record.fit_time, train_scores, fitted = 0.0, [], estimator
+        for fold, ((X_fit, y_fit), (X_held, y_held)) in enumerate(self.folds):
+            fitted = clone(estimator)
+            start = time.perf_counter()
+            fit_model(fitted, X_fit, y_fit, epochs=epochs)
+            record.fit_time += time.perf_counter() - start
+            record.fold_scores.append(float(self.scorer(fitted, X_held, y_held)))
+            train_scores.append(float(self.scorer(fitted, X_fit, y_fit)))
+            mean = float(np.mean(record.fold_scores))
+            retrying(trial.report, mean, fold)
+            if retrying(trial.should_prune):
+                raise optuna.TrialPruned(f"pruned after fold {fold + 1} of {len(self.folds)}")
+        record.train_score = float(np.mean(train_scores))
+        return mean, fitted
 
     def fail(self, number, error):
         """Record ``error`` for trial ``number`` (a trial stopped from outside)."""

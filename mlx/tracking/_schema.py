@@ -42,6 +42,7 @@ __all__ = [
     "PARAM_REFIT",
     "PARAM_SEED",
     "PARAM_TASK",
+    "PARAM_VALIDATION",
     "ROLE_PARENT",
     "ROLE_TRIAL",
     "TAG_BEST_TRIAL",
@@ -69,9 +70,11 @@ __all__ = [
     "ci_low",
     "best_val",
     "estimator_param",
+    "fold",
     "rows_param",
     "run_name",
     "split_param",
+    "spread",
     "test",
     "train",
     "trial_name",
@@ -157,6 +160,7 @@ PARAM_METRIC = "mlx.metric"
 PARAM_SEED = "mlx.seed"
 PARAM_N_TRIALS = "mlx.n_trials"
 PARAM_REFIT = "mlx.refit"
+PARAM_VALIDATION = "mlx.validation"  # "holdout" or the number of folds
 PARAM_DATA_ROWS = "mlx.data.rows"
 PARAM_DATA_FEATURES = "mlx.data.features"
 
@@ -214,6 +218,16 @@ def ci_low(name):
 def ci_high(name):
     """The upper end of the confidence interval of metric ``name``."""
     return f"{name}_ci_high"
+
+
+def fold(name):
+    """Metric ``name`` of each cross-validation fold (one step per fold)."""
+    return f"{name}_fold"
+
+
+def spread(name):
+    """The standard deviation of metric ``name`` over the cross-validation folds."""
+    return f"{name}_std"
 
 
 # What ci_low and ci_high append.

@@ -6,6 +6,8 @@ shows it RUNNING, then one ``log_batch`` (params, metrics and final tags) and
 :class:`mlx.search.TrialRecord`.
 """
 
+import numpy as np
+
 from mlx.tracking import _schema as schema
 
 __all__ = ["ChildRuns", "end_orphans", "trial_summaries"]
@@ -104,6 +106,9 @@ def _logged(record, metric):
         metrics[schema.METRIC_FIT_TIME] = record.fit_time
     if record.size is not None:
         metrics[schema.METRIC_MODEL_BYTES] = record.size
+    if record.fold_scores:
+        steps[schema.fold(schema.val(metric))] = record.fold_scores
+        metrics[schema.spread(schema.val(metric))] = float(np.std(record.fold_scores))
     if record.best_epoch is not None:
         metrics[schema.METRIC_BEST_EPOCH] = record.best_epoch
         metrics[schema.METRIC_STOPPED_EPOCH] = record.stopped_epoch

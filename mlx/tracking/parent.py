@@ -132,6 +132,7 @@ def settings(experiment, X, parts):
             schema.PARAM_SEED: experiment.seed,
             schema.PARAM_N_TRIALS: experiment.n_trials,
             schema.PARAM_REFIT: experiment.refit,
+            schema.PARAM_VALIDATION: experiment.validation,
             schema.PARAM_DATA_ROWS: len(X),
             schema.PARAM_DATA_FEATURES: X.shape[1],
         }
