@@ -237,8 +237,8 @@ def serve(server, port, *, start_timeout=START_TIMEOUT, stop_grace=STOP_GRACE):
                 tail = _keep_tail(process.stdout)
                 _wait_until_ready(server, process, url, tail, start_timeout)
                 print(f"{server.name} on {server.store}: {url}  (Ctrl-C stops it)", flush=True)
-            if server.hint:
-                _say(server.hint)
+                if server.hint:
+                    _say(server.hint)
                 code = process.wait()
                 raise ServerError(_ended(server, f"stopped on its own (exit code {code})", tail))
         finally:
