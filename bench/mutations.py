@@ -228,6 +228,14 @@ MUTATIONS = [
         ("tests/test_secrets.py::test_a_password_in_a_working_storage_url_is_never_stored",),
     ),
     Mutation(
+        "skip guard off",
+        "CI fails when a test that needs PostgreSQL or the audio extra would skip",
+        "tests/conftest.py",
+        "if variable is None or _ALLOWED.search(reason):",
+        "if True:",
+        (_promise("test_under_ci_a_skip_fails_unless_its_reason_is_allowed"),),
+    ),
+    Mutation(
         "fingerprint depends on the row order",
         "README: the ledger recognises a test split reshuffled",
         "mlx/data.py",

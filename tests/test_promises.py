@@ -13,9 +13,14 @@ functions; the wrappers call the real ones.
 """
 
 import json
+import os
+import re
+import subprocess
+import sys
 import traceback
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -474,3 +479,64 @@ def test_run_errors_hold_no_password_even_in_a_suppressed_context(store, stores)
     """
     secret, exc = _unreachable_run(store, stores)
     assert not [text for text in _texts(exc, hidden=True) if secret in text]
+
+
+# --- under CI, a test that would skip fails ----------------------------------------------------
+
+_SKIPPING = {
+    "test_skips.py": """
+import pytest
+
+def test_without_postgres():
+    pytest.skip("no PostgreSQL server on 127.0.0.1:5432: connection refused")
+
+def test_torch_parity():
+    pytest.skip("could not import 'torch': No module named 'torch'")
+
+def test_runs():
+    pass
+""",
+    "test_audio_extra.py": """
+import pytest
+
+librosa = pytest.importorskip("mlx_no_such_audio_module")
+
+def test_features():
+    pass
+""",
+}
+
+
+def _pytest_with_the_guard(folder, **env):
+    """Run pytest on ``folder`` with tests/conftest.py as a plugin; ``(exit code, -rA lines)``."""
+    tests = Path(__file__).resolve().parent
+    environment = {k: v for k, v in os.environ.items() if k not in ("MLX_REQUIRE_POSTGRES", "CI")}
+    environment.update(env, PYTHONPATH=str(tests))
+    command = [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q"]
+    command += ["-rA", "--continue-on-collection-errors", str(folder)]
+    done = subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True)
+    return done.returncode, done.stdout
+
+
+def test_under_ci_a_skip_fails_unless_its_reason_is_allowed(tmp_path):
+    """With ``MLX_REQUIRE_POSTGRES`` (or ``CI``) set, a skip without an allowed reason fails.
+
+    A missing PostgreSQL server or a module-level ``importorskip`` of the audio extra fails;
+    the torch parity tests (an allowed reason) still skip; without the variables all skip.
+    Catches: the guard in tests/conftest.py disabled.
+    """
+    for name, text in _SKIPPING.items():
+        (tmp_path / name).write_text(text)
+
+    code, output = _pytest_with_the_guard(tmp_path)
+    assert code == 0, output
+    assert "1 passed, 3 skipped" in output
+
+    for variable in ("MLX_REQUIRE_POSTGRES", "CI"):
+        code, output = _pytest_with_the_guard(tmp_path, **{variable: "1"})
+        assert code == 1, output
+        assert "FAILED test_skips.py::test_without_postgres" in output
+        assert "ERROR test_audio_extra.py" in output  # a collection error: the module is lost
+        assert f"but {variable} is set" in output
+        assert re.search(r"SKIPPED \[1\] test_skips.py:\d+: could not import 'torch'", output)
+        assert "PASSED test_skips.py::test_runs" in output
