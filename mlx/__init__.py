@@ -33,7 +33,7 @@ if _FOREIGN is not None:
         _FOREIGN,
     )
 
-__all__ = ["Experiment", "RunResult", "load_experiment", "run", "__version__"]
+__all__ = ["Experiment", "RunResult", "load_experiment", "run", "run_test", "__version__"]
 
 # MLflow and Optuna are heavy to import: the public names load on first use so that
 # `import mlx` and `mlx --help` stay fast.
@@ -41,6 +41,7 @@ _LAZY = {
     "Experiment": "mlx.experiment",
     "load_experiment": "mlx.experiment",
     "run": "mlx.runner",
+    "run_test": "mlx.runner",
     "RunResult": "mlx.results",
 }
 

@@ -168,6 +168,37 @@ def worker(file, tracking_uri, storage, seed, timeout, wait, heartbeat, worker_i
         click.echo(f"worker done: ran {ran} trials; the study's budget is spent.")
 
 
+@cli.command("test")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--run", "run_id", metavar="RUN_ID", help="The run [default: the latest untested].")
+@_tracking_option
+@click.option(
+    "--storage", metavar="URL", help="Optuna storage [default: sqlite:///mlx-optuna.db here]."
+)
+@click.option(
+    "--allow-test-reuse",
+    is_flag=True,
+    help="Evaluate a test split that was already evaluated (the run records the count).",
+)
+@one_line_errors
+def test_(file, run_id, tracking_uri, storage, allow_test_reuse):
+    """Evaluate the test split once for a run of FILE searched with --no-test; no new trials."""
+    from mlx.experiment import load_experiment
+
+    experiment = load_experiment(file)
+    quiet_libraries()
+    from mlx.runner import run_test
+
+    result = run_test(
+        experiment,
+        run_id=run_id,
+        tracking_uri=tracking_uri,
+        storage=storage,
+        allow_test_reuse=allow_test_reuse,
+    )
+    click.echo(result.summary())
+
+
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 
 

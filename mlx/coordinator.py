@@ -18,7 +18,7 @@ from mlx.exceptions import AlreadyRunningError, Interrupted, SearchError, Tracki
 from mlx.stores import is_local, redact_url
 from mlx.tracking import schema
 
-__all__ = ["ends", "recover", "refuse_running", "reopen", "resumable", "start"]
+__all__ = ["ends", "recover", "refuse_running", "reopen", "resumable", "start", "untested"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,28 @@ def resumable(experiment, digest, tracker, run_id=None):
             f"or join it with `mlx worker {_file(experiment)}`."
         )
     return parent
+
+
+def untested(experiment, digest, tracker, run_id=None):
+    """The latest finished run of this definition that searched without the test (or ``run_id``).
+
+    Raises
+    ------
+    SearchError
+        There is no such run.
+    """
+    query = f"tags.`{schema.TAG_EVALUATED}` = 'false'"
+    for parent in tracker.parents(experiment.name, query):
+        matches = run_id is None or parent.info.run_id == run_id
+        ours = parent.data.tags.get(schema.TAG_HASH) == digest
+        if matches and ours and parent.info.status == "FINISHED":
+            return parent
+    which = "" if run_id is None else f" {run_id} is not one:"
+    raise SearchError(
+        f"nothing to test:{which} no finished run of this experiment file's definition (hash "
+        f"{digest[:10]}) searched without its test split in {redact_url(tracker.uri)}. "
+        f"`mlx run FILE --no-test` makes one; `mlx show {experiment.name}` lists the runs."
+    )
 
 
 def reopen(experiment, parent, stores):

@@ -289,6 +289,9 @@ def log_model(model, X_fit, params, parent):
     """
     from mlflow.models import infer_signature
 
+    logged = parent.tracker.run(parent.run_id).data.tags.get(schema.TAG_MODEL_URI)
+    if logged is not None:  # the same refit, logged by this run before (``mlx test``, resume)
+        return logged
     example = take(X_fit, np.arange(min(5, len(X_fit))))
     signature = infer_signature(example, model.predict(example))
     requirements = tracking.requirements(model, X_fit)

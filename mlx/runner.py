@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import warnings
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -30,7 +31,7 @@ from mlx.stores import redact_url
 from mlx.tracking import schema
 from mlx.workers import local_workers, objective
 
-__all__ = ["run"]
+__all__ = ["run", "run_test"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,80 +132,143 @@ def run(
     with contextlib.ExitStack() as stack:
         # Local workers start first: they import and load the data while this process does.
         helpers = stack.enter_context(_local_workers(experiment, workers, urls, heartbeat))
-        prepared = mdata.prepare(experiment)
-        for message in prepared.audit["warnings"]:
-            logger.warning("data: %s", message)
-        digest = definition_hash(experiment, prepared.fingerprints)
-        stores = _open_stores(urls, heartbeat, workers)
-        fingerprint = prepared.fingerprints["test"]
+        ctx = _prepare(experiment, urls, heartbeat, workers)
         resumed = None
         if resume:
-            resumed = coordinator.resumable(experiment, digest, stores.tracker, _run_id(resume))
-        use_count = tracking.test_use_count(
-            stores.tracker,
-            fingerprint,
-            no_test=no_test,
-            allow_test_reuse=allow_test_reuse,
-            run_id=resumed and resumed.info.run_id,
-        )
+            resumed = coordinator.resumable(experiment, ctx.digest, ctx.tracker, _run_id(resume))
+        use_count = _ledger(ctx, resumed, no_test, allow_test_reuse)
         if resume:
-            study, parent = coordinator.reopen(experiment, resumed, stores)
+            study, parent = coordinator.reopen(experiment, resumed, ctx.stores)
         else:
-            coordinator.refuse_running(experiment, digest, stores.tracker)
-            ledger = tracking.ledger_tags(fingerprint, use_count)
-            study, parent = coordinator.start(experiment, digest, stores, ledger)
-        command = _resume_command(experiment, parent, tracking_uri, storage)
-        stack.enter_context(coordinator.ends(parent, command))
+            coordinator.refuse_running(experiment, ctx.digest, ctx.tracker)
+            ledger = tracking.ledger_tags(ctx.fingerprint, use_count)
+            study, parent = coordinator.start(experiment, ctx.digest, ctx.stores, ledger)
+        stack.enter_context(coordinator.ends(parent, _resume_command(ctx, parent, urls)))
         helpers.release()
         if resume:
             # The budget the run had, unless this resume sets a new one.
             planned = n_trials or search.planned(study) or experiment.n_trials
-            experiment = experiment.replace(n_trials=planned)
-            coordinator.recover(experiment, study, stores, parent, planned)
+            ctx.experiment = experiment.replace(n_trials=planned)
+            coordinator.recover(ctx.experiment, study, ctx.stores, parent, planned)
             parent.log(tags={schema.TAG_USE_COUNT: str(use_count)})
         else:
-            _log_inputs(experiment, prepared, parent)
-        trial_objective = objective(experiment, prepared)
-        records = _search(experiment, study, stores, parent, trial_objective, show_progress)
-        counts = _trial_counts(study, prepared.audit, parent)
-        best = _best(experiment, study, trial_objective, parent)
-        model, X_fit = _refit(experiment, prepared, trial_objective, best)
-        interval = results.validation_interval(experiment, prepared, model)
-        if interval is not None:
-            name = schema.best_val(experiment.metric_name)
-            parent.log(
-                metrics={schema.ci_low(name): interval[0], schema.ci_high(name): interval[1]}
-            )
-        test_scores, intervals = None, {}
-        if not no_test:
-            use_count = tracking.claim_test(
-                parent.tracker, parent.run_id, fingerprint, allow_reuse=allow_test_reuse
-            )
-            test_scores, intervals = results.test_once(experiment, prepared, model, parent)
-        results.log_search(experiment, study, records, best, parent)
-        results.compare_models(
-            experiment, prepared, study, trial_objective, parent, best, model, no_test
+            _log_inputs(experiment, ctx.prepared, parent)
+        trial_objective = objective(ctx.experiment, ctx.prepared)
+        records = _search(ctx.experiment, study, ctx.stores, parent, trial_objective, show_progress)
+        test = None if no_test else allow_test_reuse
+        return _conclude(ctx, study, parent, trial_objective, records, test, use_count)
+
+
+@sigterm_interrupts()
+def run_test(experiment, *, run_id=None, tracking_uri=None, storage=None, allow_test_reuse=False):
+    """Evaluate the test split once for a run that searched without it (``--no-test``).
+
+    No trial runs: the run's best configuration is refit as it was and evaluated, through the
+    same test ledger as :func:`run`, and the run records the evaluation.
+
+    Parameters
+    ----------
+    experiment : Experiment or path
+        The experiment file the run searched (same definition: file, data, seed).
+    run_id : str, default=None
+        The run; by default the latest finished run of this definition not yet tested.
+    tracking_uri, storage, allow_test_reuse
+        As for :func:`run`.
+
+    Returns
+    -------
+    result : RunResult
+    """
+    experiment = _configured(experiment, {}, 1)
+    urls = _Urls(tracking.resolve_tracking_uri(tracking_uri), search.resolve_storage(storage))
+    ctx = _prepare(experiment, urls, None, 1)
+    untested = coordinator.untested(experiment, ctx.digest, ctx.tracker, run_id)
+    use_count = _ledger(ctx, untested, False, allow_test_reuse)
+    study, parent = coordinator.reopen(experiment, untested, ctx.stores)
+    with coordinator.ends(parent, _resume_command(ctx, parent, urls)):
+        trial_objective = objective(experiment, ctx.prepared)
+        return _conclude(ctx, study, parent, trial_objective, {}, allow_test_reuse, use_count)
+
+
+@dataclass
+class _Context:
+    """What every step of a run works with."""
+
+    experiment: Experiment
+    prepared: mdata.Prepared
+    digest: str
+    stores: _Stores
+
+    @property
+    def tracker(self):
+        return self.stores.tracker
+
+    @property
+    def fingerprint(self):
+        return self.prepared.fingerprints["test"]
+
+
+def _prepare(experiment, urls, heartbeat, workers):
+    """The data audited and split, the definition's hash and the open stores."""
+    prepared = mdata.prepare(experiment)
+    for message in prepared.audit["warnings"]:
+        logger.warning("data: %s", message)
+    digest = definition_hash(experiment, prepared.fingerprints)
+    return _Context(experiment, prepared, digest, _open_stores(urls, heartbeat, workers))
+
+
+def _ledger(ctx, resumed, no_test, allow_test_reuse):
+    """Uses of the test split with this run's; refuses a reuse that was not allowed."""
+    return tracking.test_use_count(
+        ctx.tracker,
+        ctx.fingerprint,
+        no_test=no_test,
+        allow_test_reuse=allow_test_reuse,
+        run_id=resumed and resumed.info.run_id,
+    )
+
+
+def _conclude(ctx, study, parent, trial_objective, records, test, use_count):
+    """Best, refit, test once (unless ``test`` is None; else it allows a reuse), log, result."""
+    experiment, prepared = ctx.experiment, ctx.prepared
+    counts = _trial_counts(study, prepared.audit, parent)
+    best = _best(experiment, study, trial_objective, parent)
+    model, X_fit = _refit(experiment, prepared, trial_objective, best)
+    interval = results.validation_interval(experiment, prepared, model)
+    if interval is not None:
+        name = schema.best_val(experiment.metric_name)
+        parent.log(metrics={schema.ci_low(name): interval[0], schema.ci_high(name): interval[1]})
+    test_scores, intervals = None, {}
+    if test is not None:
+        use_count = tracking.claim_test(
+            parent.tracker, parent.run_id, ctx.fingerprint, allow_reuse=test
         )
-        model_uri = results.log_model(model, X_fit, best.logged, parent)
-        result = results.RunResult(
-            experiment_name=experiment.name,
-            study_name=study.study_name,
-            run_id=parent.run_id,
-            metric_name=experiment.metric_name,
-            best_params=best.logged,
-            best_value=float(best.trial.value),
-            test_scores=test_scores,
-            model=model,
-            model_uri=model_uri,
-            trial_counts=counts,
-            test_use_count=use_count,
-            tracking_uri=stores.tracker.uri,
-            run_name=parent.name,
-            best_trial=best.trial.number,
-            validation_interval=interval,
-            test_intervals=intervals,
-        )
-        parent.log(tags={schema.MLFLOW_NOTE: results.description(experiment, result)})
+        test_scores, intervals = results.test_once(experiment, prepared, model, parent)
+    no_test = test is None
+    results.log_search(experiment, study, records, best, parent)
+    results.compare_models(
+        experiment, prepared, study, trial_objective, parent, best, model, no_test
+    )
+    model_uri = results.log_model(model, X_fit, best.logged, parent)
+    result = results.RunResult(
+        experiment_name=experiment.name,
+        study_name=study.study_name,
+        run_id=parent.run_id,
+        metric_name=experiment.metric_name,
+        best_params=best.logged,
+        best_value=float(best.trial.value),
+        test_scores=test_scores,
+        model=model,
+        model_uri=model_uri,
+        trial_counts=counts,
+        test_use_count=use_count,
+        tracking_uri=ctx.tracker.uri,
+        run_name=parent.name,
+        best_trial=best.trial.number,
+        validation_interval=interval,
+        test_intervals=intervals,
+    )
+    parent.log(tags={schema.MLFLOW_NOTE: results.description(experiment, result)})
     return result
 
 
@@ -233,13 +297,13 @@ def _run_id(resume):
     return resume if isinstance(resume, str) and resume != _LATEST else None
 
 
-def _resume_command(experiment, parent, tracking_uri, storage):
-    """The command that continues this run, with the store options that were given."""
-    words = ["mlx", "run", str(experiment.path or "FILE"), "--resume", parent.run_id]
-    if tracking_uri is not None:
-        words += ["--tracking-uri", redact_url(tracking_uri)]
-    if storage is not None:
-        words += ["--storage", redact_url(storage)]
+def _resume_command(ctx, parent, urls):
+    """The command that continues this run, with the store options that are not defaults."""
+    words = ["mlx", "run", str(ctx.experiment.path or "FILE"), "--resume", parent.run_id]
+    if urls.tracking != tracking.resolve_tracking_uri(None):
+        words += ["--tracking-uri", redact_url(urls.tracking)]
+    if urls.storage != search.resolve_storage(None):
+        words += ["--storage", redact_url(urls.storage)]
     return " ".join(words)
 
 

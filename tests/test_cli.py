@@ -210,3 +210,34 @@ def test_help_does_not_import_the_heavy_libraries():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_mlx_test_evaluates_a_no_test_run_once_through_the_ledger(stores, write_experiment):
+    uri, _ = stores
+    path = _iris_file(write_experiment, extra="n_trials=3,")
+    searched = _invoke("run", path, "--no-test")
+    assert searched.exit_code == 0, searched.output
+    client = MlflowClient(uri)
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("cli-iris").experiment_id],
+        f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PARENT}'",
+    )
+    model_uri = parent.data.tags[schema.TAG_MODEL_URI]
+
+    tested = _invoke("test", path)
+    assert tested.exit_code == 0, tested.output
+    assert "(use 1 of this test set)" in tested.stdout
+    after = client.get_run(parent.info.run_id)
+    assert after.data.tags[schema.TAG_EVALUATED] == "true"
+    assert after.info.status == "FINISHED"
+    assert len(client.get_metric_history(parent.info.run_id, schema.test("accuracy"))) == 1
+    assert after.data.tags[schema.TAG_MODEL_URI] == model_uri  # the model the search refit
+    # No trial ran: the run still has its three.
+    assert after.data.tags[schema.trials_tag("COMPLETE")] == "3"
+
+    again = _invoke("test", path)
+    assert again.exit_code == 1 and "nothing to test" in again.stderr
+    # Another run searched without the test; the split was used by the first: the ledger says no.
+    assert _invoke("run", path, "--no-test").exit_code == 0
+    refused = _invoke("test", path)
+    assert refused.exit_code == 3 and "--allow-test-reuse" in refused.stderr
