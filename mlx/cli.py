@@ -357,7 +357,7 @@ def _model_table(trials, metric):
 )
 @one_line_errors
 def ui(tracking_uri, port):
-    """Serve the MLflow UI on this store, on 127.0.0.1 only, until Ctrl-C.
+    """Serve the MLflow UI on this store (127.0.0.1 only) until Ctrl-C.
 
     The URL is printed once the UI answers (MLflow takes 10-30 s to start).
     """
@@ -383,7 +383,7 @@ def ui(tracking_uri, port):
 )
 @one_line_errors
 def dashboard(storage, port):
-    """Serve optuna-dashboard on the experiments' Optuna storage, on 127.0.0.1 only, until Ctrl-C.
+    """Serve optuna-dashboard on the Optuna storage (127.0.0.1 only) until Ctrl-C.
 
     Needs the dashboard extra: pip install "mlx-experiments[dashboard]".
     """
