@@ -38,9 +38,12 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 @dataclass
 class Dataset:
+    """The data of an experiment; ``source_report`` is a loader's account of it (audio folders)."""
+
     X: object
     y: object = None
     groups: object = None
+    source_report: dict | None = None
 
     @property
     def n_rows(self):
@@ -74,6 +77,12 @@ def load(data, task):
         raise
     except Exception as exc:
         raise DataError(f"loading the data raised {type(exc).__name__}: {exc}") from exc
+    # load_audio_folder's result (clips, labels, groups, report): the report goes to the run.
+    report = getattr(out, "report", None)
+    if report is not None and hasattr(report, "to_dict"):
+        out, report = tuple(out)[:3], report.to_dict()
+    else:
+        report = None
     if not isinstance(out, tuple | list) or len(out) not in (2, 3):
         raise DataError(
             f"data() must return (X, y) or (X, y, groups), got {type(out).__name__}"
@@ -100,7 +109,7 @@ def load(data, task):
             )
     if groups is not None:
         groups = np.asarray(_as_1d("groups", groups, n))
-    return Dataset(X, y, groups)
+    return Dataset(X, y, groups, report)
 
 
 def _as_2d(X):

@@ -317,6 +317,8 @@ def _log_inputs(experiment, prepared, parent):
     every = {name: tracking.all_params(est) for name, (est, _) in experiment.candidates.items()}
     tracker.log_dict(run_id, every, schema.ARTIFACT_PARAMS)
     tracker.log_datasets(run_id, _datasets(experiment, prepared))
+    if prepared.dataset.source_report is not None:
+        tracker.log_dict(run_id, prepared.dataset.source_report, schema.ARTIFACT_SOURCE_REPORT)
     if experiment.path is not None:
         tracker.log_file(run_id, experiment.path, schema.ARTIFACT_EXPERIMENT)
 

@@ -9,6 +9,7 @@ the functions below (``val("accuracy") == "val_accuracy"``).
 __all__ = [
     "ARTIFACT_AUDIT",
     "ARTIFACT_PARAMS",
+    "ARTIFACT_SOURCE_REPORT",
     "ARTIFACT_EXPERIMENT",
     "ARTIFACT_SEARCH",
     "ARTIFACT_SPLIT",
@@ -244,6 +245,7 @@ METRIC_STOPPED_EPOCH = "stopped_epoch"
 ARTIFACT_AUDIT = "audit.json"
 ARTIFACT_SPLIT = "split.json"
 ARTIFACT_PARAMS = "estimator_params.json"  # every parameter, defaults included
+ARTIFACT_SOURCE_REPORT = "data_source_report.json"  # e.g. files skipped by an audio loader
 ARTIFACT_EXPERIMENT = "experiment"  # folder of the experiment file
 ARTIFACT_TEST = "test"  # folder of the test evaluation's tables and figures
 ARTIFACT_SEARCH = "search"  # folder of the study's figures
