@@ -11,11 +11,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_iris, make_blobs, make_regression
 from sklearn.linear_model import Ridge, SGDClassifier
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlx import Experiment, run
+from mlx import data as mdata
 from mlx.exceptions import SearchError, TestReuseError
 from mlx.tracking import schema
 
@@ -125,7 +127,12 @@ def test_parent_run_holds_settings_metrics_and_artifacts(iris):
     metrics = parent.data.metrics
     for name in ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro"]:
         assert metrics[schema.test(name)] == pytest.approx(result.test_scores[name])
-    assert 0.8 <= metrics[schema.test("accuracy")] <= 1.0
+    # scikit-learn's accuracy of the best configuration refit on the run's training rows.
+    prepared = mdata.prepare(Experiment("iris-knn", _iris, KNeighborsClassifier(), {}))
+    assert prepared.fingerprints["test"] == parent.data.tags[schema.TAG_FINGERPRINT]
+    reference = make_pipeline(StandardScaler(), KNeighborsClassifier())
+    reference.set_params(**result.best_params).fit(*prepared.rows("train"))
+    assert metrics[schema.test("accuracy")] == reference.score(*prepared.rows("test"))
     assert {"audit.json", "split.json", "test", "search"} <= _artifacts(client, result.run_id)
     assert _artifacts(client, result.run_id, "test") == {
         "test/classification_report.csv",
@@ -310,8 +317,12 @@ def test_clustering_with_labels(stores):
     metrics = MlflowClient(uri).get_run(result.run_id).data.metrics
     for name in ("silhouette", "inertia", "adjusted_rand", "normalized_mutual_info"):
         assert metrics[schema.test(name)] == pytest.approx(result.test_scores[name])
-    assert result.test_scores["inertia"] > 0
-    assert -1 <= result.test_scores["silhouette"] <= 1
+    # scikit-learn's metrics of the refit model's clusters of the test rows.
+    X_test, y_test = mdata.prepare(experiment).rows("test")
+    labels = result.model.predict(X_test)
+    assert result.test_scores["inertia"] == pytest.approx(-result.model.score(X_test), rel=1e-9)
+    assert result.test_scores["silhouette"] == pytest.approx(silhouette_score(X_test, labels))
+    assert result.test_scores["adjusted_rand"] == pytest.approx(adjusted_rand_score(y_test, labels))
 
 
 def test_an_mlx_estimator_runs_end_to_end(stores):
@@ -333,7 +344,11 @@ def test_an_mlx_estimator_runs_end_to_end(stores):
     model = mlflow.sklearn.load_model(result.model_uri)
     X, y = _iris()
     np.testing.assert_array_equal(model.predict(X), result.model.predict(X))
-    assert result.test_scores["accuracy"] >= 0.8
+    # scikit-learn's kNN with the same parameters predicts the same on these rows.
+    prepared = mdata.prepare(experiment)
+    reference = make_pipeline(StandardScaler(), KNeighborsClassifier(algorithm="brute"))
+    reference.set_params(**result.best_params).fit(*prepared.rows("train"))
+    assert result.test_scores["accuracy"] == reference.score(*prepared.rows("test"))
 
 
 class _Interrupting(KNeighborsClassifier):
@@ -368,7 +383,9 @@ def test_an_mlx_mlp_trains_epoch_by_epoch(stores):
     )
     result = run(experiment, tracking_uri=uri, storage=storage, show_progress=False)
     client = MlflowClient(uri)
-    for child in _children(client, result.run_id):
+    children = _children(client, result.run_id)
+    assert len(children) == 2
+    for child in children:
         history = client.get_metric_history(child.info.run_id, schema.val("accuracy"))
         assert sorted(m.step for m in history) == [0, 1, 2, 3]
     model = mlflow.sklearn.load_model(result.model_uri)
