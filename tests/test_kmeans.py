@@ -302,13 +302,28 @@ def test_same_random_state_same_result(blobs4):
         assert a.inertia_ == b.inertia_
 
 
-def test_n_init_auto_and_explicit_init_runs_once(blobs4):
+def test_n_init_auto_and_explicit_init_runs_once(blobs4, monkeypatch):
+    runs = []  # one entry per Lloyd run
+    lloyd = kmeans_module._lloyd
+    monkeypatch.setattr(kmeans_module, "_lloyd", lambda *args: runs.append(1) or lloyd(*args))
     start = blobs4[:4]
     with pytest.warns(RuntimeWarning, match="n_init=3"):
         km = KMeans(n_clusters=4, init=start, n_init=3).fit(blobs4)
-    assert km.n_iter_ >= 1
+    assert len(runs) == 1
+    KMeans(n_clusters=4, random_state=0).fit(blobs4)  # n_init="auto" with k-means++: one run
+    assert len(runs) == 2
+    # One run from the given centres: as n_init=1 does, and as scikit-learn does (it warns too).
+    once = KMeans(n_clusters=4, init=start, n_init=1).fit(blobs4)
+    with pytest.warns(RuntimeWarning, match="n_init=3"):
+        reference = _fit_sklearn(SklearnKMeans(n_clusters=4, init=start, n_init=3), blobs4)
+    assert km.n_iter_ == once.n_iter_ == reference.n_iter_
+    assert_array_equal(km.labels_, reference.labels_)
+    assert_allclose(km.cluster_centers_, reference.cluster_centers_, rtol=1e-9, atol=1e-12)
+    assert km.inertia_ == pytest.approx(reference.inertia_, rel=1e-9)
     # 10 random starts find the best of the 10 single runs they contain.
+    runs.clear()
     best = KMeans(n_clusters=4, init="random", random_state=0).fit(blobs4).inertia_
+    assert len(runs) == 10
     single = KMeans(n_clusters=4, init="random", n_init=1, random_state=0).fit(blobs4).inertia_
     assert best <= single
 
