@@ -1,8 +1,9 @@
 """The example experiments: each one runs end to end, and the default budget meets its floor.
 
 The smoke test covers every file in ``experiments/`` (a new example is picked up by the glob)
-with a tiny trial budget; the slow test runs the examples with a quality floor at their
-default budget and reads the test metric back from MLflow.
+with a tiny trial budget; the floor test runs the examples with a quality floor at their
+default budget and reads the test metric back from MLflow (the examples that take a few seconds
+in the default group, the others in the slow group).
 """
 
 from pathlib import Path
@@ -101,9 +102,18 @@ def test_every_example_and_the_readme_snippet_in_one_folder(stores, tmp_path):
     assert len(fingerprints) == len(EXAMPLES) + 1 == len(set(fingerprints))
 
 
-@pytest.mark.slow
+# Examples whose full default run takes a few seconds: their floors are in the default group.
+FAST = {"iris_knn", "wine_kmeans"}
+
+
 @quiet_convergence
-@pytest.mark.parametrize("name", sorted(FLOORS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        name if name in FAST else pytest.param(name, marks=pytest.mark.slow)
+        for name in sorted(FLOORS)
+    ],
+)
 def test_example_meets_its_floor(name, stores):
     metric, floor = FLOORS[name]
     result, logged = _run(EXPERIMENTS / f"{name}.py", stores)
