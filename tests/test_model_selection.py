@@ -207,7 +207,9 @@ def test_a_single_model_on_two_features_gets_its_decision_boundary(stores):
     artifacts = _artifacts(client, result.run_id)
     assert "decision_boundaries.png" in artifacts
     assert "leaderboard.csv" not in artifacts
-    for child in _children(client, result.run_id):
+    children = _children(client, result.run_id)
+    assert len(children) == 2
+    for child in children:
         assert set(child.data.params) == {"max_depth"}
         assert schema.TAG_MODEL not in child.data.tags
 
