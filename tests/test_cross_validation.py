@@ -47,6 +47,7 @@ def test_folds_cover_train_and_val_once_and_never_a_test_row():
 def test_folds_keep_groups_together():
     groups = np.repeat(np.arange(30), 5)
     _, prepared = _prepared(3, groups=groups)
+    assert len(prepared.folds) == 3
     for fit, out in prepared.folds:
         assert not set(groups[fit]) & set(groups[out])
 
