@@ -60,6 +60,12 @@ def start(experiment, digest, stores, ledger_tags, *, n_trials=None):
     """
     tracker = stores.tracker
     experiment_id = tracker.experiment_id(experiment.name)
+    tracker.describe_experiment(
+        experiment_id,
+        experiment.description.split("\n", 1)[0],
+        experiment.metric_name,
+        models=experiment.estimators is not None,
+    )
     number = tracking.next_run_number(tracker, experiment.name)
     for _ in range(_MAX_NUMBER_TRIES):
         try:
@@ -69,6 +75,7 @@ def start(experiment, digest, stores, ledger_tags, *, n_trials=None):
                 seed=experiment.seed,
                 sampler=experiment.sampler,
                 pruner=experiment.pruner,
+                objective_name=schema.val(experiment.metric_name),
             )
             break
         except search.StudyExistsError:

@@ -71,6 +71,13 @@ def test_parent_run_with_one_child_per_trial(iris):
     experiment = client.get_experiment(parent.info.experiment_id)
     assert experiment.name == "iris-knn"
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # The runs table opens on a view that shows the scores (the UI's saved-view tag).
+    view = json.loads(json.loads(experiment.tags[schema.SAVED_VIEW])["state"])
+    assert view["orderByKey"] == f"metrics.`{schema.val('accuracy')}`"
+    # The study names its objective (optuna-dashboard and Optuna's plots show it).
+    _, storage = iris[2], iris[3]
+    study = optuna.load_study(study_name=result.study_name, storage=storage)
+    assert study.metric_names == [schema.val("accuracy")]
     tags = parent.data.tags
     assert tags[schema.TAG_STUDY] == result.study_name
     assert result.study_name.startswith("iris-knn-")

@@ -9,6 +9,7 @@ same parameters from the same history.
 
 import hashlib
 import logging
+import warnings
 
 import optuna
 from optuna.exceptions import DuplicatedStudyError as StudyExistsError
@@ -51,8 +52,11 @@ def policy(seed, *, sampler=None, pruner=None, worker_id=None):
     return sampler, pruner
 
 
-def create_study(name, *, storage, seed, sampler=None, pruner=None):
-    """Create the study ``name`` (see :func:`policy`).
+def create_study(name, *, storage, seed, sampler=None, pruner=None, objective_name=None):
+    """Create the study ``name`` (see :func:`policy`), its objective named ``objective_name``.
+
+    The name is stored in the study, so that optuna-dashboard and Optuna's plots label the
+    objective (``val_accuracy``) for every process that loads it.
 
     Raises
     ------
@@ -61,7 +65,7 @@ def create_study(name, *, storage, seed, sampler=None, pruner=None):
     """
     quiet_optuna()
     sampler, pruner = policy(seed, sampler=sampler, pruner=pruner)
-    return retrying(
+    study = retrying(
         optuna.create_study,
         storage=storage,
         study_name=name,
@@ -70,6 +74,11 @@ def create_study(name, *, storage, seed, sampler=None, pruner=None):
         pruner=pruner,
         load_if_exists=False,
     )
+    if objective_name is not None:
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retrying(study.set_metric_names, [objective_name])
+    return study
 
 
 def load_study(name, *, storage, seed, sampler=None, pruner=None, worker_id=None):

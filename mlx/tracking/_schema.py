@@ -17,6 +17,7 @@ __all__ = [
     "CI_SUFFIXES",
     "DECISION_BOUNDARIES",
     "EXPERIMENT_KIND",
+    "EXPERIMENT_NOTE",
     "LEADERBOARD_CSV",
     "NO_INTERVAL",
     "LEADERBOARD_PNG",
@@ -45,6 +46,7 @@ __all__ = [
     "PARAM_TASK",
     "PARAM_VALIDATION",
     "ROLE_PARENT",
+    "SAVED_VIEW",
     "ROLE_TRIAL",
     "TAG_BEST_TRIAL",
     "TAG_COORDINATOR",
@@ -117,6 +119,11 @@ MLFLOW_DATASET_CONTEXT = "mlflow.data.context"  # training, validation or test
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 # The MLflow 3 UI opens experiments in its GenAI view unless they say they train models.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# An experiment's description in the UI's experiments list (the experiment file's first line).
+EXPERIMENT_NOTE = "mlflow.note.content"
+# A saved runs-table view of the experiment, as the MLflow 3 UI stores them (experiment tags
+# named "mlflow.sharedViewState.<key>"; an internal format of the UI, not a documented API).
+SAVED_VIEW = "mlflow.sharedViewState.mlx"
 
 
 def trial_name(number, model=None, state=None):

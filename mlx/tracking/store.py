@@ -173,6 +173,39 @@ class Tracker:
             )
         return experiment.experiment_id
 
+    def describe_experiment(self, experiment_id, description, metric, *, models=False):
+        """The experiment's description, and a runs-table view that shows the scores.
+
+        Without the view the UI's runs table opens with no metric column at all; this one
+        shows each trial's validation, training and test scores, fit time, state (and model),
+        ranked by validation score, under "Views".
+        """
+        import json
+
+        if description:
+            self.client.set_experiment_tag(experiment_id, schema.EXPERIMENT_NOTE, description)
+        columns = [
+            f"metrics.`{name}`"
+            for name in (
+                schema.val(metric),
+                schema.train(metric),
+                schema.test(metric),
+                schema.METRIC_FIT_TIME,
+            )
+        ]
+        columns += ["params.`model`"] if models else []
+        columns += [f"tags.`{schema.TAG_STATE}`"]
+        state = {
+            "orderByKey": columns[0],
+            "orderByAsc": False,
+            "selectedColumns": columns,
+            "columnOrder": columns,
+        }
+        now = _ms()
+        view = {"name": f"mlx: trials by validation {metric}", "createdAt": now, "updatedAt": now}
+        view["state"] = json.dumps(state)
+        self.client.set_experiment_tag(experiment_id, schema.SAVED_VIEW, json.dumps(view))
+
     def experiment_name(self, experiment_id):
         return self.client.get_experiment(experiment_id).name
 
@@ -211,11 +244,14 @@ class Tracker:
             Param(_clean_key(k), _truncate(v, _MAX_PARAM_LEN)) for k, v in (params or {}).items()
         ]
         entities += [RunTag(k, _truncate(v, _MAX_TAG_LEN)) for k, v in (tags or {}).items()]
-        metric_list = [Metric(_clean_key(k), float(v), now, 0) for k, v in (metrics or {}).items()]
-        for key, values in (steps or {}).items():
-            metric_list += [
-                Metric(_clean_key(key), float(v), now, step) for step, v in enumerate(values)
-            ]
+        # Curves first: MLflow lists a run's metrics in the order they were first logged, and
+        # its compare page colours by the first one (the validation score, not the fit time).
+        metric_list = [
+            Metric(_clean_key(key), float(v), now, step)
+            for key, values in (steps or {}).items()
+            for step, v in enumerate(values)
+        ]
+        metric_list += [Metric(_clean_key(k), float(v), now, 0) for k, v in (metrics or {}).items()]
         while entities or metric_list:
             head, entities = entities[:_MAX_PARAMS_TAGS], entities[_MAX_PARAMS_TAGS:]
             room = min(_MAX_ENTITIES - len(head), _MAX_METRICS)
