@@ -15,14 +15,26 @@ import numbers
 import re
 import sys
 import uuid
+from collections.abc import Callable, Mapping, Sequence
+from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from sklearn.base import BaseEstimator, is_classifier, is_clusterer, is_regressor
 
 from mlx.evaluation import needs_labels, resolve_metric
 from mlx.exceptions import ExperimentError
 
+if TYPE_CHECKING:  # Optuna is imported on first use: `import mlx` stays fast.
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.trial import Trial
+
 __all__ = ["TASKS", "Experiment", "definition_hash", "load_experiment"]
+
+Task = Literal["classification", "regression", "clustering"]
+# A dict from ``get_params()`` keys to Optuna distributions, or ``(trial) -> params``.
+SearchSpace = Mapping[str, Any] | Callable[["Trial"], dict[str, Any]]
 
 TASKS = ("classification", "regression", "clustering")
 _REFITS = ("train", "train+val")
@@ -112,25 +124,25 @@ class Experiment:
 
     def __init__(
         self,
-        name,
-        data,
-        estimator=None,
-        search_space=None,
+        name: str,
+        data: Callable[[], Any],
+        estimator: BaseEstimator | None = None,
+        search_space: SearchSpace | Mapping[str, SearchSpace | None] | None = None,
         *,
-        metric=None,
-        split=(0.8, 0.1, 0.1),
-        seed=0,
-        n_trials=20,
-        timeout=None,
-        sampler=None,
-        pruner=None,
-        task=None,
-        refit=None,
-        max_epochs=None,
-        estimators=None,
-        model_budget="shared",
-        validation="holdout",
-    ):
+        metric: str | Callable[..., float] | None = None,
+        split: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        n_trials: int = 20,
+        timeout: float | None = None,
+        sampler: "BaseSampler | None" = None,
+        pruner: "BasePruner | None" = None,
+        task: Task | None = None,
+        refit: Literal["train", "train+val"] | None = None,
+        max_epochs: int | None = None,
+        estimators: Mapping[str, BaseEstimator] | None = None,
+        model_budget: Literal["shared", "fixed"] = "shared",
+        validation: Literal["holdout"] | int = "holdout",
+    ) -> None:
         self.name = _check_name(name)
         if not callable(data):
             raise ExperimentError(
@@ -170,10 +182,12 @@ class Experiment:
         # Cross-validated configurations are refit on every row they were judged on.
         self.refit = refit or ("train" if self.validation == "holdout" else "train+val")
         self.max_epochs = None if max_epochs is None else _check_int("max_epochs", max_epochs, 1)
-        self.path = None
-        self.description = ""
+        self.path: Path | None = None
+        self.description: str = ""
 
-    def replace(self, *, n_trials=None, timeout=None, seed=None):
+    def replace(
+        self, *, n_trials: int | None = None, timeout: float | None = None, seed: int | None = None
+    ) -> Self:
         """A copy with the given settings changed (None keeps the current value)."""
         new = copy.copy(self)
         if n_trials is not None:
@@ -185,17 +199,18 @@ class Experiment:
         return new
 
     @property
-    def needs_labels(self):
+    def needs_labels(self) -> bool:
         """Whether the metric compares with labels (every metric but silhouette does)."""
         return needs_labels(self.metric_name)
 
     @property
-    def candidates(self):
+    def candidates(self) -> dict[str, tuple[BaseEstimator, SearchSpace]]:
+        """``{name: (estimator, search_space)}``, in declaration order."""
         if self.estimators is None:
             return {_SINGLE: (self.estimator, self.search_space)}
         return {name: (est, self.search_space[name]) for name, est in self.estimators.items()}
 
-    def definition(self):
+    def definition(self) -> dict[str, Any]:
         """A canonical, JSON-serialisable description of what the search depends on.
 
         The number of trials and the timeout are left out on purpose: running more trials of the
@@ -224,7 +239,7 @@ class Experiment:
             definition["validation"] = self.validation
         return definition
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         models = (
             f"estimator={self.estimator!r}"
             if self.estimators is None
@@ -236,14 +251,14 @@ class Experiment:
         )
 
 
-def definition_hash(experiment, fingerprints):
+def definition_hash(experiment: Experiment, fingerprints: Mapping[str, str]) -> str:
     """sha256 of the experiment's definition and the split fingerprints (hex digest)."""
     payload = {"definition": experiment.definition(), "fingerprints": dict(fingerprints)}
     text = json.dumps(payload, sort_keys=True, default=repr, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_experiment(path):
+def load_experiment(path: str | PathLike[str]) -> Experiment:
     """Import an experiment file and return its ``experiment`` object.
 
     Parameters
