@@ -59,20 +59,20 @@ class _Best(NamedTuple):
 
 @sigterm_interrupts()
 def run(
-    experiment,
+    experiment: Experiment | str | os.PathLike[str],
     *,
-    n_trials=None,
-    timeout=None,
-    seed=None,
-    tracking_uri=None,
-    storage=None,
-    no_test=False,
-    allow_test_reuse=False,
-    show_progress=True,
-    resume=False,
-    workers=1,
-    heartbeat=None,
-):
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    seed: int | None = None,
+    tracking_uri: str | None = None,
+    storage: str | None = None,
+    no_test: bool = False,
+    allow_test_reuse: bool = False,
+    show_progress: bool = True,
+    resume: bool | str = False,
+    workers: int = 1,
+    heartbeat: int | None = None,
+) -> results.RunResult:
     """Run an experiment: search on validation, test once, log everything to MLflow.
 
     This process is the *coordinator*: it alone splits, creates the study and the parent run,
@@ -160,7 +160,14 @@ def run(
 
 
 @sigterm_interrupts()
-def run_test(experiment, *, run_id=None, tracking_uri=None, storage=None, allow_test_reuse=False):
+def run_test(
+    experiment: Experiment | str | os.PathLike[str],
+    *,
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
+    storage: str | None = None,
+    allow_test_reuse: bool = False,
+) -> results.RunResult:
     """Evaluate the test split once for a run that searched without it (``--no-test``).
 
     No trial runs: the run's best configuration is refit as it was and evaluated, through the
@@ -272,7 +279,7 @@ def _conclude(ctx, study, parent, trial_objective, records, test, use_count):
     return result
 
 
-def _configured(experiment, overrides, workers):
+def _configured(experiment, overrides, workers) -> Experiment:
     """The experiment (loaded from its file if need be) with this run's overrides."""
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
