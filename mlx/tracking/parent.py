@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mlx.tracking import _schema as schema
+from mlx.tracking.store import Tracker
 
 __all__ = [
     "ParentRun",
@@ -37,7 +38,7 @@ _VERSIONED = ("numpy", "scikit-learn", "optuna", "mlflow", "pandas")
 class ParentRun(NamedTuple):
     """The parent run of a search, and the store it is in."""
 
-    tracker: object  # a Tracker
+    tracker: Tracker
     run_id: str
     experiment_id: str
     name: str = ""
