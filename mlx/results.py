@@ -4,13 +4,23 @@ On the parent MLflow run: the single test evaluation, the study's figures, the c
 model types, and the refit model; to the caller, a :class:`RunResult`.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from mlx import evaluation, search, tracking
-from mlx.data import take
-from mlx.tracking import schema
+from mlx.data import Prepared, take
+from mlx.experiment import Experiment
+from mlx.tracking import ParentRun, schema
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+
+# A confidence interval: (low, high).
+Interval = tuple[float, float]
 
 __all__ = [
     "RunResult",
@@ -52,20 +62,20 @@ class RunResult:
     study_name: str
     run_id: str
     metric_name: str
-    best_params: dict
+    best_params: dict[str, Any]
     best_value: float
-    test_scores: dict | None
-    model: object
+    test_scores: dict[str, float] | None
+    model: Any
     model_uri: str = ""
-    trial_counts: dict = field(default_factory=dict)
+    trial_counts: dict[str, int] = field(default_factory=dict)
     test_use_count: int = 0
     tracking_uri: str = ""
     run_name: str = ""
     best_trial: int | None = None
-    validation_interval: tuple | None = None
-    test_intervals: dict = field(default_factory=dict)
+    validation_interval: Interval | None = None
+    test_intervals: dict[str, Interval] = field(default_factory=dict)
 
-    def summary(self):
+    def summary(self) -> str:
         """A short human-readable summary (URLs redacted)."""
         trial = "" if self.best_trial is None else f"   (trial {self.best_trial})"
         validation = _with_interval(self.best_value, self.validation_interval)
@@ -92,7 +102,7 @@ class RunResult:
         return "\n".join(lines)
 
 
-def description(experiment, result):
+def description(experiment: Experiment, result: RunResult) -> str:
     """The parent run's description: the experiment file's docstring and a one-line result."""
     if result.test_scores is None:
         outcome = "test not evaluated"
@@ -108,18 +118,18 @@ def description(experiment, result):
     return f"{experiment.description}\n\n{line}".strip()
 
 
-def _with_interval(value, interval):
+def _with_interval(value: float, interval: Interval | None) -> str:
     """``0.9667 [0.9000, 1.0000]``, or the value alone."""
     if interval is None:
         return f"{value:.4f}"
     return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
-def _short(value):
+def _short(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else repr(value)
 
 
-def validation_interval(experiment, prepared, model):
+def validation_interval(experiment: Experiment, prepared: Prepared, model: Any) -> Interval | None:
     """The confidence interval of the best configuration's validation score, or None.
 
     Drawn from the refit model's predictions on the validation rows, so only when the refit
@@ -145,7 +155,9 @@ def validation_interval(experiment, prepared, model):
         return None
 
 
-def test_once(experiment, prepared, model, parent):
+def test_once(
+    experiment: Experiment, prepared: Prepared, model: Any, parent: ParentRun
+) -> tuple[dict[str, float], dict[str, Interval]]:
     """The single evaluation of the test split: ``(scores, intervals)``, logged on the parent.
 
     Metrics with their bootstrap intervals (whole groups resampled when the data has groups),
@@ -214,7 +226,13 @@ def _logged_test(parent):
     return scores, intervals
 
 
-def log_search(experiment, study, records, best, parent):
+def log_search(
+    experiment: Experiment,
+    study: "Study",
+    records: Mapping[int, search.TrialRecord],
+    best: Any,
+    parent: ParentRun,
+) -> None:
     """The study's figures and the best trial's learning curve."""
     # Read from the storage, which may be a database server restarting for a moment.
     figures = search.retrying(evaluation.study_figures, study)
@@ -233,7 +251,16 @@ def log_search(experiment, study, records, best, parent):
         evaluation.close(figures)
 
 
-def compare_models(experiment, prepared, study, trial_objective, parent, best, model, no_test):
+def compare_models(
+    experiment: Experiment,
+    prepared: Prepared,
+    study: "Study",
+    trial_objective: search.Objective,
+    parent: ParentRun,
+    best: Any,
+    model: Any,
+    no_test: bool,
+) -> None:
     """The parent's view across model types: leaderboard, and decision boundaries in 2-D.
 
     The leaderboard (several models) is read back from the child runs, so it holds the trials
@@ -281,7 +308,9 @@ def _best_per_model(experiment, study):
     return best
 
 
-def log_model(model, X_fit, params, parent):
+def log_model(
+    model: Any, X_fit: np.ndarray | pd.DataFrame, params: Mapping[str, Any], parent: ParentRun
+) -> str:
     """The refit model with its signature and an input example; returns its URI.
 
     ``X_fit`` is the data it was fitted on (the example is its first rows); ``params`` its
