@@ -8,10 +8,12 @@ the stores, not the trials, the bottleneck of a search.
 """
 
 import contextlib
+import os
 import re
+import shutil
 from pathlib import Path
 
-__all__ = ["is_local", "redact_url", "sqlite_path", "write_ahead_log"]
+__all__ = ["from_template", "is_local", "redact_url", "sqlite_path", "write_ahead_log"]
 
 # user:password@ right after the scheme; the password may hold an unescaped "@".
 _USERINFO = re.compile(r"(?<=://)([^/@:\s]*):([^/\s]*)@")
@@ -94,3 +96,43 @@ def _relax_sync(dbapi_connection, connection_record):
         main = dbapi_connection.execute("PRAGMA database_list").fetchone()
         if main is not None and main[2] in _WAL_STORES:
             dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def from_template(path, kind, make):
+    """Create the missing SQLite store ``path`` as a copy of an empty one of ``kind``.
+
+    ``make(path)`` creates an empty store (running a library's schema migrations, which takes
+    seconds for MLflow); the result is the same file every time for one library version, so it
+    is made once per ``kind`` (name and version) in the user's cache and copied for every new
+    store. The template is written under a temporary name and renamed, and the copy is linked
+    into place, so that two processes never see half a file and an existing store is kept.
+    """
+    if path.exists():
+        return
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlx"
+    template = cache / f"empty-{kind}.db"
+    if not template.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        fresh = cache / f".{template.name}.{os.getpid()}"
+        make(fresh)
+        _checkpoint(fresh)
+        os.replace(fresh, template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    shutil.copyfile(template, temporary)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:  # another process created the store meanwhile: theirs is kept
+        pass
+    finally:
+        temporary.unlink()
+
+
+def _checkpoint(path):
+    """Fold a SQLite file's write-ahead log into it, so that the file alone is the database."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA journal_mode=DELETE").fetchone()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)

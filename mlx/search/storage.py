@@ -14,7 +14,7 @@ import optuna
 from mlx.exceptions import SearchError, first_line
 from mlx.search.retry import retrying
 from mlx.search.slots import replace_lost
-from mlx.stores import is_local, redact_url, sqlite_path, write_ahead_log
+from mlx.stores import from_template, is_local, redact_url, sqlite_path, write_ahead_log
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -67,10 +67,15 @@ def open_storage(url, *, heartbeat=None):
         ) from None
 
 
+def _empty_optuna_store(path):
+    optuna.storages.RDBStorage(f"sqlite:///{path}").engine.dispose()
+
+
 def _rdb_storage(url, heartbeat):
     engine_kwargs = {"pool_pre_ping": True}
     path = sqlite_path(url)
     if path is not None:
+        from_template(path, f"optuna-{optuna.__version__}", _empty_optuna_store)
         write_ahead_log(path)
     if url.startswith("sqlite"):
         # Wait for a lock instead of failing at once when another process writes.

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mlx.exceptions import TrackingError, first_line
-from mlx.stores import redact_url, sqlite_path, write_ahead_log
+from mlx.stores import from_template, redact_url, sqlite_path, write_ahead_log
 from mlx.tracking import _schema as schema
 
 __all__ = ["DEFAULT_TRACKING_FILE", "Tracker", "resolve_tracking_uri", "ui_command"]
@@ -131,6 +131,11 @@ class Tracker:
         self.uri = uri
         path = sqlite_path(uri)
         if path is not None:
+            import mlflow
+
+            # MLflow builds a new database by running every schema migration (seconds).
+            with self._store_errors():
+                from_template(path, f"mlflow-{mlflow.__version__}", _empty_mlflow_store)
             write_ahead_log(path)
         _check_reachable(uri)
         with self._store_errors():
@@ -402,6 +407,12 @@ class Tracker:
                 **serialization,
             )
         return info.model_uri
+
+
+def _empty_mlflow_store(path):
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
 
 
 def _serialization(model):
