@@ -3,8 +3,12 @@
 import optuna
 import pytest
 from mlflow import MlflowClient
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from sklearn.datasets import load_iris
+from sklearn.metrics import get_scorer
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from mlx import run, search
 from mlx.experiment import load_experiment
@@ -131,3 +135,58 @@ def test_a_conditional_search_space_function():
     built = search.suggest(optuna.trial.FixedTrial(study.best_params), space)
     assert built["n_neighbors"] == study.best_params["k"]
     assert objective.configuration(study.best_params) == ("model", built)
+
+
+class _CountingScaler(StandardScaler):
+    """A scaler that counts its fits (across clones: the count is the class's)."""
+
+    fits = 0
+
+    def fit(self, X, y=None, **params):
+        type(self).fits += 1
+        return super().fit(X, y, **params)
+
+
+def _search_pipeline(space, n_trials, cache_size=None):
+    X, y = _iris()
+    objective = search.Objective(
+        {"model": (make_pipeline(_CountingScaler(), KNeighborsClassifier()), space)},
+        get_scorer("accuracy"),
+        (X[::2], y[::2]),
+        (X[1::2], y[1::2]),
+        seed=0,
+    )
+    if cache_size is not None:
+        objective.feature_cache_size = cache_size
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage, direction="maximize", sampler=optuna.samplers.TPESampler(seed=0)
+    )
+    search.enqueue(study, n_trials)
+    search.optimize(study, storage, objective)
+    return study
+
+
+def test_the_steps_before_the_model_are_fitted_once_per_setting():
+    """Features that the search does not change are computed once a run, not once a trial."""
+    model_only = {"kneighborsclassifier__n_neighbors": IntDistribution(1, 15)}
+    _CountingScaler.fits = 0
+    _search_pipeline(model_only, 6)
+    assert _CountingScaler.fits == 1
+    # A searched parameter of the scaler: once per setting (two settings here).
+    both = {**model_only, "_countingscaler__with_mean": CategoricalDistribution([True, False])}
+    _CountingScaler.fits = 0
+    study = _search_pipeline(both, 8)
+    settings = {t.params["_countingscaler__with_mean"] for t in study.trials}
+    assert _CountingScaler.fits == len(settings) == 2
+
+
+def test_the_feature_cache_changes_no_result():
+    space = {
+        "kneighborsclassifier__n_neighbors": IntDistribution(1, 15),
+        "_countingscaler__with_std": CategoricalDistribution([True, False]),
+    }
+    cached = _search_pipeline(space, 8)
+    uncached = _search_pipeline(space, 8, cache_size=0)
+    assert [t.params for t in cached.trials] == [t.params for t in uncached.trials]
+    assert [t.value for t in cached.trials] == [t.value for t in uncached.trials]

@@ -24,6 +24,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 from sklearn.base import clone, is_classifier
+from sklearn.pipeline import Pipeline
 
 from mlx.pipelines import final_step, last_step, with_last_step
 from mlx.search.candidates import MODEL_PARAM, choose, is_single, split_params
@@ -40,6 +41,8 @@ __all__ = [
     "suggest",
 ]
 
+# Settings of a Pipeline's leading steps whose fitted outputs a run keeps (see _features).
+_FEATURE_SETTINGS = 4
 # Messages kept per trial from the warnings a fit raised (ConvergenceWarning, ...).
 _MAX_WARNINGS = 3
 
@@ -129,13 +132,17 @@ def n_epochs(estimator, max_epochs=None):
     return None
 
 
-def iter_epochs(estimator, X, y, epochs):
+def iter_epochs(estimator, X, y, epochs, *, transformed=False):
     """Fit ``estimator`` epoch by epoch; yield ``(epoch, last_step, X_seen_by_last_step)``.
 
-    The last step's own early stopping is off meanwhile (see
+    With ``transformed``, ``X`` is already what the last step sees (the steps before it are
+    fitted). The last step's own early stopping is off meanwhile (see
     :mod:`mlx.search.early_stopping`): the caller decides when to stop.
     """
-    last, Xt = final_step(estimator, X, fit_y=y, fit=True)
+    if transformed:
+        last, Xt = last_step(estimator), X
+    else:
+        last, Xt = final_step(estimator, X, fit_y=y, fit=True)
     first = {"classes": np.unique(y)} if is_classifier(last) else {}
     with own_early_stopping_off(last):
         for epoch in range(epochs):
@@ -183,6 +190,10 @@ class Objective:
         self.seed = seed
         self.max_epochs = max_epochs
         self.folds = folds
+        # The fitted leading steps of a Pipeline and what they output, by setting (see
+        # _features); a few settings are kept, each holding transformed copies of the data.
+        self._feature_cache = {}
+        self.feature_cache_size = _FEATURE_SETTINGS
         # Per-trial results that Optuna's storage need not hold (curves, fit time): read and
         # removed by :meth:`finish` right after the trial ends.
         self.records = {}
@@ -241,22 +252,22 @@ class Objective:
 
     def _fit_and_score(self, trial, estimator, record):
         """``(validation score, fitted estimator)``; epoch by epoch where it applies."""
-        (X_train, y_train), (X_val, y_val) = self.train, self.val
+        start = time.perf_counter()
+        estimator, (Xt_train, y_train), (Xt_val, y_val) = self._features(
+            estimator, self.train, self.val
+        )
+        last = last_step(estimator)
         epochs = n_epochs(estimator, self.max_epochs)
         if epochs is None:
-            start = time.perf_counter()
-            estimator.fit(X_train, y_train)
+            last.fit(Xt_train, y_train)
             record.fit_time = time.perf_counter() - start
-            record.train_score = float(self.scorer(estimator, X_train, y_train))
-            return self.scorer(estimator, X_val, y_val), estimator
-        stopper = EarlyStopping.of(last_step(estimator))
-        record.fit_time, Xt_val, value = 0.0, None, float("nan")
+            record.train_score = float(self.scorer(last, Xt_train, y_train))
+            return self.scorer(last, Xt_val, y_val), estimator
+        stopper = EarlyStopping.of(last)
+        record.fit_time, value = time.perf_counter() - start, float("nan")
         start = time.perf_counter()
-        for epoch, last, Xt_train in iter_epochs(estimator, X_train, y_train, epochs):
+        for epoch, last, _ in iter_epochs(estimator, Xt_train, y_train, epochs, transformed=True):
             record.fit_time += time.perf_counter() - start
-            if Xt_val is None:
-                # The steps before the last are fitted now: transform validation data once.
-                Xt_val = final_step(estimator, X_val)[1]
             value = float(self.scorer(last, Xt_val, y_val))
             record.train_score = float(self.scorer(last, Xt_train, y_train))
             record.curves["val"].append(value)
@@ -274,6 +285,29 @@ class Objective:
         retrying(trial.set_user_attr, BEST_EPOCH, record.best_epoch)
         return stopper.best_score, with_last_step(estimator, stopper.best_model)
 
+    def _features(self, estimator, train, val, fold=None):
+        """``(estimator, (Xt, y) to fit, (Xt, y) held out)``: what its last step sees.
+
+        The steps before a Pipeline's last (features, scaling) are fitted once per setting of
+        their parameters and kept for the run (the few latest settings): a search that tunes
+        only the model does not recompute the features in every trial. The estimator gets the
+        fitted steps; the refit and the logged model stay the whole Pipeline.
+        """
+        (X_fit, y_fit), (X_held, y_held) = train, val
+        if not isinstance(estimator, Pipeline) or len(estimator.steps) < 2:
+            return estimator, (X_fit, y_fit), (X_held, y_held)
+        key = (fold, repr(sorted(estimator[:-1].get_params(deep=True).items())))
+        cached = self._feature_cache.pop(key, None)
+        if cached is None:
+            head = estimator[:-1]
+            cached = (head.steps, head.fit_transform(X_fit, y_fit), head.transform(X_held))
+        self._feature_cache[key] = cached  # the most recent last
+        while len(self._feature_cache) > self.feature_cache_size:
+            self._feature_cache.pop(next(iter(self._feature_cache)))
+        steps, Xt_fit, Xt_held = cached
+        estimator.steps[:-1] = list(steps)
+        return estimator, (Xt_fit, y_fit), (Xt_held, y_held)
+
     def _cross_validate(self, trial, estimator, record):
         """``(mean score over the folds, the last fold's estimator)``."""
         # Early stopping needs a validation curve, which folds do not give epoch by epoch: the
@@ -281,13 +315,20 @@ class Objective:
         own = EarlyStopping.of(last_step(estimator)) is not None
         epochs = None if own else n_epochs(estimator, self.max_epochs)
         record.fit_time, train_scores, fitted = 0.0, [], estimator
-        for fold, ((X_fit, y_fit), (X_held, y_held)) in enumerate(self.folds):
-            fitted = clone(estimator)
+        for fold, (train, held) in enumerate(self.folds):
             start = time.perf_counter()
-            fit_model(fitted, X_fit, y_fit, epochs=epochs)
+            fitted, (Xt_fit, y_fit), (Xt_held, y_held) = self._features(
+                clone(estimator), train, held, fold
+            )
+            last = last_step(fitted)
+            if epochs is None:
+                last.fit(Xt_fit, y_fit)
+            else:
+                for _ in iter_epochs(fitted, Xt_fit, y_fit, epochs, transformed=True):
+                    pass
             record.fit_time += time.perf_counter() - start
-            record.fold_scores.append(float(self.scorer(fitted, X_held, y_held)))
-            train_scores.append(float(self.scorer(fitted, X_fit, y_fit)))
+            record.fold_scores.append(float(self.scorer(last, Xt_held, y_held)))
+            train_scores.append(float(self.scorer(last, Xt_fit, y_fit)))
             mean = float(np.mean(record.fold_scores))
             retrying(trial.report, mean, fold)
             if retrying(trial.should_prune):
