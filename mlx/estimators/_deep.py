@@ -58,8 +58,10 @@ import contextlib
 import math
 import warnings
 from numbers import Integral, Real
+from typing import Any, Self
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
@@ -654,7 +656,7 @@ class DeepClassifierMixin(ClassifierMixin):
     """Classification face: one sigmoid output and the binary cross-entropy for two classes, a
     softmax and the cross-entropy for more."""
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Train the network from freshly initialised weights for up to ``max_iter`` epochs.
 
         Parameters
@@ -671,7 +673,7 @@ class DeepClassifierMixin(ClassifierMixin):
         """
         return self._fit(X, y)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None) -> Self:
         """Run exactly one epoch over (X, y), continuing from the current weights.
 
         The first call initialises the network as :meth:`fit` does; later calls continue the
@@ -734,7 +736,7 @@ class DeepClassifierMixin(ClassifierMixin):
             return float(np.mean(Z.argmax(axis=1) == Y.argmax(axis=1)))
         return float(np.mean((Z[:, 0] > 0) == (Y[:, 0] > 0.5)))
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Predict class labels.
 
         Parameters
@@ -752,7 +754,7 @@ class DeepClassifierMixin(ClassifierMixin):
             return self.classes_[(Z[:, 0] > 0).astype(int)]
         return self.classes_[Z.argmax(axis=1)]
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Class probabilities.
 
         Parameters
@@ -769,7 +771,7 @@ class DeepClassifierMixin(ClassifierMixin):
         P = _nn.OUTPUT_FUNCTIONS[self.out_activation_](Z)
         return np.hstack([1 - P, P]) if self.n_outputs_ == 1 else P
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Logarithm of the class probabilities, computed from the logits without underflow.
 
         Parameters
@@ -791,7 +793,7 @@ class DeepClassifierMixin(ClassifierMixin):
 class DeepRegressorMixin(RegressorMixin):
     """Regression face: identity outputs (one per target) and the halved mean squared error."""
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Train the network from freshly initialised weights for up to ``max_iter`` epochs.
 
         Parameters
@@ -808,7 +810,7 @@ class DeepRegressorMixin(RegressorMixin):
         """
         return self._fit(X, y)
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Run exactly one epoch over (X, y), continuing from the current weights.
 
         The first call initialises the network as :meth:`fit` does; later calls continue the
@@ -847,7 +849,7 @@ class DeepRegressorMixin(RegressorMixin):
     def _validation_score(self, X, Y):
         return float(r2_score(Y, self._logits(X)))
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Predict the targets.
 
         Parameters

@@ -5,12 +5,14 @@ import contextlib
 import math
 import os
 import warnings
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple, Self
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike, NDArray
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -563,7 +565,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> Self:
         """Compute the k-means clustering.
 
         Parameters
@@ -606,7 +608,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                 inertia = float(_own_centre_sq(X, centers, labels).sum())
                 if best is None or inertia < best[2]:
                     best = centers, labels, inertia, n_iter
-        centers, labels, inertia, n_iter = best
+        centers, labels, inertia, n_iter = best  # type: ignore[misc]  # n_init >= 1: never None
 
         n_distinct = np.count_nonzero(np.bincount(labels, minlength=self.n_clusters))
         if n_distinct < self.n_clusters:
@@ -678,7 +680,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         _check_distances(float(min_sq.max()), X.dtype, what)
         return labels, min_sq
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X: ArrayLike, y: object = None) -> NDArray[np.integer[Any]]:
         """Compute the clustering and return the cluster index of each sample.
 
         Parameters
@@ -696,7 +698,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         """
         return self.fit(X).labels_
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[np.integer[Any]]:
         """Return the index of the nearest centre of each sample.
 
         Parameters
@@ -712,7 +714,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         X, centers = self._check_test_data(X)
         return self._nearest_centres(X, centers)[0]
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Return the Euclidean distances of the samples to every centre.
 
         Parameters
@@ -731,7 +733,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         _check_distances(float(D.max()), X.dtype, "the samples and the cluster centres")
         return np.sqrt(D, out=D)
 
-    def score(self, X, y=None):
+    def score(self, X: ArrayLike, y: object = None) -> float:
         """Return the opposite of the inertia of X on the fitted centres.
 
         Parameters
@@ -792,7 +794,14 @@ def _elbow_scores(k_values, inertias):
     return chord - y
 
 
-def select_k(X, k_values, *, method="silhouette", random_state=None, **kmeans_params):
+def select_k(
+    X: ArrayLike,
+    k_values: Iterable[int],
+    *,
+    method: Literal["silhouette", "elbow"] = "silhouette",
+    random_state: int | np.random.RandomState | None = None,
+    **kmeans_params: Any,
+) -> KSelection:
     """Choose the number of clusters among candidates by fitting :class:`KMeans` for each.
 
     Parameters

@@ -6,9 +6,11 @@ the gradient solvers' tolerance.
 
 import warnings
 from numbers import Integral, Real
+from typing import Any, Self
 
 import numpy as np
 import scipy.linalg
+from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -225,7 +227,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Fit the coefficients (from scratch: a previous fit is forgotten).
 
         Parameters
@@ -245,7 +247,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseEstimator):
             W, b = _solve_normal(X, Y, self.alpha, self.fit_intercept)
             # No descent state survives a closed-form fit for partial_fit to continue from.
             self.__dict__.pop("_W", None)
-            self.loss_curve_ = []
+            self.loss_curve_: list[float] = []
             self.n_iter_ = 1
             self._set_public(W, b, X.dtype)
             return self
@@ -273,7 +275,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     @available_if(_check_solver)
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Run one iteration of the gradient solver on the given data.
 
         The first call on an unfitted estimator sets the standardisation statistics from its
@@ -303,7 +305,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self._epoch(X, Y)
         return self
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Predict ``X @ coef_.T + intercept_``.
 
         Parameters

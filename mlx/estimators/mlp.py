@@ -6,8 +6,10 @@ validates inputs, encodes targets, runs epochs, stops early and keeps the learni
 
 import warnings
 from numbers import Integral, Real
+from typing import Any, Self
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from sklearn.base import (
     BaseEstimator,
     ClassifierMixin,
@@ -468,7 +470,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     (1, 3)
     """
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Train the network from freshly initialised weights for up to ``max_iter`` epochs.
 
         Parameters
@@ -485,7 +487,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._fit(X, y)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None) -> Self:
         """Run exactly one epoch over (X, y), continuing from the current weights.
 
         The first call initialises the network as :meth:`fit` does; later calls continue the
@@ -584,7 +586,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _is_multilabel(self):
         return self.out_activation_ == "sigmoid" and self.n_outputs_ > 1
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Predict class labels (or a multilabel indicator matrix).
 
         Parameters
@@ -604,7 +606,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return self.classes_[(Z[:, 0] > 0).astype(int)]
         return self.classes_[Z.argmax(axis=1)]
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Class probabilities.
 
         Parameters
@@ -624,7 +626,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.hstack([1 - P, P])
         return P
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Logarithm of the class probabilities, computed from the logits without underflow.
 
         Parameters
@@ -696,7 +698,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     True
     """
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Train the network from freshly initialised weights for up to ``max_iter`` epochs.
 
         Parameters
@@ -713,7 +715,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """
         return self._fit(X, y)
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Run exactly one epoch over (X, y), continuing from the current weights.
 
         The first call initialises the network as :meth:`fit` does; later calls continue the
@@ -758,7 +760,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _validation_score(self, X, Y):
         return float(r2_score(Y, self._logits(X)))
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Predict the targets.
 
         Parameters
@@ -877,7 +879,7 @@ class MLPAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseMLP
             verbose=verbose,
         )
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> Self:
         """Train the autoencoder from freshly initialised weights for up to ``max_iter`` epochs.
 
         Parameters
@@ -894,7 +896,7 @@ class MLPAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseMLP
         """
         return self._fit(X, y)
 
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X: ArrayLike, y: object = None) -> Self:
         """Run exactly one epoch over X, continuing from the current weights.
 
         The first call initialises the network as :meth:`fit` does; later calls continue the
@@ -939,7 +941,7 @@ class MLPAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseMLP
     def _validation_score(self, X, Y):
         return -float(np.mean((self._logits(X) - Y) ** 2))
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Encode X: the activations of the bottleneck layer.
 
         Parameters
@@ -955,7 +957,7 @@ class MLPAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseMLP
         X = self._validate_inputs(X)
         return _nn.predict_logits(self._network, X, self.activation, upto=self._bottleneck)
 
-    def inverse_transform(self, X):
+    def inverse_transform(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Decode embeddings back to the input space.
 
         Parameters
@@ -977,7 +979,7 @@ class MLPAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseMLP
             )
         return _nn.predict_logits(self._network, E, self.activation, start=self._bottleneck)
 
-    def score(self, X, y=None):
+    def score(self, X: ArrayLike, y: object = None) -> float:
         """Negative mean squared reconstruction error (higher is better).
 
         Parameters

@@ -11,8 +11,10 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
+from typing import Any, Self
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy.spatial.distance import cdist
 from sklearn.base import (
     BaseEstimator,
@@ -294,7 +296,12 @@ class _KNeighborsBase(MultiOutputMixin, BaseEstimator):
         self.n_samples_fit_ = X.shape[0]
         return y
 
-    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+    def kneighbors(
+        self,
+        X: ArrayLike | None = None,
+        n_neighbors: int | None = None,
+        return_distance: bool = True,
+    ) -> tuple[NDArray[np.floating[Any]], NDArray[np.intp]] | NDArray[np.intp]:
         """Find the k nearest training points of each query.
 
         Parameters
@@ -461,7 +468,7 @@ class KNeighborsClassifier(ClassifierMixin, _KNeighborsBase):
     )
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Store the training points and encode the labels.
 
         Parameters
@@ -495,7 +502,7 @@ class KNeighborsClassifier(ClassifierMixin, _KNeighborsBase):
         self.classes_ = classes if self.outputs_2d_ else classes[0]
         return self
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Share of the (weighted) neighbour votes that each class gets.
 
         Parameters
@@ -511,7 +518,7 @@ class KNeighborsClassifier(ClassifierMixin, _KNeighborsBase):
         proba = self._votes(X)
         return proba if self.outputs_2d_ else proba[0]
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Class with the largest (weighted) vote; ties go to the first class in ``classes_``.
 
         Parameters
@@ -587,7 +594,7 @@ class KNeighborsRegressor(RegressorMixin, _KNeighborsBase):
     )
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Store the training points and targets.
 
         Parameters
@@ -608,7 +615,7 @@ class KNeighborsRegressor(RegressorMixin, _KNeighborsBase):
         self._y = np.asarray(y, dtype=dtype).reshape(y.shape[0], -1)
         return self
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Mean of the neighbours' targets (weighted by inverse distance if asked).
 
         Parameters
