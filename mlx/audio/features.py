@@ -6,9 +6,12 @@ of a model that sees one vector per clip). Both share the signal processing of
 :class:`_LogMelFrames`.
 """
 
+from collections.abc import Sequence
 from numbers import Integral, Real
+from typing import Any, Self
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -105,7 +108,7 @@ class _LogMelFrames(TransformerMixin, BaseEstimator):
         return 1 + (n_samples + 2 * (self.n_fft // 2) - self.n_fft) // self.hop_length
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> Self:
         """Check the settings and the clips, and record the clip length.
 
         Parameters
@@ -125,7 +128,7 @@ class _LogMelFrames(TransformerMixin, BaseEstimator):
         self.n_frames_ = self._count_frames(X.shape[1])
         return self
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         check_is_fitted(self)
         X = self._validate_clips(X, reset=False)
         librosa = require("librosa")
@@ -237,16 +240,16 @@ class LogMelFeatures(_LogMelFrames):
 
     def __init__(
         self,
-        sr=16000,
+        sr: int = 16000,
         *,
-        n_fft=1024,
-        hop_length=512,
-        n_mels=40,
-        n_mfcc=None,
-        stats=("mean", "std"),
-        fmin=0.0,
-        fmax=None,
-    ):
+        n_fft: int = 1024,
+        hop_length: int = 512,
+        n_mels: int = 40,
+        n_mfcc: int | None = None,
+        stats: Sequence[str] = ("mean", "std"),
+        fmin: float = 0.0,
+        fmax: float | None = None,
+    ) -> None:
         self.sr = sr
         self.n_fft = n_fft
         self.hop_length = hop_length
@@ -268,7 +271,7 @@ class LogMelFeatures(_LogMelFrames):
     def _n_outputs(self):
         return self._n_coefficients * len(self.stats)
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Pool the log-mel (or MFCC) frames of each clip.
 
         Parameters
@@ -287,7 +290,7 @@ class LogMelFeatures(_LogMelFrames):
     def _from_frames(self, frames):
         return np.concatenate([_STATS[stat](frames, axis=-1) for stat in self.stats], axis=1)
 
-    def get_feature_names_out(self, input_features=None):
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> NDArray[np.object_]:
         """Feature names such as ``mel07_mean`` or ``mfcc03_std``.
 
         Parameters
@@ -386,15 +389,15 @@ class LogMelSpectrogram(_LogMelFrames):
 
     def __init__(
         self,
-        sr=16000,
+        sr: int = 16000,
         *,
-        n_fft=1024,
-        hop_length=512,
-        n_mels=40,
-        n_mfcc=None,
-        fmin=0.0,
-        fmax=None,
-    ):
+        n_fft: int = 1024,
+        hop_length: int = 512,
+        n_mels: int = 40,
+        n_mfcc: int | None = None,
+        fmin: float = 0.0,
+        fmax: float | None = None,
+    ) -> None:
         self.sr = sr
         self.n_fft = n_fft
         self.hop_length = hop_length
@@ -403,7 +406,7 @@ class LogMelSpectrogram(_LogMelFrames):
         self.fmin = fmin
         self.fmax = fmax
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> Self:
         """Check the settings and the clips; record the clip length and the output shape.
 
         Parameters
@@ -425,7 +428,7 @@ class LogMelSpectrogram(_LogMelFrames):
     def _n_outputs(self):
         return self._n_coefficients * self.n_frames_
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Log-mel (or MFCC) frames of each clip, flattened band-major.
 
         Parameters
@@ -444,7 +447,7 @@ class LogMelSpectrogram(_LogMelFrames):
     def _from_frames(self, frames):
         return frames.reshape(frames.shape[0], -1)
 
-    def get_feature_names_out(self, input_features=None):
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> NDArray[np.object_]:
         """Feature names such as ``mel07_t012`` (band 7, frame 12), in column order.
 
         Parameters

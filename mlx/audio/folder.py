@@ -10,9 +10,10 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mlx.audio._deps import require
 
@@ -49,14 +50,14 @@ class AudioFolderReport:
         Clips zero-padded, or cut, to the requested duration.
     """
 
-    sr: int
+    sr: int | None  # None until a file could be read (with sr=None)
     n_loaded: int = 0
-    skipped: list = field(default_factory=list)
-    resampled: list = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    resampled: list[Path] = field(default_factory=list)
     n_padded: int = 0
     n_cut: int = 0
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [
             f"{self.n_loaded} clips loaded at {self.sr} Hz ({len(self.resampled)} resampled, "
             f"{self.n_padded} padded, {self.n_cut} cut); {len(self.skipped)} files skipped"
@@ -64,7 +65,7 @@ class AudioFolderReport:
         lines += [f"  skipped {s.path}: {s.reason} ({s.detail})" for s in self.skipped]
         return "\n".join(lines)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """The report in JSON types (paths as strings), for ``json.dump`` or a run artifact.
 
         Examples
@@ -256,15 +257,15 @@ def _in_order(fn, items, n_workers):
 
 
 def load_audio_folder(
-    root,
-    sr=None,
-    duration=None,
+    root: str | os.PathLike[str],
+    sr: int | None = None,
+    duration: float | None = None,
     *,
-    resample=True,
-    silence_threshold=1e-4,
-    n_jobs=None,
-    warn=True,
-):
+    resample: bool = True,
+    silence_threshold: float = 1e-4,
+    n_jobs: int | None = None,
+    warn: bool = True,
+) -> AudioFolder:
     """Load a folder of audio clips with one sub-folder per class.
 
     The layout of common sound data sets: ``root/<label>/<recording>-<take>.wav``. Every file
@@ -364,7 +365,8 @@ def load_audio_folder(
 
     # The first readable file fixes the rate (when sr is None) and the clip length (when
     # duration is None), hence the output's shape: it is read alone, before the others.
-    first, decoded = len(files), None
+    first = len(files)
+    decoded: Any = None  # (signal, rate, resampled) of the first readable file, if any
     for i, (_, path) in enumerate(files):
         decoded = loader.decode(path, report.sr)
         if not isinstance(decoded, SkippedFile):
@@ -439,7 +441,16 @@ def load_audio_folder(
     return AudioFolder(clips, labels, groups, report)
 
 
-def write_audio_folder(root, clips, labels, groups, sr, *, format="WAV", subtype=None):
+def write_audio_folder(
+    root: str | os.PathLike[str],
+    clips: ArrayLike,
+    labels: ArrayLike,
+    groups: ArrayLike,
+    sr: int,
+    *,
+    format: str = "WAV",
+    subtype: str | None = None,
+) -> Path:
     """Write clips as files in the layout :func:`load_audio_folder` reads.
 
     Clip ``i`` goes to ``root/{labels[i]}/{groups[i]}-{i:04d}.{ext}``.

@@ -1,10 +1,13 @@
 """Synthetic sounds, numpy only: instrument notes, and melodies whose class is their contour."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sklearn.utils import check_random_state
 
 INSTRUMENTS = ("flute", "clarinet", "violin", "piano", "drum", "bell")
@@ -46,9 +49,9 @@ class _Voice:
     noise_level: np.ndarray  # (n, 1) breath, bow or strike noise relative to the partials
     noise_band: np.ndarray  # (n, 2) Hz, pass band of that noise
     noise_decay: np.ndarray  # (n, 1) 1/s; 0 sustains (breath, bow), large for strikes
-    vibrato_depth: np.ndarray = 0.0  # (n, 1) relative frequency deviation
-    vibrato_rate: np.ndarray = 1.0  # (n, 1) Hz
-    glide: np.ndarray = 0.0  # (n, 1) relative pitch drop at the onset (membranes)
+    vibrato_depth: np.ndarray | float = 0.0  # (n, 1) relative frequency deviation
+    vibrato_rate: np.ndarray | float = 1.0  # (n, 1) Hz
+    glide: np.ndarray | float = 0.0  # (n, 1) relative pitch drop at the onset (membranes)
     formants: tuple = ()  # ((n, 1) centre Hz, gain) body resonances, fixed whatever the pitch
 
 
@@ -261,15 +264,15 @@ def _shuffled(rng, shuffle, *arrays):
 
 
 def make_instrument_sounds(
-    n_per_class=100,
+    n_per_class: int = 100,
     *,
-    sr=16000,
-    duration=0.5,
-    noise=0.05,
-    clips_per_recording=5,
-    shuffle=True,
-    random_state=None,
-):
+    sr: int = 16000,
+    duration: float = 0.5,
+    noise: float = 0.05,
+    clips_per_recording: int = 5,
+    shuffle: bool = True,
+    random_state: int | np.random.RandomState | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.str_], NDArray[np.int64]]:
     """Synthetic notes of six instruments that differ the way real ones do.
 
     Each class has its own spectrum and envelope: flute (nearly sinusoidal, breathy, slow
@@ -339,17 +342,17 @@ def make_instrument_sounds(
 
 
 def make_contour_sounds(
-    n_per_class=100,
+    n_per_class: int = 100,
     *,
-    sr=16000,
-    duration=1.0,
-    noise=0.05,
-    clips_per_recording=5,
-    instruments=_PITCHED,
-    shuffle=True,
-    random_state=None,
-    return_notes=False,
-):
+    sr: int = 16000,
+    duration: float = 1.0,
+    noise: float = 0.05,
+    clips_per_recording: int = 5,
+    instruments: Sequence[str] = _PITCHED,
+    shuffle: bool = True,
+    random_state: int | np.random.RandomState | None = None,
+    return_notes: bool = False,
+) -> tuple[NDArray[Any], ...]:
     """Five-note melodies whose class is the order of the notes, not the notes themselves.
 
     Each clip plays the five notes of a scale of major thirds (16 semitones from lowest to
