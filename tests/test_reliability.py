@@ -78,6 +78,10 @@ def _mlx(*args):
     return [sys.executable, "-m", "mlx", *map(str, args)]
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(folder, *args, **env):
     return subprocess.Popen(
         _mlx(*args),
@@ -87,6 +91,9 @@ def _start(folder, *args, **env):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # a signal for the test's process group must not reach it
+        # Ctrl-C as in a terminal, even when the tests run as a background job (whose
+        # children inherit an ignored SIGINT, and Python then installs no handler).
+        preexec_fn=_default_sigint,
     )
 
 
@@ -396,7 +403,8 @@ def test_the_server_dying_mid_search_fails_clearly_and_resume_finishes(tmp_path)
     try:
         path = _write(tmp_path, name="dying", n_trials=8, sleep=0.4)
         process = _start(tmp_path, "run", path, "--tracking-uri", server.url)
-        _wait_for(_mid_search(tmp_path, 2), what="two finished trials and one running")
+        mid = _mid_search_in(tmp_path / "mlx-optuna.db", folder / "backend.db", 2)
+        _wait_for(mid, what="two finished trials and one running")
         server.stop()
         out, err = process.communicate(timeout=120)
         assert process.returncode == 1, err
