@@ -456,26 +456,20 @@ def test_run_errors_never_carry_a_password(store, stores, caplog, capsys):
     assert not [text for text in texts if secret in text]
 
 
-_CONTEXT_LEAK = (
-    "known leak: _check_reachable (mlx/tracking/store.py) raises its TrackingError `from None` "
-    "inside the except block, so requests' ConnectionError stays as the hidden __context__, "
-    "and its message holds the URL's path and query (?token=...) unredacted"
-)
-
-
 @pytest.mark.parametrize(
     "store",
     [
         "storage",
         "tracking database",
-        pytest.param("tracking server", marks=pytest.mark.xfail(strict=True, reason=_CONTEXT_LEAK)),
+        "tracking server",
     ],
 )
 def test_run_errors_hold_no_password_even_in_a_suppressed_context(store, stores):
     """As above, following ``__context__`` too where ``from None`` hid it from tracebacks.
 
-    Code that walks an exception's chain (error reporters, ``exc.__context__``) reads it. The
-    xfail is strict: once the product clears the context, the mark must go.
+    Code that walks an exception's chain (error reporters, ``exc.__context__``) reads it.
+    Red when ``_check_reachable`` raises inside its ``except`` block (``from None`` only hides
+    requests' error, whose text holds the URL's ``?token=``).
     """
     secret, exc = _unreachable_run(store, stores)
     assert not [text for text in _texts(exc, hidden=True) if secret in text]

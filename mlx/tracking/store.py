@@ -46,6 +46,7 @@ def _check_reachable(uri):
     """
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     dialect = scheme.split("+", 1)[0]
+    cause = None
     try:
         if dialect in ("http", "https"):
             import requests
@@ -63,12 +64,15 @@ def _check_reachable(uri):
             finally:
                 engine.dispose()
     except Exception as exc:
+        cause = redact_url(_root_cause(exc))
+    if cause is not None:
+        # Raised outside the except block: the driver's error, whose text may hold the URL's
+        # secrets, must not ride along as the hidden __context__.
         what = "tracking server" if dialect.startswith("http") else "tracking database"
         raise TrackingError(
-            f"cannot reach the MLflow {what} {redact_url(uri)}: "
-            f"{redact_url(_root_cause(exc))}. Check that it is running and that the URL is "
-            f"right, or pass another --tracking-uri."
-        ) from None
+            f"cannot reach the MLflow {what} {redact_url(uri)}: {cause}. Check that it is "
+            f"running and that the URL is right, or pass another --tracking-uri."
+        )
 
 
 def _root_cause(exc):
