@@ -108,6 +108,11 @@ class Experiment:
         Epochs of epoch-by-epoch training (estimators with ``partial_fit``); defaults to the
         estimator's ``max_iter``. Setting it also turns epoch-by-epoch training on for a
         ``partial_fit`` estimator without ``max_iter``.
+    register : str, default=None
+        Register the refit model, once its test split is evaluated, as a new version of this
+        registered model in MLflow's model registry, with the alias ``candidate``
+        (``models:/<register>@candidate``). A run without the test (``--no-test``) registers
+        nothing; ``mlx test`` registers when it evaluates.
 
     Attributes
     ----------
@@ -120,6 +125,9 @@ class Experiment:
         declaration order; a single ``estimator`` goes by the name ``"model"``.
     metric_name : str
         Name used for the metric in MLflow (``val_<metric_name>``, ``test_...``).
+    overrides : dict
+        The settings and estimator parameters changed by :meth:`with_overrides` (``--set``);
+        empty for the experiment as its file declares it.
     """
 
     def __init__(
@@ -142,7 +150,11 @@ class Experiment:
         estimators: Mapping[str, BaseEstimator] | None = None,
         model_budget: Literal["shared", "fixed"] = "shared",
         validation: Literal["holdout"] | int = "holdout",
+        register: str | None = None,
     ) -> None:
+        # The arguments as given: with_overrides builds the experiment again from them, so that
+        # an overridden value meets the same checks (and defaults) as one written in the file.
+        self._arguments = {key: value for key, value in locals().items() if key != "self"}
         self.name = _check_name(name)
         if not callable(data):
             raise ExperimentError(
@@ -182,8 +194,10 @@ class Experiment:
         # Cross-validated configurations are refit on every row they were judged on.
         self.refit = refit or ("train" if self.validation == "holdout" else "train+val")
         self.max_epochs = None if max_epochs is None else _check_int("max_epochs", max_epochs, 1)
+        self.register = _check_register(register)
         self.path: Path | None = None
         self.description: str = ""
+        self.overrides: dict[str, Any] = {}
 
     def replace(
         self, *, n_trials: int | None = None, timeout: float | None = None, seed: int | None = None
@@ -196,7 +210,40 @@ class Experiment:
             new.timeout = _check_timeout(timeout)
         if seed is not None:
             new.seed = _check_int("seed", seed, minimum=0)
+        changed = {"n_trials": n_trials, "timeout": timeout, "seed": seed}
+        new._arguments = {
+            **self._arguments,
+            **{key: value for key, value in changed.items() if value is not None},
+        }
         return new
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Self:
+        """A copy with settings or fixed estimator parameters changed (``mlx run --set``).
+
+        Parameters
+        ----------
+        overrides : dict
+            ``{key: value}``; a key is an argument of ``Experiment`` that holds a value
+            (``split``, ``metric``, ``seed``, ``n_trials``, ``refit``, ``validation``, ...) or a
+            parameter of the estimator that the search space does not search, in scikit-learn's
+            ``step__param`` spelling (``"mlpclassifier__max_iter"``; ``"<model>__<param>"`` for
+            one of several ``estimators``).
+
+        Returns
+        -------
+        experiment : Experiment
+            Checked as the file is, with ``overrides`` recorded. Every changed value the search
+            depends on changes its :meth:`definition`, so its study is another one.
+
+        Raises
+        ------
+        ExperimentError
+            An unknown key (with the closest known one), a searched parameter, or a value the
+            setting or parameter does not accept.
+        """
+        from mlx.overrides import apply
+
+        return apply(self, overrides)
 
     @property
     def needs_labels(self) -> bool:
@@ -550,6 +597,21 @@ def _check_validation(validation, refit):
             f'them all. Leave refit out (it becomes "train+val") or use validation="holdout".'
         )
     return int(validation)
+
+
+def _check_register(register):
+    if register is None:
+        return None
+    if (
+        not isinstance(register, str)
+        or not register.strip()
+        or any(c in register for c in "/:\n\r\t")
+    ):
+        raise ExperimentError(
+            f"register must be the name of a registered model (one line, without '/' or ':'), "
+            f"got {register!r}."
+        )
+    return register
 
 
 def _check_int(name, value, minimum):
