@@ -113,6 +113,17 @@ class Experiment:
         registered model in MLflow's model registry, with the alias ``candidate``
         (``models:/<register>@candidate``). A run without the test (``--no-test``) registers
         nothing; ``mlx test`` registers when it evaluates.
+    max_model_bytes : int, default=None
+        A hard limit on the size of a trial's fitted model (its pickled bytes). Trials over it
+        are infeasible: Optuna's sampler steers away from them (``trial.set_constraint``), and
+        the configuration refit and tested is the most accurate trial within every limit (ties:
+        the cheaper in the limited costs, size before time, then the earlier trial). The parent
+        run logs ``search/cost.csv`` and ``search/cost.png``: every complete trial's score
+        against its costs, within the limits or not, and the Pareto front. No trial within the
+        limits: the run fails before the test split is touched.
+    max_fit_seconds : float, default=None
+        A hard limit on the seconds of one fit of a trial (with cross-validation, the mean over
+        the folds), as ``max_model_bytes``. Timings vary with the machine's load.
 
     Attributes
     ----------
@@ -151,6 +162,8 @@ class Experiment:
         model_budget: Literal["shared", "fixed"] = "shared",
         validation: Literal["holdout"] | int = "holdout",
         register: str | None = None,
+        max_model_bytes: int | None = None,
+        max_fit_seconds: float | None = None,
     ) -> None:
         # The arguments as given: with_overrides builds the experiment again from them, so that
         # an overridden value meets the same checks (and defaults) as one written in the file.
@@ -194,6 +207,8 @@ class Experiment:
         # Cross-validated configurations are refit on every row they were judged on.
         self.refit = refit or ("train" if self.validation == "holdout" else "train+val")
         self.max_epochs = None if max_epochs is None else _check_int("max_epochs", max_epochs, 1)
+        self.max_model_bytes = _check_limit("max_model_bytes", max_model_bytes, integer=True)
+        self.max_fit_seconds = _check_limit("max_fit_seconds", max_fit_seconds)
         self.register = _check_register(register)
         self.path: Path | None = None
         self.description: str = ""
@@ -251,6 +266,12 @@ class Experiment:
         return needs_labels(self.metric_name)
 
     @property
+    def limits(self) -> dict[str, float]:
+        """The limits set: ``{"model_bytes": ..., "fit_seconds": ...}`` (empty without)."""
+        limits = {"model_bytes": self.max_model_bytes, "fit_seconds": self.max_fit_seconds}
+        return {name: limit for name, limit in limits.items() if limit is not None}
+
+    @property
     def candidates(self) -> dict[str, tuple[BaseEstimator, SearchSpace]]:
         """``{name: (estimator, search_space)}``, in declaration order."""
         if self.estimators is None:
@@ -284,6 +305,8 @@ class Experiment:
             definition["model_budget"] = self.model_budget
         if self.validation != "holdout":
             definition["validation"] = self.validation
+        if self.limits:
+            definition["limits"] = self.limits
         return definition
 
     def __repr__(self) -> str:
@@ -618,6 +641,16 @@ def _check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ExperimentError(f"{name} must be an integer >= {minimum}, got {value!r}.")
     return int(value)
+
+
+def _check_limit(name, value, integer=False):
+    if value is None:
+        return None
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+        what = "a whole number of bytes" if integer else "a number of seconds"
+        raise ExperimentError(f"{name} must be {what} > 0 or None, got {value!r}.")
+    return int(value) if integer else float(value)
 
 
 def _check_timeout(timeout):

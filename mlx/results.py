@@ -280,6 +280,7 @@ def compare_models(
     if experiment.task != "classification" or np.shape(X_train)[1] != 2:
         return
     winners = _best_per_model(experiment, study)
+    winners[best.model] = best.trial  # the chosen trial, which limits may make another one
     models, titles = {}, {}
     for name in [n for n in names if n in winners]:
         trial = winners[name]

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mlx import coordinator, results, search, tracking
+from mlx import coordinator, evaluation, results, search, tracking
 from mlx import data as mdata
 from mlx.console import sigterm_interrupts
 from mlx.exceptions import ExperimentError, SearchError
@@ -253,6 +253,8 @@ def _conclude(ctx, study, parent, trial_objective, records, test, use_count):
         test_scores, intervals = results.test_once(experiment, prepared, model, parent)
     no_test = test is None
     results.log_search(experiment, study, records, best, parent)
+    if experiment.limits:
+        _log_costs(experiment, study, best, model, parent)
     results.compare_models(
         experiment, prepared, study, trial_objective, parent, best, model, no_test
     )
@@ -423,8 +425,8 @@ def _trial_counts(study, audit, parent):
 
 
 def _best(experiment, study, trial_objective, parent):
-    """The best trial and its configuration, logged on the parent run."""
-    trial = search.retrying(lambda: study.best_trial)
+    """The best trial (within the limits, if any) and its configuration, logged on the parent."""
+    trial = search.chosen_trial(study, experiment.limits)
     model, params = trial_objective.configuration(trial.params)
     single = search.is_single(experiment.candidates)
     # Only the overall winner is refit and tested; among several, its type is a parameter.
@@ -438,6 +440,28 @@ def _best(experiment, study, trial_objective, parent):
         tags={schema.TAG_BEST_TRIAL: str(trial.number)},
     )
     return _Best(trial, model, params, logged)
+
+
+def _log_costs(experiment, study, best, model, parent):
+    """Accuracy against cost: the trials' scores and costs, the front, the chosen trial."""
+    limits, metric, chosen = experiment.limits, experiment.metric_name, best.trial.number
+    rows = search.retrying(search.trial_costs, study, experiment.candidates)
+    tracker, folder = parent.tracker, schema.ARTIFACT_SEARCH
+    csv = evaluation.cost_csv(rows, metric, limits, chosen)
+    tracker.log_text(parent.run_id, csv, f"{folder}/{schema.COST_CSV}")
+    figure = evaluation.cost_figure(rows, metric, limits, chosen)
+    tracker.log_figure(parent.run_id, figure, f"{folder}/{schema.COST_PNG}")
+    # The limit judged the trial's model; a refit on more rows (kNN keeps them all) may grow.
+    size = search.pickled_size(model)
+    if size is not None and size > limits.get("model_bytes", size):
+        logger.warning(
+            "the refit model has %d bytes, over max_model_bytes=%d (its trial's model had %s; "
+            "refit=%r)",
+            size,
+            limits["model_bytes"],
+            search.cost_of(best.trial)["model_bytes"],
+            experiment.refit,
+        )
 
 
 def _refit(experiment, prepared, trial_objective, best):

@@ -126,6 +126,7 @@ def objective(experiment, prepared):
         seed=experiment.seed,
         max_epochs=experiment.max_epochs,
         folds=prepared.fold_rows(),
+        limits=experiment.limits,
     )
 
 

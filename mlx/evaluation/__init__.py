@@ -4,7 +4,7 @@ Where things go: a new test metric or table in :mod:`~mlx.evaluation.metrics`; h
 bootstrapped in :mod:`~mlx.evaluation.intervals`; a new figure in
 :mod:`~mlx.evaluation.figures`; sounds and other examples to look at in
 :mod:`~mlx.evaluation.evidence`; the comparison of model types in
-:mod:`~mlx.evaluation.leaderboard`.
+:mod:`~mlx.evaluation.leaderboard`; accuracy against cost in :mod:`~mlx.evaluation.pareto`.
 """
 
 from mlx.evaluation.evidence import audio_sample_rate, misclassified_clips
@@ -24,6 +24,7 @@ from mlx.evaluation.intervals import (
 )
 from mlx.evaluation.leaderboard import leaderboard, leaderboard_csv, leaderboard_figure
 from mlx.evaluation.metrics import DEFAULT_METRIC, evaluate, needs_labels, resolve_metric
+from mlx.evaluation.pareto import cost_csv, cost_figure, pareto_front
 
 __all__ = [
     "DEFAULT_METRIC",
@@ -33,6 +34,8 @@ __all__ = [
     "bootstrap_intervals",
     "class_metric",
     "close",
+    "cost_csv",
+    "cost_figure",
     "decision_boundary_figure",
     "evaluate",
     "interval_metrics",
@@ -42,6 +45,7 @@ __all__ = [
     "learning_curve_figure",
     "misclassified_clips",
     "needs_labels",
+    "pareto_front",
     "resolve_metric",
     "scorer_interval",
     "study_figures",

@@ -15,8 +15,16 @@ from optuna.trial import TrialState
 
 from mlx.search.candidates import MODEL_PARAM, fixed_shares, is_single, split_params
 from mlx.search.early_stopping import BEST_EPOCH
+from mlx.search.limits import chosen_trial, cost_of, trial_costs
 from mlx.search.loop import Ran, coordinate, optimize
-from mlx.search.objective import Objective, TrialRecord, fit_model, n_epochs, suggest
+from mlx.search.objective import (
+    Objective,
+    TrialRecord,
+    fit_model,
+    n_epochs,
+    pickled_size,
+    suggest,
+)
 from mlx.search.retry import retrying
 from mlx.search.slots import (
     REPLACES,
@@ -57,7 +65,9 @@ __all__ = [
     "TrialState",
     "add_budget",
     "budget",
+    "chosen_trial",
     "coordinate",
+    "cost_of",
     "create_study",
     "default_heartbeat",
     "default_pruner",
@@ -72,6 +82,7 @@ __all__ = [
     "n_epochs",
     "open_storage",
     "optimize",
+    "pickled_size",
     "planned",
     "replace_interrupted",
     "resolve_storage",
@@ -79,4 +90,5 @@ __all__ = [
     "set_budget",
     "split_params",
     "suggest",
+    "trial_costs",
 ]

@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 from mlx.pipelines import final_step, last_step, with_last_step
 from mlx.search.candidates import MODEL_PARAM, choose, is_single, split_params
 from mlx.search.early_stopping import BEST_EPOCH, EarlyStopping, own_early_stopping_off
+from mlx.search.limits import constrain
 from mlx.search.retry import retrying
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "fit_model",
     "iter_epochs",
     "n_epochs",
+    "pickled_size",
     "seeded",
     "suggest",
 ]
@@ -180,9 +182,14 @@ class Objective:
         ``[((X, y) to fit, (X, y) held out), ...]``: cross-validation instead of ``train`` and
         ``val``. A trial's score is then the mean over the folds; the pruner hears the running
         mean after each fold.
+    limits : dict or None
+        ``{"model_bytes": ..., "fit_seconds": ...}``, the limits of the experiment (see
+        :mod:`mlx.search.limits`): each trial records its costs and constraints in the study.
     """
 
-    def __init__(self, candidates, scorer, train, val, *, seed, max_epochs=None, folds=None):
+    def __init__(
+        self, candidates, scorer, train, val, *, seed, max_epochs=None, folds=None, limits=None
+    ):
         self.candidates = dict(candidates)
         self.scorer = scorer
         self.train = train
@@ -190,6 +197,7 @@ class Objective:
         self.seed = seed
         self.max_epochs = max_epochs
         self.folds = folds
+        self.limits = dict(limits or {})
         # The fitted leading steps of a Pipeline and what they output, by setting (see
         # _features); a few settings are kept, each holding transformed copies of the data.
         self._feature_cache = {}
@@ -236,7 +244,11 @@ class Objective:
                         value, estimator = self._fit_and_score(trial, estimator, record)
                     else:
                         value, estimator = self._cross_validate(trial, estimator, record)
-                    record.size = _pickled_size(estimator)
+                    record.size = pickled_size(estimator)
+                    if self.limits:
+                        # The time of one fit: a cross-validated trial fits once per fold.
+                        fits = 1 if self.folds is None else len(self.folds)
+                        constrain(trial, record.size, record.fit_time / fits, self.limits)
                 finally:
                     record.warnings = _unique_messages(caught)
             if not np.isfinite(value):
@@ -365,7 +377,7 @@ class Objective:
         return model, {MODEL_PARAM: model, **params}
 
 
-def _pickled_size(estimator):
+def pickled_size(estimator):
     """Bytes of the pickled fitted estimator (its memory footprint, roughly); None if unpicklable."""
     try:
         return len(pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL))

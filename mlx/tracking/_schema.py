@@ -15,6 +15,8 @@ __all__ = [
     "ARTIFACT_SPLIT",
     "ARTIFACT_TEST",
     "CI_SUFFIXES",
+    "COST_CSV",
+    "COST_PNG",
     "DECISION_BOUNDARIES",
     "EXPERIMENT_KIND",
     "EXPERIMENT_NOTE",
@@ -74,6 +76,7 @@ __all__ = [
     "best_val",
     "estimator_param",
     "fold",
+    "limit_param",
     "rows_param",
     "run_name",
     "split_param",
@@ -183,6 +186,11 @@ def rows_param(split):
     return f"mlx.rows.{split}"
 
 
+def limit_param(cost):
+    """The experiment's limit on ``cost`` (``"model_bytes"``, ``"fit_seconds"``)."""
+    return f"mlx.max_{cost}"
+
+
 def estimator_param(model):
     """The class name of candidate ``model`` in a search over several model types."""
     return f"mlx.estimator.{model}"
@@ -261,3 +269,6 @@ LEARNING_CURVE = "learning_curve.png"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_PNG = "leaderboard.png"
 DECISION_BOUNDARIES = "decision_boundaries.png"
+# Accuracy against cost (an experiment with limits), under ARTIFACT_SEARCH.
+COST_CSV = "cost.csv"
+COST_PNG = "cost.png"

@@ -139,6 +139,7 @@ def settings(experiment, X, parts):
         }
     )
     params.update({schema.rows_param(name): len(rows) for name, rows in parts})
+    params.update({schema.limit_param(name): v for name, v in experiment.limits.items()})
     return params
 
 
