@@ -36,8 +36,28 @@ _heartbeat_option = click.option(
 )
 
 
+_set_option = click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Change an Experiment setting (seed, split, metric, ...) or a fixed estimator "
+    "parameter (step__param) for this run; VALUE is a Python literal, else a plain string. "
+    "Repeatable. Another definition: resume, workers and `mlx test` need the same.",
+)
+
+
+_register_option = click.option(
+    "--register",
+    metavar="NAME",
+    help="Register the tested model as a new version of NAME in MLflow's model registry, "
+    "with the alias 'candidate' (models:/NAME@candidate).",
+)
+
+
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@_set_option
 @click.option("--n-trials", type=click.IntRange(min=1), help="Trials to run (overrides the file).")
 @click.option(
     "--timeout",
@@ -75,9 +95,11 @@ _heartbeat_option = click.option(
     help="Processes running trials on this machine, this one included.",
 )
 @_heartbeat_option
+@_register_option
 @one_line_errors
 def run(
     file,
+    assignments,
     n_trials,
     timeout,
     seed,
@@ -88,14 +110,18 @@ def run(
     resume,
     workers,
     heartbeat,
+    register,
 ):
     """Run the experiment FILE: audit, split, search, refit, test once, log to MLflow.
 
     This process coordinates: it splits, creates the study and the parent run, runs trials, and
     evaluates the test split once every trial (its own and any worker's) has finished.
+    --n-trials, --timeout, --seed and --register are short for --set n_trials=N and so on.
     """
     from mlx.experiment import load_experiment
+    from mlx.overrides import parse
 
+    overrides = parse(assignments)
     experiment = load_experiment(file)
     quiet_libraries()
     from mlx.runner import run as run_experiment
@@ -113,6 +139,8 @@ def run(
         resume=resume,
         workers=workers,
         heartbeat=heartbeat,
+        overrides=overrides,
+        register=register,
     )
     click.echo(result.summary())
 
@@ -141,15 +169,20 @@ def run(
 @_heartbeat_option
 @click.option("--worker-id", help="Name of this worker [default: host-pid].")
 @click.option("--quiet", is_flag=True, help="Print nothing when done.")
+@_set_option
 @one_line_errors
-def worker(file, tracking_uri, storage, seed, timeout, wait, heartbeat, worker_id, quiet):
+def worker(
+    file, tracking_uri, storage, seed, timeout, wait, heartbeat, worker_id, quiet, assignments
+):
     """Join the running search of experiment FILE and run its trials until the budget is spent.
 
     Start any number, on any machine that reaches the same --storage and --tracking-uri, before
     or after the coordinator (`mlx run`).
     """
     from mlx.experiment import load_experiment
+    from mlx.overrides import parse
 
+    overrides = parse(assignments)
     experiment = load_experiment(file)
     quiet_libraries()
     from mlx.workers import work
@@ -163,6 +196,7 @@ def worker(file, tracking_uri, storage, seed, timeout, wait, heartbeat, worker_i
         wait=wait,
         heartbeat=heartbeat,
         worker_id=worker_id,
+        overrides=overrides,
     )
     if not quiet:
         click.echo(f"worker done: ran {ran} trials; the study's budget is spent.")
@@ -180,11 +214,15 @@ def worker(file, tracking_uri, storage, seed, timeout, wait, heartbeat, worker_i
     is_flag=True,
     help="Evaluate a test split that was already evaluated (the run records the count).",
 )
+@_set_option
+@_register_option
 @one_line_errors
-def test_(file, run_id, tracking_uri, storage, allow_test_reuse):
+def test_(file, run_id, tracking_uri, storage, allow_test_reuse, assignments, register):
     """Evaluate the test split once for a run of FILE searched with --no-test; no new trials."""
     from mlx.experiment import load_experiment
+    from mlx.overrides import parse
 
+    overrides = parse(assignments)
     experiment = load_experiment(file)
     quiet_libraries()
     from mlx.runner import run_test
@@ -195,6 +233,8 @@ def test_(file, run_id, tracking_uri, storage, allow_test_reuse):
         tracking_uri=tracking_uri,
         storage=storage,
         allow_test_reuse=allow_test_reuse,
+        overrides=overrides,
+        register=register,
     )
     click.echo(result.summary())
 

@@ -11,10 +11,13 @@ parent run ends FINISHED, FAILED or KILLED (:func:`ends`).
 """
 
 import contextlib
+import json
 import logging
+import shlex
 
 from mlx import search, tracking
 from mlx.exceptions import AlreadyRunningError, Interrupted, SearchError, TrackingError
+from mlx.overrides import to_json
 from mlx.stores import is_local, redact_url
 from mlx.tracking import schema
 
@@ -142,10 +145,12 @@ def untested(experiment, digest, tracker, run_id=None):
         if matches and ours and parent.info.status == "FINISHED":
             return parent
     which = "" if run_id is None else f" {run_id} is not one:"
+    finished = [p for p in tracker.parents(experiment.name, query) if p.info.status == "FINISHED"]
     raise SearchError(
         f"nothing to test:{which} no finished run of this experiment file's definition (hash "
         f"{digest[:10]}) searched without its test split in {redact_url(tracker.uri)}. "
         f"`mlx run FILE --no-test` makes one; `mlx show {experiment.name}` lists the runs."
+        f"{_overrides_hint(experiment, finished, 'test')}"
     )
 
 
@@ -233,24 +238,53 @@ def _study_name(experiment, digest, number):
 
 
 def _nothing_to_resume(experiment, digest, tracker, run_id):
+    unfinished = [
+        p
+        for p in tracker.parents(experiment.name)
+        if p.info.status in _UNFINISHED and run_id in (None, p.info.run_id)
+    ]
+    hint = _overrides_hint(experiment, unfinished, "continue")
     if run_id is not None:
         return (
             f"nothing to resume: {run_id} is not an unfinished run of this experiment file's "
             f"definition (hash {digest[:10]}) in {redact_url(tracker.uri)}; `mlx show "
-            f"{experiment.name}` lists its runs."
+            f"{experiment.name}` lists its runs.{hint}"
         )
     latest = tracking.find_parent(tracker, experiment.name, digest=digest)
     if latest is None:
         return (
             f"nothing to resume: no run of this experiment file's definition (hash "
             f"{digest[:10]}) in {redact_url(tracker.uri)}. Start it without --resume; a changed "
-            f"experiment file, data or seed is a new definition."
+            f"experiment file, data, seed or --set is a new definition.{hint}"
         )
     return (
         f"nothing to resume: every run of this definition finished, the latest "
         f"{latest.info.run_name!r} ({latest.info.run_id}). Run without --resume to start a new "
         f"search."
     )
+
+
+def _overrides_hint(experiment, runs, what):
+    """A sentence naming the latest of ``runs`` if its overrides differ from ours, else "".
+
+    Overrides change the definition: a run made with others is found only with the same.
+    """
+    ours = _defining(json.loads(to_json(experiment.overrides)))
+    for parent in runs:
+        theirs = _defining(json.loads(parent.data.tags.get(schema.TAG_OVERRIDES, "{}")))
+        if theirs == ours:
+            return ""
+        words = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in theirs.items())
+        return (
+            f" Run {parent.info.run_name!r} ({parent.info.run_id}) was made with "
+            f"{words or 'no --set'}: give the same to {what} it."
+        )
+    return ""
+
+
+def _defining(overrides):
+    # The budget and the registry do not change the definition.
+    return {k: v for k, v in overrides.items() if k not in ("n_trials", "timeout", "register")}
 
 
 def _file(experiment):

@@ -55,7 +55,8 @@ class RunResult:
     ``best_value`` is the best validation score and ``validation_interval`` its confidence
     interval (None where none could be drawn); ``test_scores`` the test metrics (None with
     ``no_test``) and ``test_intervals`` their intervals; ``model`` the best configuration refit
-    as the experiment's ``refit`` says.
+    as the experiment's ``refit`` says; ``registered`` the model-registry version the run made
+    (``models:/<name>/<version>``, "" without ``register``).
     """
 
     experiment_name: str
@@ -74,6 +75,7 @@ class RunResult:
     best_trial: int | None = None
     validation_interval: Interval | None = None
     test_intervals: dict[str, Interval] = field(default_factory=dict)
+    registered: str = ""
 
     def summary(self) -> str:
         """A short human-readable summary (URLs redacted)."""
@@ -98,6 +100,11 @@ class RunResult:
             )
             lines.append(f"test        {scores}   (use {self.test_use_count} of this test set)")
         lines.append(f"MLflow run  {self.run_id}   (model {self.model_uri})")
+        if self.registered:
+            name = self.registered.removeprefix("models:/").rpartition("/")[0]
+            lines.append(
+                f"registered  {self.registered}   (models:/{name}@{tracking.schema.REGISTRY_ALIAS})"
+            )
         lines.append(f"open the UI {tracking.ui_command(self.tracking_uri)}")
         return "\n".join(lines)
 

@@ -17,13 +17,15 @@ import os
 import platform
 import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from mlx import coordinator, evaluation, results, search, tracking
 from mlx import data as mdata
+from mlx import overrides as moverrides
 from mlx.console import sigterm_interrupts
 from mlx.exceptions import ExperimentError, SearchError
 from mlx.experiment import Experiment, definition_hash, load_experiment
@@ -72,6 +74,8 @@ def run(
     resume: bool | str = False,
     workers: int = 1,
     heartbeat: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    register: str | None = None,
 ) -> results.RunResult:
     """Run an experiment: search on validation, test once, log everything to MLflow.
 
@@ -85,7 +89,7 @@ def run(
     experiment : Experiment or path
         An :class:`~mlx.Experiment`, or the path of an experiment file.
     n_trials, timeout, seed : optional
-        Override the experiment's settings for this run.
+        Override the experiment's settings for this run (short for ``overrides``).
     tracking_uri : str, default=None
         MLflow store; default ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
         working directory.
@@ -108,6 +112,14 @@ def run(
         Seconds between the heartbeats of running trials, after which (times three) a trial of a
         dead process is failed and replaced. Default: 10 with workers or a database server,
         else off.
+    overrides : dict, default=None
+        Settings and fixed estimator parameters changed for this run, ``{"seed": 3,
+        "mlpclassifier__max_iter": 100}`` (see :meth:`Experiment.with_overrides`); recorded on
+        the parent run. Changing what the search depends on makes it another definition: a
+        resume, workers and ``run_test`` need the same overrides.
+    register : str, default=None
+        Register the tested model as a new version of this registered model, alias
+        ``candidate`` (short for ``overrides={"register": ...}``); not with ``no_test``.
 
     Returns
     -------
@@ -116,7 +128,7 @@ def run(
     Raises
     ------
     ExperimentError, DataError
-        Invalid experiment or data, before anything is written.
+        Invalid experiment, overrides or data, before anything is written.
     TestReuseError
         The test split was evaluated before and neither ``no_test`` nor ``allow_test_reuse``.
     SearchError
@@ -126,8 +138,15 @@ def run(
     Interrupted
         Ctrl-C or SIGTERM: the parent run ended KILLED, the finished trials are kept.
     """
-    overrides = {"n_trials": n_trials, "timeout": timeout, "seed": seed}
-    experiment = _configured(experiment, overrides, workers)
+    if no_test and register:
+        raise ExperimentError(
+            f"--register {register} registers the tested model, but --no-test tests nothing: "
+            f"drop one of them (`mlx test FILE --register {register}` tests and registers later)."
+        )
+    flags = {"n_trials": n_trials, "timeout": timeout, "seed": seed, "register": register}
+    experiment = _configured(experiment, _with_flags(overrides, flags), workers)
+    # A new total on resume, from --n-trials or --set n_trials=... alike.
+    n_trials = experiment.n_trials if "n_trials" in experiment.overrides else None
     urls = _Urls(tracking.resolve_tracking_uri(tracking_uri), search.resolve_storage(storage))
     with contextlib.ExitStack() as stack:
         # Local workers start first: they import and load the data while this process does.
@@ -167,6 +186,8 @@ def run_test(
     tracking_uri: str | None = None,
     storage: str | None = None,
     allow_test_reuse: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    register: str | None = None,
 ) -> results.RunResult:
     """Evaluate the test split once for a run that searched without it (``--no-test``).
 
@@ -181,12 +202,16 @@ def run_test(
         The run; by default the latest finished run of this definition not yet tested.
     tracking_uri, storage, allow_test_reuse
         As for :func:`run`.
+    overrides : dict, default=None
+        The overrides the run searched with (its definition).
+    register : str, default=None
+        Register the tested model, as for :func:`run`.
 
     Returns
     -------
     result : RunResult
     """
-    experiment = _configured(experiment, {}, 1)
+    experiment = _configured(experiment, _with_flags(overrides, {"register": register}), 1)
     urls = _Urls(tracking.resolve_tracking_uri(tracking_uri), search.resolve_storage(storage))
     ctx = _prepare(experiment, urls, None, 1)
     untested = coordinator.untested(experiment, ctx.digest, ctx.tracker, run_id)
@@ -259,6 +284,7 @@ def _conclude(ctx, study, parent, trial_objective, records, test, use_count):
         experiment, prepared, study, trial_objective, parent, best, model, no_test
     )
     model_uri = results.log_model(model, X_fit, best.logged, parent)
+    registered = _register(experiment, parent, model_uri, test_scores, intervals, best)
     result = results.RunResult(
         experiment_name=experiment.name,
         study_name=study.study_name,
@@ -276,9 +302,48 @@ def _conclude(ctx, study, parent, trial_objective, records, test, use_count):
         best_trial=best.trial.number,
         validation_interval=interval,
         test_intervals=intervals,
+        registered=registered,
     )
     parent.log(tags={schema.MLFLOW_NOTE: results.description(experiment, result)})
     return result
+
+
+def _register(experiment, parent, model_uri, test_scores, intervals, best):
+    """The tested model as a new version of ``experiment.register``: its URI, or ""."""
+    if not experiment.register:
+        return ""
+    if test_scores is None:
+        logger.warning(
+            "not registered as %r: the test split was not evaluated (--no-test); `mlx test "
+            "FILE` evaluates it and registers the model",
+            experiment.register,
+        )
+        return ""
+    return tracking.register_model(
+        parent,
+        experiment.register,
+        model_uri,
+        metric=experiment.metric_name,
+        scores=test_scores,
+        intervals=intervals,
+        validation=best.trial.value,
+        experiment_name=experiment.name,
+    )
+
+
+def _with_flags(overrides, flags):
+    """``overrides`` with the flags given (``--seed 3`` is short for ``--set seed=3``)."""
+    merged = dict(overrides or {})
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in merged and merged[key] != value:
+            raise ExperimentError(
+                f"{key} is given twice: {value!r}, and {merged[key]!r} in the overrides "
+                f"(--set {key}=...); give it once."
+            )
+        merged[key] = value
+    return merged
 
 
 def _configured(experiment, overrides, workers) -> Experiment:
@@ -292,7 +357,10 @@ def _configured(experiment, overrides, workers) -> Experiment:
             "workers > 1 run the experiment file in other processes: load it from a file "
             "(mlx run FILE --workers N, or mlx.run('experiments/x.py', workers=N))."
         )
-    return experiment.replace(**overrides)
+    experiment = experiment.with_overrides(overrides)
+    if workers > 1:
+        moverrides.assignments(experiment.overrides)  # the workers get them as text
+    return experiment
 
 
 def _open_stores(urls, heartbeat, workers):
@@ -309,6 +377,7 @@ def _run_id(resume):
 def _resume_command(ctx, parent, urls):
     """The command that continues this run, with the store options that are not defaults."""
     words = ["mlx", "run", str(ctx.experiment.path or "FILE"), "--resume", parent.run_id]
+    words += moverrides.command_words(ctx.experiment.overrides)
     if urls.tracking != tracking.resolve_tracking_uri(None):
         words += ["--tracking-uri", redact_url(urls.tracking)]
     if urls.storage != search.resolve_storage(None):

@@ -24,6 +24,7 @@ from mlx import search, tracking
 from mlx.console import sigterm_interrupts
 from mlx.exceptions import ExperimentError, SearchError, TrackingError
 from mlx.experiment import Experiment, definition_hash, load_experiment
+from mlx.overrides import assignments, parse
 from mlx.stores import redact_url
 from mlx.tracking import schema
 
@@ -54,6 +55,7 @@ def work(
     worker_id=None,
     coordinator=None,
     ready=None,
+    overrides=None,
 ):
     """Join the running search of ``experiment`` as a worker; return how many trials it ran.
 
@@ -63,11 +65,12 @@ def work(
 
     It waits up to ``wait`` seconds for the MLflow store to answer and for a coordinator
     (``mlx run``) to start, and refuses to join one whose definition differs (another file,
-    data or seed). SIGTERM stops it as Ctrl-C does: its running trial ends interrupted.
+    data, seed or ``overrides``: the coordinator's must be given). SIGTERM stops it as Ctrl-C
+    does: its running trial ends interrupted.
     """
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
-    experiment = experiment.replace(timeout=timeout, seed=seed)
+    experiment = experiment.with_overrides(overrides or {}).replace(timeout=timeout, seed=seed)
     prepared = mdata.prepare(experiment)
     digest = definition_hash(experiment, prepared.fingerprints)
     if ready is not None:
@@ -164,8 +167,8 @@ def _wait_for_coordinator(tracker, experiment, digest, coordinator, deadline, wa
             raise ExperimentError(
                 f"refusing to join: this experiment file's definition has hash {digest[:10]}, "
                 f"but the running coordinator's run {others[0].info.run_name!r} has hash "
-                f"{theirs[:10]}. Workers must use the same experiment file, data and --seed as "
-                f"the coordinator."
+                f"{theirs[:10]}. Workers must use the same experiment file, data, --seed and "
+                f"--set options as the coordinator."
             )
         if time.monotonic() > deadline:
             raise SearchError(
@@ -192,6 +195,7 @@ class WorkerSpec:
     coordinator: str
     timeout: float | None = None
     heartbeat: int | None = None
+    overrides: list[str] | None = None  # the coordinator's, as --set KEY=VALUE texts
 
 
 class LocalWorkers:
@@ -234,6 +238,7 @@ def local_workers(experiment, n, *, storage_url, tracking_uri, heartbeat=None):
             coordinator=tracking.coordinator_tag(),
             timeout=experiment.timeout,
             heartbeat=heartbeat,
+            overrides=assignments(experiment.overrides),
         )
         env = {
             **os.environ,
@@ -284,6 +289,7 @@ def serve():
             heartbeat=spec.heartbeat,
             worker_id=spec.worker_id,
             coordinator=spec.coordinator,
+            overrides=parse(spec.overrides or []),
         )
     except KeyboardInterrupt:  # the coordinator stops its workers and says so itself
         sys.exit(130)

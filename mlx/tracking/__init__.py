@@ -27,6 +27,7 @@ from mlx.tracking.parent import (
     requirements,
     settings,
 )
+from mlx.tracking.registry import register_model
 from mlx.tracking.store import DEFAULT_TRACKING_FILE, Tracker, resolve_tracking_uri, ui_command
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "other_definitions",
     "provenance",
     "redact_url",
+    "register_model",
     "requirements",
     "resolve_tracking_uri",
     "schema",

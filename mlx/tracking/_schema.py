@@ -62,6 +62,11 @@ __all__ = [
     "TAG_MODEL",
     "TAG_MODEL_URI",
     "TAG_OPTUNA_STORAGE",
+    "TAG_OVERRIDES",
+    "TAG_REGISTERED",
+    "REGISTRY_ALIAS",
+    "TAG_EXPERIMENT",
+    "TAG_RUN_NAME",
     "TAG_ROLE",
     "TAG_RUN_NUMBER",
     "TAG_STATE",
@@ -110,6 +115,10 @@ TAG_BEST_TRIAL = "mlx.best_trial"
 TAG_MODEL_URI = "mlx.model_uri"
 TAG_ESTIMATOR = "mlx.estimator"  # the repr of the estimator(s)
 TAG_EXPERIMENT_FILE = "mlx.experiment_file"
+# What --set changed (JSON: key -> the value as --set reads it); absent without overrides.
+TAG_OVERRIDES = "mlx.overrides"
+# The model registry: the version this run registered (models:/<name>/<version>).
+TAG_REGISTERED = "mlx.registered_model"
 TAG_GIT_DIRTY = "mlx.git_dirty"
 # MLflow's own tags, which its UI shows.
 MLFLOW_SOURCE = "mlflow.source.name"
@@ -161,6 +170,13 @@ TAG_WORKER = "mlx.worker"
 TAG_WARNINGS = "mlx.warnings"
 # The chosen model of a trial in a search over several model types.
 TAG_MODEL = "mlx.model"
+
+# --- the model registry ----------------------------------------------------------------------------
+# The alias of the latest registered (tested, not yet promoted) version of a registered model.
+REGISTRY_ALIAS = "candidate"
+# Tags of a registered model version, beside the test metrics (test_<m>, test_<m>_ci_low, ...).
+TAG_EXPERIMENT = "mlx.experiment"
+TAG_RUN_NAME = "mlx.run_name"
 
 # --- params of a parent run ----------------------------------------------------------------------
 PARAM_ESTIMATOR = "mlx.estimator"  # the estimator's class name

@@ -185,12 +185,16 @@ def _is_default(key, value, estimator, params):
 
 
 def provenance(experiment):
-    """Tags that say what ran: library versions, the estimator, the file and its git commit."""
+    """Tags that say what ran: versions, the estimator, the file, its git commit, overrides."""
     import mlx
 
     tags = {schema.version_tag(name): _version(name) for name in _VERSIONED}
     tags[schema.version_tag("mlx")] = mlx.__version__
     tags[schema.version_tag("python")] = platform.python_version()
+    if experiment.overrides:
+        from mlx.overrides import to_json
+
+        tags[schema.TAG_OVERRIDES] = to_json(experiment.overrides)
     tags[schema.TAG_ESTIMATOR] = repr(
         experiment.estimator if experiment.estimators is None else experiment.estimators
     )
