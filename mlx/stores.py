@@ -56,7 +56,7 @@ def is_local(url):
 
 
 # Resolved paths of the SQLite stores put in write-ahead-log mode by this process.
-_WAL_STORES = set()
+_WAL_STORES: set[str] = set()
 
 
 def write_ahead_log(path):

@@ -74,7 +74,7 @@ class _LogMelFrames(TransformerMixin, BaseEstimator):
                 f"sr={self.sr}."
             )
 
-    def _validate_clips(self, X, reset):
+    def _validate_clips(self, X, reset) -> NDArray[Any]:
         # Named shape errors first: scikit-learn's generic ones talk about samples and
         # features, which here would be clips and audio samples.
         name = type(self).__name__

@@ -327,18 +327,18 @@ def make_instrument_sounds(
     t = np.arange(n_samples) / sr
     recording = np.arange(n_per_class) // clips_per_recording
     n_recordings = int(recording[-1]) + 1
-    clips, labels, groups = [], [], []
+    clip_parts, label_parts, group_parts = [], [], []
     for class_index, name in enumerate(INSTRUMENTS):
         voice = _voice(name, rng, recording)
         # Notes of a recording: up to 4 semitones either side of its base pitch.
         voice.f0 = voice.f0 * 2.0 ** (rng.randint(-4, 5, (n_per_class, 1)) / 12)
         onset = rng.uniform(0.0, min(0.05, duration / 4), (n_per_class, 1))
         signal = _render(voice, rng, t, onset, sr)
-        clips.append(_add_noise_and_level(signal, rng, noise))
-        labels.append(np.full(n_per_class, name))
-        groups.append(class_index * n_recordings + recording)
-    clips, labels, groups = np.concatenate(clips), np.concatenate(labels), np.concatenate(groups)
-    return _shuffled(rng, shuffle, clips, labels, groups)
+        clip_parts.append(_add_noise_and_level(signal, rng, noise))
+        label_parts.append(np.full(n_per_class, name))
+        group_parts.append(class_index * n_recordings + recording)
+    clips, labels = np.concatenate(clip_parts), np.concatenate(label_parts)
+    return _shuffled(rng, shuffle, clips, labels, np.concatenate(group_parts))
 
 
 def make_contour_sounds(
@@ -484,8 +484,9 @@ def make_contour_sounds(
     note_samples = int(np.ceil(length.max() * sr))
     t = np.arange(note_samples) / sr
 
-    notes = np.empty(clip_of_note.shape)
-    audio = np.zeros((clip_of_note.shape[0], note_samples), dtype=np.float32)
+    # Reshaped to one row per clip below: the annotations leave the number of axes open.
+    notes: NDArray[np.float64] = np.empty(clip_of_note.shape)
+    audio: NDArray[np.float32] = np.zeros((clip_of_note.shape[0], note_samples), dtype=np.float32)
     for index, name in enumerate(instruments):
         rows = np.flatnonzero(instrument[clip_of_note] == index)
         if rows.size == 0:

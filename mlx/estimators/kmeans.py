@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Literal, NamedTuple, Self, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -61,7 +61,7 @@ def _squared_norms(X):
     return np.einsum("ij,ij->i", X, X)
 
 
-def _working_data(X):
+def _working_data(X) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], float]:
     """The data to cluster, its squared row norms, the shift taken off, and the total variance.
 
     Rounding in ||x||^2 - 2 x.c + ||c||^2 grows with ||x||^2, so data whose mean lies far from
@@ -581,7 +581,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         self : KMeans
             The fitted estimator.
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32], order="C")
+        # validate_data is untyped: the cast tells mypy that X is an array from here on.
+        X = cast(NDArray[Any], validate_data(self, X, dtype=[np.float64, np.float32], order="C"))
         n_samples, n_features = X.shape
         if n_samples < self.n_clusters:
             raise ValueError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}.")
@@ -655,7 +656,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         n = X.shape[0]
         return X[rng.choice(n, size=self.n_clusters, replace=False, p=_uniform(n))]
 
-    def _check_test_data(self, X):
+    def _check_test_data(self, X) -> tuple[NDArray[Any], NDArray[Any]]:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], order="C", reset=False)
         return X, self.cluster_centers_.astype(X.dtype, copy=False)
@@ -843,14 +844,14 @@ def select_k(
     """
     if method not in ("silhouette", "elbow"):
         raise ValueError(f"method must be 'silhouette' or 'elbow', got {method!r}.")
-    X = check_array(X, dtype=[np.float64, np.float32])
+    X = cast(NDArray[Any], check_array(X, dtype=[np.float64, np.float32]))
     n_samples = X.shape[0]
-    ks = list(k_values)
-    if not ks or not all(isinstance(k, Integral) and not isinstance(k, bool) for k in ks):
-        raise ValueError(f"k_values must be a non-empty sequence of integers, got {ks}.")
-    if len(set(ks)) != len(ks):
-        raise ValueError(f"k_values must be distinct, got {ks}.")
-    ks = np.array(sorted(int(k) for k in ks))
+    given = list(k_values)
+    if not given or not all(isinstance(k, Integral) and not isinstance(k, bool) for k in given):
+        raise ValueError(f"k_values must be a non-empty sequence of integers, got {given}.")
+    if len(set(given)) != len(given):
+        raise ValueError(f"k_values must be distinct, got {given}.")
+    ks = np.array(sorted(int(k) for k in given))
     low, high = (2, n_samples - 1) if method == "silhouette" else (1, n_samples)
     bad = [int(k) for k in ks if not low <= k <= high]
     if bad:

@@ -324,7 +324,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     # --- internals ------------------------------------------------------------------------
 
-    def _validate_X_y(self, X, y, reset):
+    def _validate_X_y(self, X, y, reset) -> tuple[NDArray[Any], NDArray[Any]]:
         X, y = validate_data(
             self,
             X,

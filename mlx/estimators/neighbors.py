@@ -279,7 +279,7 @@ class _KNeighborsBase(MultiOutputMixin, BaseEstimator):
         self.chunk_size = chunk_size
         self.n_jobs = n_jobs
 
-    def _fit_X_y(self, X, y, y_numeric):
+    def _fit_X_y(self, X, y, y_numeric) -> NDArray[Any]:
         X, y = validate_data(
             self,
             X,

@@ -32,7 +32,7 @@ _POLL_SECONDS = 1.0
 class Ran(NamedTuple):
     """What :func:`optimize` did: trials run by this process; whether the study was stopped."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count, unused here
     stopped: bool
 
 

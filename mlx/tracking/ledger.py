@@ -49,7 +49,7 @@ def test_use_count(tracker, fingerprint, *, no_test, allow_test_reuse, run_id=No
 
 
 # pytest collects functions named test*: these are the ledger's, not tests.
-test_uses.__test__ = test_use_count.__test__ = False
+test_uses.__test__ = test_use_count.__test__ = False  # type: ignore[attr-defined]
 
 
 def ledger_tags(fingerprint, use_count):
