@@ -69,7 +69,7 @@ def parse_value(text: str) -> Any:
 
 def settings(experiment_type: type) -> list[str]:
     """The arguments of ``experiment_type`` (``Experiment``) that ``--set`` may change."""
-    names = inspect.signature(experiment_type.__init__).parameters
+    names = inspect.signature(experiment_type).parameters  # the class's: __init__ without self
     return [name for name in names if name != "self" and name not in _OBJECTS]
 
 

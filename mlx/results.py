@@ -308,7 +308,7 @@ def compare_models(
 
 def _best_per_model(experiment, study):
     """The best complete trial of each model type."""
-    best = {}
+    best: dict[str, Any] = {}
     for trial in study.get_trials(deepcopy=False, states=(search.TrialState.COMPLETE,)):
         model = search.split_params(trial.params, experiment.candidates)[0]
         if model not in best or trial.value > best[model].value:

@@ -6,7 +6,7 @@ of a model that sees one vector per clip). Both share the signal processing of
 :class:`_LogMelFrames`.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import Any, Self
 
@@ -20,7 +20,7 @@ from mlx.audio._deps import require
 
 __all__ = ["LogMelFeatures", "LogMelSpectrogram"]
 
-_STATS = {
+_STATS: dict[str, Callable[..., Any]] = {
     "mean": np.mean,
     "std": np.std,
     "min": np.min,

@@ -128,7 +128,8 @@ def _n_workers(n_jobs):
             f"files one after another, None or -1 uses all {available} available cores, -2 all "
             "but one."
         )
-    return int(n_jobs) if n_jobs > 0 else max(available + 1 + int(n_jobs), 1)
+    n_jobs = int(n_jobs)
+    return n_jobs if n_jobs > 0 else max(available + 1 + n_jobs, 1)
 
 
 def _read_mono(sf, path, seconds, silence_threshold):

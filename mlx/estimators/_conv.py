@@ -203,7 +203,7 @@ class Window:
     def valid_counts(self):
         """|V_t'|: the offsets of each pooling window that are real outputs, shape (*L', 1).
         A product over the axes of min(P, L_out - P t')."""
-        counts = 1
+        counts = np.array(1)
         for Lo, P, Lp in zip(self.conv_out, self.pool, self.out, strict=True):
             counts = np.multiply.outer(counts, np.minimum(P, Lo - P * np.arange(Lp)))
         return counts[..., None]

@@ -202,6 +202,8 @@ class FlatNetwork:
     ``config`` and ``params`` only) and implement ``initialise``, ``forward`` and ``backward``.
     """
 
+    config: dict[str, Any]
+
     def __init__(self, layout, dtype):
         ordered = [e for e in layout if e[2]] + [e for e in layout if not e[2]]
         self.n_weights = sum(math.prod(shape) for _, shape, penalised in ordered if penalised)
@@ -347,7 +349,7 @@ def _check_input_shape(input_shape, n_features):
     if input_shape is None:
         return (1, n_features)
     shape = tuple(input_shape)
-    if not 1 <= len(shape) <= 2 or not all(isinstance(s, Integral) and s >= 1 for s in shape):
+    if not 1 <= len(shape) <= 2 or not all(isinstance(s, Integral) and int(s) >= 1 for s in shape):
         raise ValueError(
             "input_shape must be None, (steps,) or (channels, steps) of positive ints, got "
             f"{input_shape!r}."
@@ -472,7 +474,7 @@ class _BaseDeepNet(BaseEstimator):
         self._network = network.initialise(self._random_state)
         n_params = network.params.size
         if self.solver == "adam":
-            self._optimizer = _nn.Adam(
+            self._optimizer: _nn.Adam | _nn.SGD = _nn.Adam(
                 n_params,
                 dtype,
                 learning_rate=self.learning_rate_init,
@@ -492,6 +494,11 @@ class _BaseDeepNet(BaseEstimator):
         self.t_ = 0
         self.loss_curve_ = []
         self._no_improvement_count = 0
+        # Early stopping tracks the validation score, otherwise the training loss: the other is
+        # None.
+        self.validation_scores_: list[float] | None
+        self.best_validation_score_: float | None
+        self.best_loss_: float | None
         if self.early_stopping:
             self.validation_scores_ = []
             self.best_validation_score_ = -np.inf
@@ -618,6 +625,8 @@ class _BaseDeepNet(BaseEstimator):
         """Update the no-improvement count (scikit-learn's rule) and say whether to stop."""
         if X_val is not None:
             score = self._validation_score(X_val, Y_val)
+            # Validation rows exist only with early_stopping, which set these up.
+            assert self.validation_scores_ is not None and self.best_validation_score_ is not None
             self.validation_scores_.append(score)
             if self.verbose:
                 print(f"Validation score: {score:.8f}")
@@ -638,12 +647,22 @@ class _BaseDeepNet(BaseEstimator):
         return validate_data(self, X, reset=False, dtype=self._network.params.dtype)
 
     def _logits(self, X):
-        """The logits of validated rows, computed in chunks of PREDICT_ROWS rows."""
+        """The logits of validated rows, computed in chunks of PREDICT_ROWS rows.
+
+        The forward pass runs in float64 whatever the working dtype, and the logits are rounded
+        to it: float32 BLAS rounds a row differently by its position in the batch (kernel
+        blocking), so float32 outputs would change with the batch's size and order.
+        """
+        network = self._network
+        if network.params.dtype != np.float64:
+            network = _rebuild_network(
+                type(network), {**network.config, "dtype": np.float64}, network.params
+            )
         n = X.shape[0]
         Z = np.empty((n, self.n_outputs_), dtype=self._network.params.dtype)
         for start in range(0, n, PREDICT_ROWS):
-            chunk = X[start : start + PREDICT_ROWS]
-            Z[start : start + PREDICT_ROWS] = self._network.forward(
+            chunk = X[start : start + PREDICT_ROWS].astype(np.float64, copy=False)
+            Z[start : start + PREDICT_ROWS] = network.forward(
                 chunk.reshape(chunk.shape[0], *self.input_shape_)
             )
         return Z

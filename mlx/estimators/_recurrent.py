@@ -86,6 +86,12 @@ class _RecurrentLayer:
         self.hidden_size = int(hidden_size)
         self.buffers = Buffers()
 
+    def _steps_forward(self, A, Hs, p):
+        raise NotImplementedError  # the subclass's time loop, from its equations
+
+    def _steps_backward(self, dh, dH, dP, p):
+        raise NotImplementedError
+
     def _buffer(self, name, shape):
         return self.buffers.get(name, shape, self._dtype)
 

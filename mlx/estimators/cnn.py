@@ -38,7 +38,7 @@ def _positive_ints(value, name, *, d=None, allow_empty=False):
             values = tuple(value)
         except TypeError:
             values = (value,)
-    ok = all(isinstance(v, Integral) and v >= 1 for v in values)
+    ok = all(isinstance(v, Integral) and int(v) >= 1 for v in values)
     if not ok or (not values and not allow_empty) or (d is not None and len(values) != d):
         shape = (
             f"a positive int or a sequence of {d} positive int(s), one per spatial axis"

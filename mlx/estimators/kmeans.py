@@ -205,13 +205,14 @@ class _Assignment:
         labels = np.empty(n, dtype=np.int32)
 
         def assign(part, buffers):
-            return self._assign_part(*part, buffers, weights, offset, 2 * bound, labels)
+            start, stop = part
+            return self._assign_part(start, stop, buffers, weights, offset, 2 * bound, labels)
 
         if pool is None or len(self.parts) == 1:
-            unsure = [assign(p, b) for p, b in zip(self.parts, self.buffers, strict=True)]
+            per_part = [assign(p, b) for p, b in zip(self.parts, self.buffers, strict=True)]
         else:
-            unsure = list(pool.map(assign, self.parts, self.buffers))
-        unsure = np.concatenate(unsure)
+            per_part = list(pool.map(assign, self.parts, self.buffers))
+        unsure = np.concatenate(per_part)
         if unsure.size:
             labels[unsure] = _nearest_exactly(self.X, centers, unsure)
         return labels

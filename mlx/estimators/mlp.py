@@ -254,7 +254,7 @@ class _BaseMLP(BaseEstimator):
         self._network = _nn.Network(units, dtype).initialise(self.activation, self._random_state)
         n_params = self._network.params.size
         if self.solver == "adam":
-            self._optimizer = _nn.Adam(
+            self._optimizer: _nn.Adam | _nn.SGD = _nn.Adam(
                 n_params,
                 dtype,
                 learning_rate=self.learning_rate_init,
@@ -274,6 +274,11 @@ class _BaseMLP(BaseEstimator):
         self.t_ = 0
         self.loss_curve_ = []
         self._no_improvement_count = 0
+        # Early stopping tracks the validation score, otherwise the training loss: the other is
+        # None.
+        self.validation_scores_: list[float] | None
+        self.best_validation_score_: float | None
+        self.best_loss_: float | None
         if self.early_stopping:
             self.validation_scores_ = []
             self.best_validation_score_ = -np.inf
@@ -382,6 +387,8 @@ class _BaseMLP(BaseEstimator):
         """Update the no-improvement count (scikit-learn's rule) and say whether to stop."""
         if X_val is not None:
             score = self._validation_score(X_val, Y_val)
+            # Validation rows exist only with early_stopping, which set these up.
+            assert self.validation_scores_ is not None and self.best_validation_score_ is not None
             self.validation_scores_.append(score)
             if self.verbose:
                 print(f"Validation score: {score:.8f}")
@@ -411,7 +418,7 @@ def _check_hidden_layer_sizes(hidden_layer_sizes):
         if isinstance(hidden_layer_sizes, Integral)
         else tuple(hidden_layer_sizes)
     )
-    if not sizes or not all(isinstance(s, Integral) and s >= 1 for s in sizes):
+    if not sizes or not all(isinstance(s, Integral) and int(s) >= 1 for s in sizes):
         raise ValueError(
             "hidden_layer_sizes must be a positive int or a non-empty sequence of positive ints, "
             f"got {hidden_layer_sizes!r}."
