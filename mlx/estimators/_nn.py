@@ -481,7 +481,10 @@ def predict_logits(network, X, activation, *, upto=None, start=0, chunk_rows=Non
     """Forward propagation in row chunks (bounded memory): the pre-activation of layer ``upto``
     (default: the output layer) for inputs that enter at layer ``start``; for a hidden layer the
     activation is applied, so ``upto`` < L gives ``A_upto``."""
-    coefs, intercepts = network.unflatten(network.params)
+    # Computed in float64 whatever the working dtype, then rounded to it: float32 BLAS rounds a
+    # row differently by its position in the batch (kernel blocking), so float32 outputs would
+    # change with the batch's size and order (scikit-learn's invariance checks see it).
+    coefs, intercepts = network.unflatten(network.params.astype(np.float64))
     upto = network.n_layers if upto is None else upto
     coefs, intercepts = coefs[start:upto], intercepts[start:upto]
     if chunk_rows is None:
@@ -490,6 +493,7 @@ def predict_logits(network, X, activation, *, upto=None, start=0, chunk_rows=Non
     out = np.empty((n, network.layer_units[upto]), dtype=network.params.dtype)
     is_hidden = upto < network.n_layers
     for begin in range(0, n, chunk_rows):
-        Z = forward(X[begin : begin + chunk_rows], coefs, intercepts, activation)[-1]
+        chunk = X[begin : begin + chunk_rows].astype(np.float64, copy=False)
+        Z = forward(chunk, coefs, intercepts, activation)[-1]
         out[begin : begin + chunk_rows] = ACTIVATIONS[activation](Z) if is_hidden else Z
     return out
