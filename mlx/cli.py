@@ -1,4 +1,5 @@
-"""The ``mlx`` command: ``run``, ``worker``, ``list``, ``show`` and ``ui``; thin over the runner.
+"""The ``mlx`` command: ``run``, ``test``, ``worker``, ``list``, ``show``, ``ui`` and ``dashboard``; thin
+over the runner.
 
 MLflow, Optuna and scikit-learn are imported inside the commands, so that ``mlx --help`` does not
 pay for them. Errors that ``mlx`` raises on purpose become one line on stderr and the exit code of
@@ -6,6 +7,7 @@ their class (2 for an invalid experiment or data); anything else keeps its trace
 """
 
 import json
+from pathlib import Path
 
 import click
 
@@ -292,11 +294,17 @@ def list_(tracking_uri, as_json):
 @_json_option
 @one_line_errors
 def show(name, tracking_uri, run_id, top, full, as_json):
-    """The trials of experiment NAME's latest run: the tested one first, then by score."""
+    """The trials of experiment NAME's latest run: the tested one first, then by score.
+
+    NAME is the experiment's name (as `mlx list` shows it) or its file."""
     from mlx.exceptions import TrackingError
     from mlx.stores import redact_url
     from mlx.tracking import resolve_tracking_uri, views
 
+    if name.endswith(".py") and Path(name).is_file():
+        from mlx.experiment import load_experiment
+
+        name = load_experiment(name).name
     uri = resolve_tracking_uri(tracking_uri)
     tracker = _tracker(uri)
     if tracker is None:
@@ -329,7 +337,8 @@ def show(name, tracking_uri, run_id, top, full, as_json):
     ]
     click.echo(_table(["trial", "state", f"val {metric}", "train", "fit s", "params"], rows))
     if any(t["tested"] for t in view["trials"]):
-        click.echo("* refit and tested")
+        tested = view["test"] is not None
+        click.echo("* refit and tested" if tested else "* refit (not tested yet: `mlx test`)")
 
 
 def _tracker(uri):

@@ -141,6 +141,8 @@ def test_run_refuse_reuse_no_test_list_and_show(stores, write_experiment):
     assert shown.exit_code == 0
     # The latest run (the --no-test one) is a search of its own, of two trials.
     assert shown.stdout.count("trial-") == 2 and "cli-iris #2" in shown.stdout
+    assert "* refit (not tested yet" in shown.stdout and "refit and tested" not in shown.stdout
+    assert _invoke("show", path).stdout == shown.stdout  # the experiment's file names it too
     assert _invoke("show", "no-such-experiment").exit_code == 1
 
 
