@@ -11,26 +11,59 @@ import signal
 import sys
 import threading
 
-__all__ = ["one_line_errors", "quiet_libraries", "sigterm_interrupts"]
+__all__ = ["one_line_errors", "quiet_libraries", "quiet_library_logs", "sigterm_interrupts"]
+
+# Library loggers and the level mlx sets them to: their INFO chatter (schema migrations,
+# per-trial lines) would drown the progress bar and mlx's own summary.
+_QUIET_LEVELS = {
+    "mlflow": logging.WARNING,
+    "alembic": logging.WARNING,
+    "optuna": logging.WARNING,
+    # MLflow logs a database error with its whole traceback before raising it; mlx reports the
+    # raised error in one line.
+    "mlflow.store.db.utils": logging.CRITICAL,
+}
+
+
+def _turn_down_libraries():
+    """Set the chatty libraries' loggers to ``_QUIET_LEVELS``; their previous levels."""
+    # MLflow sets its loggers' levels when imported: import it first, then turn them down.
+    import mlflow  # noqa: F401
+
+    previous = {name: logging.getLogger(name).level for name in _QUIET_LEVELS}
+    for name, level in _QUIET_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
+    return previous
 
 
 def quiet_libraries():
     """mlx's own warnings on stderr; library chatter (migrations, per-trial INFO) turned down.
 
-    The chatter would drown the progress bar. Figures are drawn off screen.
+    For the ``mlx`` command and its worker processes, for the whole process. Figures are drawn
+    off screen.
     """
     logging.basicConfig(format="mlx: %(message)s", level=logging.WARNING)
-    # MLflow sets its loggers' levels when imported: import it first, then turn them down.
-    import mlflow  # noqa: F401
-
-    for name in ("mlflow", "alembic", "optuna"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # MLflow logs a database error with its whole traceback before raising it; mlx reports the
-    # raised error in one line.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    _turn_down_libraries()
     import matplotlib
 
     matplotlib.use("Agg")
+
+
+@contextlib.contextmanager
+def quiet_library_logs():
+    """Within the block (or the decorated function), the libraries' chatter turned down as the
+    ``mlx`` command does; their loggers' levels restored afterwards.
+
+    For :func:`mlx.run` called from Python or a notebook, whose user did not ask for MLflow's
+    INFO lines and may set those loggers for their own code: the levels are theirs again once
+    the run returns or raises.
+    """
+    previous = _turn_down_libraries()
+    try:
+        yield
+    finally:
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def one_line_errors(func):

@@ -4,6 +4,8 @@ On the parent MLflow run: the single test evaluation, the study's figures, the c
 model types, and the refit model; to the caller, a :class:`RunResult`.
 """
 
+import html
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -56,7 +58,8 @@ class RunResult:
     interval (None where none could be drawn); ``test_scores`` the test metrics (None with
     ``no_test``) and ``test_intervals`` their intervals; ``model`` the best configuration refit
     as the experiment's ``refit`` says; ``registered`` the model-registry version the run made
-    (``models:/<name>/<version>``, "" without ``register``).
+    (``models:/<name>/<version>``, "" without ``register``). In Jupyter it shows as a small
+    table with a link to the MLflow run.
     """
 
     experiment_name: str
@@ -76,6 +79,7 @@ class RunResult:
     validation_interval: Interval | None = None
     test_intervals: dict[str, Interval] = field(default_factory=dict)
     registered: str = ""
+    experiment_id: str = ""
 
     def summary(self) -> str:
         """A short human-readable summary (URLs redacted)."""
@@ -92,12 +96,7 @@ class RunResult:
         if self.test_scores is None:
             lines.append("test        not evaluated (--no-test)")
         else:
-            shown = [self.metric_name, *(m for m in _HEADLINE if m != self.metric_name)]
-            shown = [m for m in shown if m in self.test_scores][:_SHOWN]
-            scores = ", ".join(
-                f"{m} = {_with_interval(self.test_scores[m], self.test_intervals.get(m))}"
-                for m in shown
-            )
+            scores = ", ".join(f"{m} = {text}" for m, text in self._test_lines())
             lines.append(f"test        {scores}   (use {self.test_use_count} of this test set)")
         lines.append(f"MLflow run  {self.run_id}   (model {self.model_uri})")
         if self.registered:
@@ -107,6 +106,83 @@ class RunResult:
             )
         lines.append(f"open the UI {tracking.ui_command(self.tracking_uri)}")
         return "\n".join(lines)
+
+    def _test_lines(self) -> list[tuple[str, str]]:
+        """The headline test metrics (the experiment's first) with their intervals, as text."""
+        scores = self.test_scores or {}
+        shown = [self.metric_name, *(m for m in _HEADLINE if m != self.metric_name)]
+        return [
+            (m, _with_interval(scores[m], self.test_intervals.get(m)))
+            for m in [m for m in shown if m in scores][:_SHOWN]
+        ]
+
+    def _repr_html_(self) -> str:
+        """A compact table for Jupyter: scores with intervals, best parameters, the MLflow run.
+
+        Every value is HTML-escaped. A tracking server's run page is a link (without the URL's
+        credentials); for a local store, the run id and the command that opens the UI.
+        """
+        rows = [
+            ("experiment", _html(self.run_name or self.experiment_name)),
+            ("study", _html(self.study_name)),
+            ("trials", _html(", ".join(f"{k.lower()} {v}" for k, v in self.trial_counts.items()))),
+        ]
+        if self.test_scores is None:
+            rows.append(("test", "not evaluated (no_test)"))
+        else:
+            uses = f" <small>(use {self.test_use_count} of this test set)</small>"
+            for i, (metric, text) in enumerate(self._test_lines()):
+                rows.append((f"test {_html(metric)}", _html(text) + (uses if i == 0 else "")))
+        trial = "" if self.best_trial is None else f" <small>(trial {self.best_trial})</small>"
+        validation = _with_interval(self.best_value, self.validation_interval)
+        rows.append((f"validation {_html(self.metric_name)}", _html(validation) + trial))
+        rows.append(
+            (
+                "best params",
+                "<br>".join(
+                    f"<code>{_html(k)}</code> = {_html(_short(v))}"
+                    for k, v in self.best_params.items()
+                ),
+            )
+        )
+        rows.append(("MLflow run", self._run_html()))
+        if self.model_uri:
+            rows.append(("model", f"<code>{_html(self.model_uri)}</code>"))
+        if self.registered:
+            rows.append(("registered", f"<code>{_html(self.registered)}</code>"))
+        body = "".join(
+            f'<tr><th style="text-align:left">{key}</th><td style="text-align:left">{value}</td></tr>'
+            for key, value in rows
+        )
+        return f'<table class="mlx-run-result">{body}</table>'
+
+    def _run_html(self) -> str:
+        """A link to the run's page on a tracking server, or the run id and how to open the UI."""
+        page = run_page_url(self.tracking_uri, self.experiment_id, self.run_id)
+        if page:
+            return f'<a href="{_html(page)}" target="_blank">{_html(self.run_id)}</a>'
+        hint = tracking.ui_command(self.tracking_uri) if self.tracking_uri else "mlx ui"
+        return f"<code>{_html(self.run_id)}</code><br><small>open the UI: <code>{_html(hint)}</code></small>"
+
+
+def run_page_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
+    """The MLflow UI's page of a run on the tracking server ``tracking_uri``, or None.
+
+    None for a local store (the UI then runs on request, ``mlx ui``) or an unknown experiment.
+    The user part and the query of the URI are left out: they may hold credentials.
+    """
+    parts = urllib.parse.urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname or not experiment_id:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    quote = urllib.parse.quote
+    return f"{base}/#/experiments/{quote(experiment_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def _html(value: object) -> str:
+    return html.escape(str(value), quote=True)
 
 
 def description(experiment: Experiment, result: RunResult) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 from mlx import coordinator, evaluation, results, search, tracking
 from mlx import data as mdata
 from mlx import overrides as moverrides
-from mlx.console import sigterm_interrupts
+from mlx.console import quiet_library_logs, sigterm_interrupts
 from mlx.exceptions import ExperimentError, SearchError
 from mlx.experiment import Experiment, definition_hash, load_experiment
 from mlx.stores import redact_url
@@ -60,6 +60,7 @@ class _Best(NamedTuple):
 
 
 @sigterm_interrupts()
+@quiet_library_logs()
 def run(
     experiment: Experiment | str | os.PathLike[str],
     *,
@@ -124,11 +125,18 @@ def run(
     Returns
     -------
     result : RunResult
+        Shown as a small table with a link to the MLflow run in Jupyter.
 
     Raises
     ------
     ExperimentError, DataError
         Invalid experiment, overrides or data, before anything is written.
+
+    Notes
+    -----
+    While it runs, MLflow's, Alembic's and Optuna's INFO logging is turned down as the ``mlx``
+    command does (in a notebook it would bury the result); their loggers' levels are restored
+    when it returns or raises.
     TestReuseError
         The test split was evaluated before and neither ``no_test`` nor ``allow_test_reuse``.
     SearchError
@@ -179,6 +187,7 @@ def run(
 
 
 @sigterm_interrupts()
+@quiet_library_logs()
 def run_test(
     experiment: Experiment | str | os.PathLike[str],
     *,
@@ -303,6 +312,7 @@ def _conclude(ctx, study, parent, trial_objective, records, test, use_count):
         validation_interval=interval,
         test_intervals=intervals,
         registered=registered,
+        experiment_id=parent.experiment_id,
     )
     parent.log(tags={schema.MLFLOW_NOTE: results.description(experiment, result)})
     return result
