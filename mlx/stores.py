@@ -13,7 +13,14 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["from_template", "is_local", "redact_url", "sqlite_path", "write_ahead_log"]
+__all__ = [
+    "cache_folder",
+    "from_template",
+    "is_local",
+    "redact_url",
+    "sqlite_path",
+    "write_ahead_log",
+]
 
 # user:password@ right after the scheme; the password may hold an unescaped "@".
 _USERINFO = re.compile(r"(?<=://)([^/@:\s]*):([^/\s]*)@")
@@ -98,6 +105,11 @@ def _relax_sync(dbapi_connection, connection_record):
             dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
+def cache_folder():
+    """mlx's folder in the user's cache (``$XDG_CACHE_HOME/mlx``, else ``~/.cache/mlx``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlx"
+
+
 def from_template(path, kind, make):
     """Create the missing SQLite store ``path`` as a copy of an empty one of ``kind``.
 
@@ -109,7 +121,7 @@ def from_template(path, kind, make):
     """
     if path.exists():
         return
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlx"
+    cache = cache_folder()
     template = cache / f"empty-{kind}.db"
     if not template.exists():
         cache.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mlx.exceptions import TrackingError, first_line
-from mlx.stores import from_template, redact_url, sqlite_path, write_ahead_log
+from mlx.stores import cache_folder, from_template, redact_url, sqlite_path, write_ahead_log
 from mlx.tracking import _schema as schema
 
 __all__ = ["DEFAULT_TRACKING_FILE", "Tracker", "resolve_tracking_uri", "ui_command"]
@@ -24,6 +24,8 @@ DEFAULT_TRACKING_FILE = "mlflow.db"
 # MLflow's limits per log_batch call.
 _MAX_PARAMS_TAGS, _MAX_METRICS, _MAX_ENTITIES = 100, 1000, 1000
 _MAX_PARAM_LEN, _MAX_TAG_LEN = 6000, 8000
+# skops's module of trusted type names (see _skops_io).
+_SKOPS_TRUSTED = "skops.io._trusted_types"
 # Seconds a tracking server or database may take to answer before it counts as unreachable.
 _CONNECT_TIMEOUT = 10
 
@@ -399,7 +401,7 @@ class Tracker:
             source_run_id=run_id,
             params={_clean_key(k): _truncate(v, _MAX_PARAM_LEN) for k, v in (params or {}).items()},
         )
-        with _global_tracking_uri(self.uri):
+        with _global_tracking_uri(self.uri), _requirements_as_given():
             info = mlflow.sklearn.log_model(
                 model,
                 name="model",
@@ -428,14 +430,85 @@ def _serialization(model):
     in an experiment file), falls back to cloudpickle.
     """
     try:
-        import skops.io
-
-        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+        skops_io = _skops_io()
+        trusted = skops_io.get_untrusted_types(data=skops_io.dumps(model))
     except Exception:
         return {"serialization_format": "cloudpickle"}
     if not all(_importable(name) for name in trusted):
         return {"serialization_format": "cloudpickle"}
     return {"serialization_format": "skops", "skops_trusted_types": trusted}
+
+
+def _skops_io():
+    """``skops.io``, imported without recomputing its lists of trusted type names.
+
+    When imported, skops lists the names of the types it trusts by default: every
+    scikit-learn estimator (``sklearn.utils.all_estimators()`` imports every public
+    scikit-learn module) and every numpy and scipy ufunc, each located by scanning every loaded
+    module: one to several seconds in a process that has MLflow loaded, more than the rest of
+    logging a model. The lists (``skops.io._trusted_types``: names only) are computed by the
+    first import and cached per version of skops, scikit-learn, scipy and numpy; later
+    processes give skops the cached module, and import it as usual if skops wants a name the
+    cache lacks.
+    """
+    import json
+    import sys
+    import types
+    from importlib import metadata
+
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    versions = "-".join(
+        f"{name}-{metadata.version(name)}" for name in ("skops", "scikit-learn", "scipy", "numpy")
+    )
+    cache = cache_folder() / f"trusted-types-{versions}.json"
+    try:
+        names = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        names = None
+    if names is not None:
+        cached = types.ModuleType(_SKOPS_TRUSTED)
+        cached.__dict__.update(names)
+        sys.modules[_SKOPS_TRUSTED] = cached
+        try:
+            import skops.io
+
+            skops.io._trusted_types = cached
+            return skops.io
+        except ImportError:  # another skops wants other names: import it as it is
+            for name in [m for m in sys.modules if m == "skops.io" or m.startswith("skops.io.")]:
+                del sys.modules[name]
+    import skops.io
+
+    names = {
+        key: value
+        for key, value in vars(sys.modules[_SKOPS_TRUSTED]).items()
+        if key.isupper() and isinstance(value, list) and all(isinstance(v, str) for v in value)
+    }
+    with contextlib.suppress(OSError):  # no cache then: the next process computes them again
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+        partial.write_text(json.dumps(names))
+        os.replace(partial, cache)
+    return skops.io
+
+
+@contextlib.contextmanager
+def _requirements_as_given():
+    """MLflow's check of the model's requirements against the installed packages, skipped.
+
+    mlx pins every requirement to the installed version (:func:`mlx.tracking.requirements`),
+    so the check can only agree; it maps the files of every installed distribution to their
+    modules first, which takes about half a second per process.
+    """
+    from mlflow.utils import environment
+
+    check = environment.warn_dependency_requirement_mismatches
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = check
 
 
 def _importable(qualified_name):

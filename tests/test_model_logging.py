@@ -1,0 +1,109 @@
+"""Logging the model fast without changing it: skops's trusted types cached, requirements pinned.
+
+``mlx.tracking.store`` imports skops with its lists of trusted type names read from a cache (the
+lists are slow to compute) and skips MLflow's check of the model's requirements against the
+installed packages (mlx pins them to the installed versions). Both must leave what is logged as
+it was: the same trusted names as skops computes itself, requirements the environment satisfies.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+from sklearn.datasets import load_iris
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mlx.estimators import KNeighborsClassifier
+from mlx.tracking import Tracker, requirements
+
+# Prints skops's lists of trusted type names after importing it with MLflow loaded, as a run
+# does; argv[1] is "plain" (skops as it is) or "mlx" (through the cache).
+_NAMES = """
+import json, sys
+import mlflow, mlflow.sklearn, optuna, sklearn.base
+if sys.argv[1] == "plain":
+    import skops.io
+else:
+    from mlx.tracking.store import _skops_io
+    skops_io = _skops_io()
+module = sys.modules["skops.io._trusted_types"]
+names = {k: v for k, v in vars(module).items() if k.endswith("_NAMES")}
+print(json.dumps({"names": names, "cached": getattr(module, "__file__", None) is None}))
+"""
+
+
+def _names(how, cache):
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    out = subprocess.run(
+        [sys.executable, "-c", _NAMES, how], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_skops_gets_the_trusted_names_it_computes_itself(tmp_path):
+    plain = _names("plain", tmp_path)
+    first = _names("mlx", tmp_path)  # computes the lists and caches them
+    second = _names("mlx", tmp_path)  # reads the cache
+    assert not first["cached"] and second["cached"]
+    assert len(plain["names"]["SKLEARN_ESTIMATOR_TYPE_NAMES"]) > 100
+    assert plain["names"]["NUMPY_UFUNC_TYPE_NAMES"]
+    assert first["names"] == plain["names"]
+    assert second["names"] == plain["names"]
+    (cache,) = (tmp_path / "mlx").glob("trusted-types-*.json")
+    assert "skops-" in cache.name and "scikit-learn-" in cache.name
+
+
+def test_a_stale_cache_falls_back_to_skops_own_lists(tmp_path):
+    """A cache that lacks a name skops imports (another skops version) is not used."""
+    _names("mlx", tmp_path)
+    (cache,) = (tmp_path / "mlx").glob("trusted-types-*.json")
+    names = json.loads(cache.read_text())
+    del names["SKLEARN_ESTIMATOR_TYPE_NAMES"]
+    cache.write_text(json.dumps(names))
+    fallback = _names("mlx", tmp_path)
+    assert not fallback["cached"]
+    assert fallback["names"] == _names("plain", tmp_path)["names"]
+    assert "SKLEARN_ESTIMATOR_TYPE_NAMES" in json.loads(cache.read_text())  # written again
+
+
+def test_the_logged_requirements_are_what_is_installed(tmp_path, monkeypatch):
+    """Why MLflow's requirement check may be skipped: mlx's pins can only agree with it."""
+    from mlflow.utils.requirements_utils import _check_requirement_satisfied
+
+    X, y = load_iris(return_X_y=True)
+    model = make_pipeline(StandardScaler(), KNeighborsClassifier()).fit(X, y)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = tracker.start_run(tracker.experiment_id("e"), "r")
+    example = X[:5]
+    uri = tracker.log_model(
+        run_id,
+        model,
+        example,
+        infer_signature(example, model.predict(example)),
+        requirements(model, X),
+    )
+    client = MlflowClient(tracker.uri)
+    logged = client.get_logged_model(uri.split("/")[-1])
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{logged.artifact_location}/requirements.txt",
+        dst_path=str(tmp_path),
+        tracking_uri=tracker.uri,
+    )
+    with open(local) as file:
+        lines = [line for line in file.read().splitlines() if line and line[0] != "-"]
+    assert {line.split("==")[0] for line in lines} >= {"mlflow", "scikit-learn", "skops"}
+    assert all("==" in line for line in lines)
+    assert [line for line in lines if _check_requirement_satisfied(line) is not None] == []
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    mlflow.set_tracking_uri(tracker.uri)
+    try:
+        loaded = mlflow.sklearn.load_model(uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
