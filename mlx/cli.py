@@ -324,7 +324,7 @@ def show(name, tracking_uri, run_id, top, full, as_json):
         click.echo(_model_table(view["models"], metric) + "\n")
     rows = [
         [
-            ("* " if t["tested"] else "  ") + t["name"],
+            ("* " if t["chosen"] else "  ") + t["name"],
             t["state"],
             _number(t["value"], digits),
             _number(t["train"], digits),
@@ -336,9 +336,13 @@ def show(name, tracking_uri, run_id, top, full, as_json):
         for t in view["trials"][:top]
     ]
     click.echo(_table(["trial", "state", f"val {metric}", "train", "fit s", "params"], rows))
-    if any(t["tested"] for t in view["trials"]):
-        tested = view["test"] is not None
-        click.echo("* refit and tested" if tested else "* refit (not tested yet: `mlx test`)")
+    if any(t["chosen"] for t in view["trials"]):
+        if view["test"] is not None:
+            click.echo("* refit and tested")
+        elif view["status"] == "FINISHED":
+            click.echo("* refit (not tested yet: `mlx test`)")
+        else:
+            click.echo("* best so far (the run did not finish: `mlx run FILE --resume`)")
 
 
 def _tracker(uri):

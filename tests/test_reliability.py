@@ -7,6 +7,7 @@ machine, and a signal reliably lands in the middle of one.
 """
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from mlx.search.slots import CANCELLED, INTERRUPTED
 from mlx.tracking import schema
 
 EXPERIMENT = """
+import json
 import os
 import time
 
@@ -233,6 +235,12 @@ def test_ctrl_c_kills_the_runs_keeps_the_trials_and_resume_finishes(tmp_path, st
     by_state = {c.info.status for c in children}
     assert "RUNNING" not in by_state and "KILLED" in by_state
     kept = states[TrialState.COMPLETE]
+    # mlx list and mlx show give the best of the finished trials, not as refit or tested.
+    best = max(t.value for t in study.trials if t.state == TrialState.COMPLETE)
+    (row,) = json.loads(_run(tmp_path, "list", "--json").stdout)
+    assert row["status"] == "KILLED" and row["best_val"]["value"] == pytest.approx(best)
+    shown = _run(tmp_path, "show", "reliable").stdout
+    assert "* best so far" in shown and "refit" not in shown
 
     result = _run(tmp_path, "run", path, "--resume")
     assert result.returncode == 0, result.stderr
@@ -424,6 +432,7 @@ def test_the_server_dying_mid_search_fails_clearly_and_resume_finishes(tmp_path)
 
 
 STORM = """
+import json
 import os
 import time
 

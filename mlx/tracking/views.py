@@ -21,7 +21,9 @@ def experiments(tracker):
     rows = []
     for name, parent, n_runs in tracker.latest_parents():
         metric = parent.data.params.get(schema.PARAM_METRIC, "")
-        best, _ = _best(parent, None, metric)
+        # A run that did not finish names no best trial: its finished trials tell.
+        finished = parent.data.tags.get(schema.TAG_BEST_TRIAL) is not None
+        best, _ = _best(parent, None if finished else tracker.children(parent), metric)
         rows.append(
             {
                 "experiment": name,
@@ -52,7 +54,10 @@ def run_view(tracker, experiment_name, run_id=None):
     children = tracker.children(parent)
     metric = parent.data.params.get(schema.PARAM_METRIC, "")
     best, best_trial = _best(parent, children, metric)
-    trials = sorted((_trial(run, metric, best_trial) for run in children), key=_rank)
+    test = _scored(parent, schema.test(metric))
+    trials = sorted(
+        (_trial(run, metric, best_trial, test is not None) for run in children), key=_rank
+    )
     return {
         "experiment": experiment_name,
         "run": parent.info.run_name,
@@ -61,20 +66,22 @@ def run_view(tracker, experiment_name, run_id=None):
         "metric": metric,
         "best_val": best,
         "best_trial": best_trial,
-        "test": _scored(parent, schema.test(metric)),
+        "test": test,
         "trials": trials,
         "models": trial_summaries(children, metric),
     }
 
 
-def _trial(run, metric, tested):
+def _trial(run, metric, chosen, tested):
+    """One trial; ``chosen`` is the best trial's number (the one refit, when the run finished)."""
     tags, metrics = run.data.tags, run.data.metrics
     number = int(tags.get(schema.TAG_TRIAL, -1))
     return {
         "trial": number,
         "name": run.info.run_name,
         "state": tags.get(schema.TAG_STATE, run.info.status),
-        "tested": number == tested,
+        "chosen": number == chosen,
+        "tested": number == chosen and tested,
         "value": metrics.get(schema.val(metric)),
         "train": metrics.get(schema.train(metric)),
         "fit_time": metrics.get(schema.METRIC_FIT_TIME),
@@ -85,7 +92,7 @@ def _trial(run, metric, tested):
 def _rank(trial):
     value = trial["value"]
     return (
-        not trial["tested"],
+        not trial["chosen"],
         _STATE_ORDER.get(trial["state"], 3),
         value is None,
         -(value or 0.0),
