@@ -10,7 +10,6 @@ import io
 import os
 import subprocess
 import sys
-import textwrap
 
 import optuna
 import pytest
@@ -162,14 +161,23 @@ def test_no_trial_within_the_limits_fails_clearly_and_leaves_the_test_unused(
 
 def test_a_generous_time_limit_records_fit_times_and_keeps_the_best(stores):
     # Timings vary with the load: only a limit no trial can break is asserted on.
-    _, storage = stores
+    uri, storage = stores
     result = run(_experiment(max_fit_seconds=1e6), **_where(stores))
     study = _study(storage, result)
+    # The fit time a trial's child run shows (one fit on the training split, no folds here).
+    logged = {
+        int(child.data.tags[schema.TAG_TRIAL]): child.data.metrics[schema.METRIC_FIT_TIME]
+        for child in MlflowClient(uri).search_runs(
+            [MlflowClient(uri).get_experiment_by_name("moons-cost").experiment_id],
+            f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'",
+        )
+    }
 
     complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 6
     for trial in complete:
         seconds = trial.user_attrs[COST]["fit_seconds"]
-        assert seconds > 0
+        assert seconds == pytest.approx(logged[trial.number]) and seconds > 0
         assert trial.constraints == {"fit_seconds": pytest.approx(seconds / 1e6 - 1)}
     top = max(t.value for t in complete)
     assert result.best_value == top
@@ -255,7 +263,7 @@ def test_pareto_front_by_hand():
 def test_workers_record_the_constraints_of_their_trials(tmp_path):
     """Every process of a search, a local worker included, records its trials' constraints."""
     path = tmp_path / "sleepy.py"
-    path.write_text(textwrap.dedent(SLEEPY))
+    path.write_text(SLEEPY.format(limit=SIZE_LIMIT, pids=str(tmp_path / "pids.txt")))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
     done = subprocess.run(
@@ -289,7 +297,8 @@ def test_workers_record_the_constraints_of_their_trials(tmp_path):
     assert chosen["feasible"] == "1" and chosen["trial"] == parent.data.tags[schema.TAG_BEST_TRIAL]
 
 
-SLEEPY = f"""
+SLEEPY = """
+import os
 import time
 
 from optuna.distributions import IntDistribution
@@ -299,10 +308,18 @@ from sklearn.tree import DecisionTreeClassifier
 
 import mlx
 
+PIDS = {pids!r}
+
 
 def slow(space):
     def suggest(trial):
-        time.sleep(1.0)  # long enough for the worker to start and take trials
+        # Every trial waits until two processes have started one: both take trials, however
+        # slowly the worker starts on a loaded machine.
+        with open(PIDS, "a") as f:
+            f.write(f"{{os.getpid()}}\\n")
+        deadline = time.monotonic() + 120
+        while len(set(open(PIDS).read().split())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         return {{k: trial.suggest_int(k, d.low, d.high) for k, d in space.items()}}
 
     return suggest
@@ -317,7 +334,7 @@ experiment = mlx.Experiment(
     }},
     search_space={{"forest": slow({{"max_depth": IntDistribution(3, 6)}}), "stump": slow({{}})}},
     model_budget="fixed",
-    max_model_bytes={SIZE_LIMIT},
+    max_model_bytes={limit},
     seed=5,
     n_trials=6,
 )
