@@ -21,7 +21,7 @@ from sklearn.datasets import make_moons
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from mlx import Experiment, evaluation, run
+from mlx import Experiment, evaluation, run, run_test
 from mlx.cli import cli
 from mlx.exceptions import ExperimentError, SearchError, TestReuseError
 from mlx.experiment import definition_hash
@@ -157,6 +157,24 @@ def test_no_trial_within_the_limits_fails_clearly_and_leaves_the_test_unused(
     again = CliRunner().invoke(cli, ["run", str(path), "--tracking-uri", uri])
     assert again.exit_code == 0, again.output
     assert "(use 1 of this test set)" in again.output
+
+
+def test_mlx_test_later_tests_the_same_chosen_trial(stores):
+    """A --no-test run with limits, tested later by `mlx test`: the study reloaded, same choice."""
+    uri, _ = stores
+    experiment = _experiment(max_model_bytes=SIZE_LIMIT)
+    searched = run(experiment, no_test=True, **_where(stores))
+    assert searched.test_scores is None and searched.best_params["model"] == "stump"
+
+    tested = run_test(experiment, tracking_uri=uri, storage=stores[1])
+    assert tested.run_id == searched.run_id
+    assert tested.best_trial == searched.best_trial
+    assert tested.best_params == searched.best_params
+    assert pickled_size(tested.model) <= SIZE_LIMIT
+    parent = MlflowClient(uri).get_run(searched.run_id)
+    assert parent.data.tags[schema.TAG_USE_COUNT] == "1"
+    (chosen,) = [r for r in _cost_rows(MlflowClient(uri), searched.run_id) if r["chosen"] == "1"]
+    assert int(chosen["trial"]) == searched.best_trial
 
 
 def test_a_generous_time_limit_records_fit_times_and_keeps_the_best(stores):
