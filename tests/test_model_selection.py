@@ -113,6 +113,7 @@ def test_child_runs_carry_the_chosen_model_and_only_its_params(shared):
         assert tags[schema.TAG_MODEL] == model
         number = int(tags[schema.TAG_TRIAL])
         assert child.info.run_name == schema.trial_name(number, model, tags[schema.TAG_STATE])
+        assert tags[schema.MLFLOW_RUN_NAME] == child.info.run_name  # what the UI shows
         # No foreign params and no Optuna prefixes on a child run.
         assert set(params) == {"model"} | OWN_PARAMS[model], (model, params)
     chosen = {child.data.params["model"] for child in children}

@@ -1,8 +1,8 @@
 """Child runs: one MLflow run per trial, nested under the parent run of the search.
 
 A trial costs three store writes: ``create_run`` (with its tags) when it starts, so the UI
-shows it RUNNING, then one ``log_batch`` (params, metrics and final tags) and
-``set_terminated`` when it ends. What a trial produced arrives as a record with the fields of
+shows it RUNNING, then one ``log_batch`` (params, metrics and final tags) and its end
+(status, end time and its final name in one write) when it ends. What a trial produced arrives as a record with the fields of
 :class:`mlx.search.TrialRecord`.
 """
 
@@ -58,7 +58,7 @@ class ChildRuns:
         )
 
     def finish(self, record):
-        """Log a finished trial into its child run and end it (two store writes).
+        """Log a finished trial into its child run, end and rename it (two store calls).
 
         A trial stopped by Ctrl-C ends KILLED; failed trials FAILED; complete and pruned
         trials FINISHED.
@@ -69,7 +69,10 @@ class ChildRuns:
         params, metrics, steps, tags = _logged(record, self.metric_name)
         self.tracker.log(run_id, params=params, metrics=metrics, steps=steps, tags=tags)
         status = "KILLED" if record.interrupted else _STATUS.get(record.state, "FAILED")
-        self.tracker.end_run(run_id, status, end_time=record.end_time)
+        # Renamed as it ends (its state in the name): a name logged as a tag costs MLflow a
+        # transaction of its own inside log_batch.
+        name = schema.trial_name(record.number, record.model, record.state)
+        self.tracker.end_run(run_id, status, end_time=record.end_time, name=name)
         return run_id
 
     def abandon(self, error):
@@ -82,10 +85,7 @@ class ChildRuns:
 
 def _logged(record, metric):
     """``(params, metrics, steps, tags)`` of a trial record."""
-    tags = {
-        schema.TAG_STATE: record.state,
-        schema.MLFLOW_RUN_NAME: schema.trial_name(record.number, record.model, record.state),
-    }
+    tags = {schema.TAG_STATE: record.state}
     if record.error:
         tags[schema.TAG_ERROR] = record.error
     if record.warnings:

@@ -235,9 +235,21 @@ class Tracker:
         )
         return run.info.run_id
 
-    def end_run(self, run_id, status, end_time=None):
-        """Terminate ``run_id`` with ``status`` (FINISHED, FAILED or KILLED)."""
-        self.client.set_terminated(run_id, status=status, end_time=_ms(end_time))
+    def end_run(self, run_id, status, end_time=None, name=None):
+        """Terminate ``run_id`` with ``status`` (FINISHED, FAILED or KILLED), renamed ``name``.
+
+        One store write, with or without a new name.
+        """
+        if name is None:
+            self.client.set_terminated(run_id, status=status, end_time=_ms(end_time))
+            return
+        from mlflow.entities import RunStatus
+
+        # MlflowClient has no public call that ends and renames a run at once (update_run
+        # reads the whole run first and keeps its end time); its store's call does both.
+        self.client._tracking_client.store.update_run_info(
+            run_id, RunStatus.from_string(status), _ms(end_time), name
+        )
 
     def reopen(self, run_id):
         """Mark a KILLED or FAILED run RUNNING again (resuming it)."""
