@@ -14,8 +14,9 @@ What it teaches:
 - Feature settings are parameters like any other: the search tries log-mel energies against
   MFCCs (``logmelfeatures__n_mfcc``: None or a number of coefficients) alongside the MLP's
   width, learning rate and L2. Frames of 32 ms (512 samples) follow the fast attacks.
-- The runner fits the feature steps once per trial, then trains the MLP epoch by epoch on the
-  features, with pruning on the validation curve.
+- The runner fits the feature steps once per setting of their parameters (three here, kept for
+  the run), then trains the MLP epoch by epoch on the features, with pruning on the validation
+  curve.
 
 Run it with ``mlx run experiments/instruments_mlp.py`` (about 30 s on two cores).
 """
