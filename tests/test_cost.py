@@ -109,6 +109,20 @@ def test_a_size_limit_that_excludes_the_most_accurate_model_tests_a_cheaper_one(
     with pytest.raises(TestReuseError, match=result.run_id):
         run(_experiment(max_model_bytes=SIZE_LIMIT * 100), **_where(stores))
 
+    # The leaderboard ranks each model type by its best trial within the limit: the forest,
+    # over it in every trial, has none (its trials still counted).
+    board = _artifact(client, result.run_id, schema.LEADERBOARD_CSV).decode()
+    first, forest = list(csv.DictReader(io.StringIO(board)))
+    assert (first["model"], first["best_trial"]) == ("stump", chosen["trial"])
+    assert (forest["model"], forest["best_trial"], forest["complete"]) == ("forest", "", "3")
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'"
+    )
+    within = {
+        c.data.tags[schema.TAG_TRIAL]: c.data.tags[schema.TAG_WITHIN_LIMITS] for c in children
+    }
+    assert within == {r["trial"]: "true" if r["feasible"] == "1" else "false" for r in rows}
+
     # mlx show: the chosen trial is the tested one, listed first.
     out = CliRunner().invoke(cli, ["show", "moons-cost", "--tracking-uri", uri]).output
     prefix = schema.trial_name(0)[:-4]  # "trial-"

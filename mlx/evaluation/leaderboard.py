@@ -19,7 +19,9 @@ def leaderboard(trials, models=()):
     trials : iterable of dict
         One per trial, with keys ``number``, ``model``, ``state`` (``"COMPLETE"``, ``"PRUNED"``,
         ``"FAIL"``, ...), ``value`` (validation score), ``fit_time`` (seconds) and ``size``
-        (bytes of the pickled fitted model); the last three may be None.
+        (bytes of the pickled fitted model); the last three may be None. A trial with
+        ``within_limits`` False (over an experiment's limits on cost) counts among its model's
+        trials but is not its best.
     models : sequence of str, default=()
         Model names to list even without trials, in this order.
 
@@ -48,6 +50,8 @@ def leaderboard(trials, models=()):
             entry[trial["state"].lower()] += 1
         value = trial.get("value")
         if trial["state"] != "COMPLETE" or value is None or not math.isfinite(value):
+            continue
+        if trial.get("within_limits") is False:
             continue
         if entry["best_value"] is None or value > entry["best_value"]:
             entry.update(best_trial=trial["number"], best_value=float(value))
@@ -98,7 +102,12 @@ def leaderboard_figure(rows, metric_name):
         colors = ["tab:orange" if i == len(names) - 1 else "tab:blue" for i in range(len(names))]
         ax.barh(names, heights, color=colors)
         for i, v in enumerate(values):
-            text = "no complete trial" if v is None else f"{v * scale:.4g}"
+            if v is None:
+                # Complete trials without a best were all over the experiment's limits.
+                complete = rows[len(names) - 1 - i]["complete"]
+                text = "none within the limits" if complete else "no complete trial"
+            else:
+                text = f"{v * scale:.4g}"
             ax.text(heights[i], i, " " + text, va="center", fontsize=8)
         ax.set_xlabel(label)
         ax.margins(x=0.25)

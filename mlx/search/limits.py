@@ -34,13 +34,17 @@ def constrain(trial, size, fit_seconds, limits):
     """Record a trial's costs and its constraints (one per limit) in the study.
 
     ``size`` is the pickled size of the fitted model in bytes (None if it cannot be pickled:
-    then it breaks a size limit), ``fit_seconds`` the time of one fit.
+    then it breaks a size limit), ``fit_seconds`` the time of one fit. Returns whether the
+    trial kept within every limit.
     """
     cost = {"model_bytes": size, "fit_seconds": fit_seconds}
     retrying(trial.set_user_attr, COST, cost)
+    excess = {}
     for name, limit in limits.items():
         value = cost[name]
-        retrying(trial.set_constraint, name, math.inf if value is None else value / limit - 1)
+        excess[name] = math.inf if value is None else value / limit - 1
+        retrying(trial.set_constraint, name, excess[name])
+    return all(value <= 0 for value in excess.values())
 
 
 def cost_of(trial):

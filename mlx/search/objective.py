@@ -60,7 +60,8 @@ class TrialRecord:
     ``model`` and that model's own parameters only. ``size`` is the
     number of bytes of the pickled fitted model (complete trials). With early stopping,
     ``best_epoch`` and ``stopped_epoch`` count epochs from 1. With cross-validation,
-    ``fold_scores`` holds the score of each fold (``value`` is their mean).
+    ``fold_scores`` holds the score of each fold (``value`` is their mean). With limits on
+    the model's cost, ``within_limits`` says whether the trial kept within them (None without).
     """
 
     number: int
@@ -80,6 +81,7 @@ class TrialRecord:
     best_epoch: int | None = None
     stopped_epoch: int | None = None
     fold_scores: list = field(default_factory=list)
+    within_limits: bool | None = None
 
 
 def suggest(trial, space):
@@ -248,7 +250,9 @@ class Objective:
                     if self.limits:
                         # The time of one fit: a cross-validated trial fits once per fold.
                         fits = 1 if self.folds is None else len(self.folds)
-                        constrain(trial, record.size, record.fit_time / fits, self.limits)
+                        record.within_limits = constrain(
+                            trial, record.size, record.fit_time / fits, self.limits
+                        )
                 finally:
                     record.warnings = _unique_messages(caught)
             if not np.isfinite(value):

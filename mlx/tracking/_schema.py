@@ -74,6 +74,7 @@ __all__ = [
     "TAG_TRIAL",
     "TAG_USE_COUNT",
     "TAG_WARNINGS",
+    "TAG_WITHIN_LIMITS",
     "TAG_WORKER",
     "best_param",
     "ci_high",
@@ -170,6 +171,8 @@ TAG_WORKER = "mlx.worker"
 TAG_WARNINGS = "mlx.warnings"
 # The chosen model of a trial in a search over several model types.
 TAG_MODEL = "mlx.model"
+# Whether a trial kept within the experiment's limits on cost ("true", "false"); absent without.
+TAG_WITHIN_LIMITS = "mlx.within_limits"
 
 # --- the model registry ----------------------------------------------------------------------------
 # The alias of the latest registered (tested, not yet promoted) version of a registered model.

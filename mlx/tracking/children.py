@@ -92,6 +92,8 @@ def _logged(record, metric):
         tags[schema.TAG_WARNINGS] = " | ".join(record.warnings)
     if record.model is not None:
         tags[schema.TAG_MODEL] = record.model
+    if record.within_limits is not None:
+        tags[schema.TAG_WITHIN_LIMITS] = str(record.within_limits).lower()
     metrics, steps = {}, {}
     if record.curves.get("val"):
         steps[schema.val(metric)] = record.curves["val"]
@@ -144,6 +146,8 @@ def trial_summaries(runs, metric_name):
             "fit_time": run.data.metrics.get(schema.METRIC_FIT_TIME),
             # MLflow keeps metrics as floats; a size is a count of bytes.
             "size": _int_or_none(run.data.metrics.get(schema.METRIC_MODEL_BYTES)),
+            # Trials over an experiment's limits on cost do not compete for the best.
+            "within_limits": run.data.tags.get(schema.TAG_WITHIN_LIMITS) != "false",
         }
         for run in runs
         if schema.TAG_MODEL in run.data.tags
