@@ -7,6 +7,7 @@ the same way.
 import contextlib
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -44,9 +45,12 @@ def quiet_libraries():
     """
     logging.basicConfig(format="mlx: %(message)s", level=logging.WARNING)
     _turn_down_libraries()
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # matplotlib is imported when a figure is drawn (a worker never draws one): it picks its
+    # backend from MPLBACKEND then; switched here if something imported it already.
+    if "matplotlib" in sys.modules:
+        sys.modules["matplotlib"].use("Agg")
+    else:
+        os.environ["MPLBACKEND"] = "Agg"
 
 
 @contextlib.contextmanager

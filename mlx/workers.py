@@ -25,7 +25,7 @@ from mlx.console import sigterm_interrupts
 from mlx.exceptions import ExperimentError, SearchError, TrackingError
 from mlx.experiment import Experiment, definition_hash, load_experiment
 from mlx.overrides import assignments, parse
-from mlx.stores import redact_url
+from mlx.stores import redact_url, sqlite_path
 from mlx.tracking import schema
 
 __all__ = ["LocalWorkers", "WorkerSpec", "local_workers", "objective", "work"]
@@ -60,8 +60,8 @@ def work(
     """Join the running search of ``experiment`` as a worker; return how many trials it ran.
 
     ``coordinator`` (``host:pid``) restricts the search joined to that coordinator's run (local
-    workers know theirs); ``ready()`` is called once the data is loaded, before the stores are
-    opened (a local worker waits there for its coordinator).
+    workers know theirs); ``ready()`` is called once the data is loaded (a local worker waits
+    there for its coordinator), before the stores are opened unless they are local SQLite files.
 
     It waits up to ``wait`` seconds for the MLflow store to answer and for a coordinator
     (``mlx run``) to start, and refuses to join one whose definition differs (another file,
@@ -73,17 +73,27 @@ def work(
     experiment = experiment.with_overrides(overrides or {}).replace(timeout=timeout, seed=seed)
     prepared = mdata.prepare(experiment)
     digest = definition_hash(experiment, prepared.fingerprints)
+    tracking_uri = tracking.resolve_tracking_uri(tracking_uri)
+    storage_url = search.resolve_storage(storage)
+    heartbeat = search.default_heartbeat(heartbeat, storage_url, workers=2)
+    # Local SQLite stores are made as copies of an empty one (mlx.stores.from_template), which
+    # processes may do at once: they are opened while the coordinator sets up, so that the
+    # worker is ready when the first slot is. A database server's empty store gets its schema
+    # from the first process that opens it, which two must not do at once: it is opened once
+    # the coordinator runs.
+    early = sqlite_path(tracking_uri) is not None and sqlite_path(storage_url) is not None
+    if early:
+        tracker = tracking.Tracker(tracking_uri)
+        optuna_storage = search.open_storage(storage_url, heartbeat=heartbeat)
     if ready is not None:
         ready()
     deadline = time.monotonic() + wait
-    tracker = _wait_for_store(tracking.resolve_tracking_uri(tracking_uri), deadline)
-    storage_url = search.resolve_storage(storage)
-    # The storage is opened only once the coordinator runs: opening an empty database creates
-    # Optuna's schema, which two processes must not do at once.
+    if not early:
+        tracker = _wait_for_store(tracking_uri, deadline)
     parent = _wait_for_coordinator(tracker, experiment, digest, coordinator, deadline, wait)
     study_name = parent.data.tags[schema.TAG_STUDY]
-    heartbeat = search.default_heartbeat(heartbeat, storage_url, workers=2)
-    optuna_storage = search.open_storage(storage_url, heartbeat=heartbeat)
+    if not early:
+        optuna_storage = search.open_storage(storage_url, heartbeat=heartbeat)
     worker_id = worker_id or f"{platform.node()}-{os.getpid()}"
     study = search.load_study(
         study_name,
@@ -207,7 +217,8 @@ class LocalWorkers:
     def release(self):
         """Let the workers open the stores and join: the coordinator's run exists now.
 
-        Until then they only import and load the data: a worker that opened a fresh store
+        Until then they import, load the data and open local SQLite stores (copies of an
+        empty store, safe to make at once): a worker that opened a database server's fresh store
         while the coordinator creates it would run the store's migrations twice at once.
         """
         for process in self.processes:
