@@ -451,9 +451,14 @@ def _search(experiment, study, stores, parent, trial_objective, show_progress):
         records[record.number] = record
         children.finish(record)
         progress.update(1)
-        if record.state == "COMPLETE":
-            best = max(r.value for r in records.values() if r.state == "COMPLETE")
-            progress.set_postfix_str(f"best val {name}={best:.4f}", refresh=False)
+        # Trials over the experiment's limits on cost are not the best, however good.
+        scores = [
+            r.value
+            for r in records.values()
+            if r.state == "COMPLETE" and r.within_limits is not False
+        ]
+        if record.state == "COMPLETE" and scores:
+            progress.set_postfix_str(f"best val {name}={max(scores):.4f}", refresh=False)
 
     def on_poll(counts):
         progress.n = counts.finished
