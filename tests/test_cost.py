@@ -7,6 +7,7 @@ the run logs every trial's score and costs (CSV and figure) and uses the test sp
 
 import csv
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from mlx import Experiment, evaluation, run, run_test
 from mlx.cli import cli
+from mlx.estimators import KNeighborsClassifier
 from mlx.exceptions import ExperimentError, SearchError, TestReuseError
 from mlx.experiment import definition_hash
 from mlx.search import chosen_trial, pickled_size
@@ -189,6 +191,30 @@ def test_mlx_test_later_tests_the_same_chosen_trial(stores):
     assert parent.data.tags[schema.TAG_USE_COUNT] == "1"
     (chosen,) = [r for r in _cost_rows(MlflowClient(uri), searched.run_id) if r["chosen"] == "1"]
     assert int(chosen["trial"]) == searched.best_trial
+
+
+def test_a_refit_on_more_rows_over_the_size_limit_is_reported(stores, caplog):
+    """kNN keeps its training rows: refit on train+val it outgrows a limit its trials kept."""
+    X, y = make_moons(n_samples=300, noise=0.3, random_state=0)
+    n_train = 240  # split (0.8, 0.1, 0.1) of 300 rows
+    trial_size = pickled_size(KNeighborsClassifier().fit(X[:n_train], y[:n_train]))
+    experiment = Experiment(
+        name="knn-refit",
+        data=lambda: (X, y),
+        estimator=KNeighborsClassifier(),
+        refit="train+val",
+        max_model_bytes=trial_size + 100,  # 30 more rows take more than 100 bytes
+        seed=5,
+        n_trials=1,
+    )
+    with caplog.at_level(logging.WARNING, logger="mlx.runner"):
+        result = run(experiment, **_where(stores))
+
+    size = pickled_size(result.model)
+    assert size > trial_size + 100
+    (message,) = [r.getMessage() for r in caplog.records if "refit model" in r.getMessage()]
+    assert f"the refit model has {size} bytes, over max_model_bytes={trial_size + 100}" in message
+    assert f"its trial's model had {trial_size}" in message and "train+val" in message
 
 
 def test_a_generous_time_limit_records_fit_times_and_keeps_the_best(stores):
