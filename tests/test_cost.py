@@ -7,6 +7,7 @@ the run logs every trial's score and costs (CSV and figure) and uses the test sp
 
 import csv
 import io
+import json
 import logging
 import os
 import subprocess
@@ -167,6 +168,10 @@ def test_no_trial_within_the_limits_fails_clearly_and_leaves_the_test_unused(
     assert "none of the 3 complete trials" in parent.data.tags[schema.TAG_ERROR]
     assert not [k for k in parent.data.metrics if k.startswith(schema.test(""))]
     assert parent.data.tags[schema.TAG_EVALUATED] == "false"
+    # mlx show names no best trial so far: every trial is over the limit.
+    shown = CliRunner().invoke(cli, ["show", "moons-tiny", "--json", "--tracking-uri", uri])
+    view = json.loads(shown.output)
+    assert view["best_trial"] is None and view["best_val"] is None, view
     # The test split is still unused: the same data with a limit that fits is tested at once.
     fitting = path.read_text().replace("max_model_bytes=100", "max_model_bytes=10**6")
     path.write_text(fitting)

@@ -112,6 +112,8 @@ def _best(parent, children, metric):
         for run in children
         if run.data.tags.get(schema.TAG_STATE) == "COMPLETE"
         and schema.val(metric) in run.data.metrics
+        # A trial over the experiment's limits on cost is no candidate, however good.
+        and run.data.tags.get(schema.TAG_WITHIN_LIMITS) != "false"
     ]
     if not complete:
         return None, None
