@@ -313,3 +313,64 @@ def test_resume_needs_the_same_overrides(stores, write_experiment, monkeypatch):
     (after,) = _parents(uri)
     assert after.info.run_id == parent.info.run_id and after.info.status == "FINISHED"
     assert after.data.tags[schema.trials_tag("COMPLETE")] == "2"
+
+
+WORKERS = """
+import os
+import time
+from pathlib import Path
+
+from sklearn.datasets import load_iris
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+MARKER = Path({marker!r})
+WAITED = []
+
+
+def space(trial):
+    # The coordinator (the test's process) waits for a trial of the local worker, so that the
+    # worker has joined the search whatever the machine's load; it gives up after 180 s, once.
+    if os.getpid() == {coordinator}:
+        deadline = time.monotonic() + 180
+        while not (MARKER.exists() or WAITED) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        WAITED.append(True)
+    else:
+        MARKER.touch()
+    return {{"kneighborsclassifier__n_neighbors": trial.suggest_int("n_neighbors", 1, 10)}}
+
+
+experiment = mlx.Experiment(
+    name="over-iris",
+    data=lambda: load_iris(return_X_y=True),
+    estimator=make_pipeline(StandardScaler(), KNeighborsClassifier()),
+    search_space=space,
+    n_trials=4,
+)
+"""
+
+
+def test_local_workers_join_with_the_coordinators_overrides(stores, write_experiment, tmp_path):
+    import os
+
+    uri, _ = stores
+    marker = tmp_path / "a-worker-ran-a-trial"
+    path = write_experiment(WORKERS.format(marker=str(marker), coordinator=os.getpid()))
+    # A tuple and a string: the worker must rebuild the same definition from their text.
+    overrides = [
+        "--set",
+        "split=(0.7, 0.15, 0.15)",
+        "--set",
+        "kneighborsclassifier__weights=distance",
+    ]
+    result = _invoke("run", path, "--no-test", "--workers", 2, *overrides)
+    assert result.exit_code == 0, result.output
+    (parent,) = _parents(uri)
+    children = MlflowClient(uri).search_runs(
+        [parent.info.experiment_id], f"tags.`{schema.MLFLOW_PARENT_RUN}` = '{parent.info.run_id}'"
+    )
+    workers = {child.data.tags[schema.TAG_WORKER] for child in children}
+    assert marker.exists() and any(w.endswith("-local1") for w in workers), workers
+    assert len(children) == 4
