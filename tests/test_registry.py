@@ -5,6 +5,7 @@ scale-out tests start). The registered version is loaded as users load it,
 ``models:/NAME@candidate`` through ``mlflow.sklearn`` and ``mlflow.pyfunc``, and predicts.
 """
 
+import json
 import re
 
 import mlflow
@@ -15,6 +16,7 @@ import pytest
 from _servers import MlflowServer
 from click.testing import CliRunner
 from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from sklearn.datasets import load_iris
 
 from mlx.cli import cli
@@ -83,6 +85,10 @@ def _check_version(client, name, version, parent):
     assert row in registered.description, registered.description
     assert parent.info.run_id in registered.description
     assert registered.tags[schema.TAG_EXPERIMENT] == "registry-iris"
+    # The logged model lists the version, as mlflow.register_model would (the UI shows it).
+    model_id = parent.data.tags[schema.TAG_MODEL_URI].removeprefix("models:/")
+    listed = json.loads(client.get_logged_model(model_id).tags[MLFLOW_MODEL_VERSIONS])
+    assert {"name": name, "version": int(version)} in listed
     return registered
 
 

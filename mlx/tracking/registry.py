@@ -47,6 +47,7 @@ def register_model(
                 description=_description(metric, scores, intervals, validation, parent),
                 model_id=_model_id(model_uri),
             ).version
+            _link(client, _model_id(model_uri), name, version)
         client.set_registered_model_alias(name, schema.REGISTRY_ALIAS, str(version))
     except MlflowException as exc:
         raise TrackingError(
@@ -75,6 +76,19 @@ def _create_registered_model(client, name, error):
         # Another run registered it first: it is a new version of the same model.
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
+
+
+def _link(client, model_id, name, version):
+    """List the version on the logged model, as ``mlflow.register_model`` does (the UI shows it)."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    if model_id is None:
+        return
+    listed = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
+    versions = [*json.loads(listed or "[]"), {"name": name, "version": int(version)}]
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(versions)})
 
 
 def _model_id(model_uri):
