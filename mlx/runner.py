@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 # ``resume=True`` and ``--resume`` without a run id: the latest unfinished run.
 _LATEST = "latest"
+# Seconds the workers' background writes get to end their last child runs before a child run
+# still RUNNING counts as lost (its process died).
+_ORPHAN_SETTLE_SECONDS = 15.0
 
 
 class _Urls(NamedTuple):
@@ -474,13 +477,17 @@ def _search(experiment, study, stores, parent, trial_objective, show_progress):
             on_trial=on_trial,
             on_poll=on_poll,
         )
+        # Writes made in the background (a tracking server) land before the conclusion.
+        children.flush()
     except BaseException as exc:
         children.abandon(str(exc) or type(exc).__name__)
         raise
     finally:
         progress.close()
-    # Every trial has ended now: a child run still RUNNING belonged to a process that died.
-    tracking.end_orphans(parent.tracker, parent.run_id, alive=set())
+    # Every trial has ended now: a child run still RUNNING belonged to a process that died,
+    # or to a worker whose background writes have not landed yet (it gets a few seconds).
+    settle = _ORPHAN_SETTLE_SECONDS if children.background else 0.0
+    tracking.end_orphans(parent.tracker, parent.run_id, alive=set(), settle=settle)
     return records
 
 

@@ -113,7 +113,7 @@ def work(
         experiment.metric_name,
     )
     try:
-        return search.optimize(
+        ran = search.optimize(
             study,
             optuna_storage,
             objective(experiment, prepared),
@@ -121,6 +121,8 @@ def work(
             on_start=children.start,
             on_trial=children.finish,
         ).count
+        children.flush()  # background writes (a tracking server) land before the worker ends
+        return ran
     except BaseException as exc:
         children.abandon(str(exc) or type(exc).__name__)
         raise

@@ -3,12 +3,17 @@
 A trial costs three store writes: ``create_run`` (with its tags) when it starts, so the UI
 shows it RUNNING, then one ``log_batch`` (params, metrics and final tags) and its end
 (status, end time and its final name in one write) when it ends. What a trial produced arrives as a record with the fields of
-:class:`mlx.search.TrialRecord`.
+:class:`mlx.search.TrialRecord`. Against a tracking server the writes are made in order on a
+background thread (see :mod:`mlx.tracking._writes`): call :meth:`ChildRuns.flush` when a batch
+of trials ends.
 """
+
+import time
 
 import numpy as np
 
 from mlx.tracking import _schema as schema
+from mlx.tracking import _writes
 
 __all__ = ["ChildRuns", "end_orphans", "trial_summaries"]
 
@@ -40,22 +45,38 @@ class ChildRuns:
         self.study_name = study_name
         self.worker = worker
         self.metric_name = metric_name
-        self._runs = {}
+        self._runs = {}  # trial number -> _Run, from its start to its finish
+        self._ending = []  # finished trials' _Runs whose end may still be queued
+        background = _writes.background_wanted(tracker.uri)
+        self._writes = _writes.Background() if background else _writes.Inline()
+
+    @property
+    def background(self):
+        """Whether the writes are made on a background thread (a tracking server)."""
+        return self._writes.background
 
     def start(self, number):
         """Open the RUNNING child run of trial ``number`` (one store write)."""
-        self._runs[number] = self.tracker.start_run(
-            self.experiment_id,
-            schema.trial_name(number),
-            tags={
-                schema.TAG_STUDY: self.study_name,
-                schema.TAG_ROLE: schema.ROLE_TRIAL,
-                schema.TAG_TRIAL: str(number),
-                schema.TAG_STATE: "RUNNING",
-                schema.TAG_WORKER: self.worker,
-            },
-            parent_id=self.parent_id,
-        )
+        run = self._runs[number] = _Run()
+        tags = {
+            schema.TAG_STUDY: self.study_name,
+            schema.TAG_ROLE: schema.ROLE_TRIAL,
+            schema.TAG_TRIAL: str(number),
+            schema.TAG_STATE: "RUNNING",
+            schema.TAG_WORKER: self.worker,
+        }
+        started = time.time()  # the trial's start, not the moment a background write is made
+
+        def create():
+            run.id = self.tracker.start_run(
+                self.experiment_id,
+                schema.trial_name(number),
+                tags=tags,
+                parent_id=self.parent_id,
+                start_time=started,
+            )
+
+        self._writes.submit(run, create, f"creating the child run of trial {number}")
 
     def finish(self, record):
         """Log a finished trial into its child run, end and rename it (two store calls).
@@ -63,24 +84,53 @@ class ChildRuns:
         A trial stopped by Ctrl-C ends KILLED; failed trials FAILED; complete and pruned
         trials FINISHED.
         """
-        # Logged synchronously: the writes are CPU-bound ORM work, so a logging thread only
-        # competes with the trials for the GIL.
-        run_id = self._runs.pop(record.number)
+        # A background write that failed stops the search here, before this trial's writes
+        # are queued: the trial then fails as interrupted and its run ends KILLED (abandon).
+        self._writes.check()
+        run = self._runs.pop(record.number)
+        self._ending = [r for r in self._ending if not r.ended]
+        self._ending.append(run)
         params, metrics, steps, tags = _logged(record, self.metric_name)
-        self.tracker.log(run_id, params=params, metrics=metrics, steps=steps, tags=tags)
         status = "KILLED" if record.interrupted else _STATUS.get(record.state, "FAILED")
         # Renamed as it ends (its state in the name): a name logged as a tag costs MLflow a
         # transaction of its own inside log_batch.
         name = schema.trial_name(record.number, record.model, record.state)
-        self.tracker.end_run(run_id, status, end_time=record.end_time, name=name)
-        return run_id
+
+        def log_and_end():
+            self.tracker.log(run.id, params=params, metrics=metrics, steps=steps, tags=tags)
+            self.tracker.end_run(run.id, status, end_time=record.end_time, name=name)
+            run.ended = True
+
+        self._writes.submit(run, log_and_end, f"logging trial {record.number}'s child run")
+
+    def flush(self):
+        """Wait for the queued writes; a :class:`~mlx.exceptions.TrackingError` if one failed."""
+        self._writes.flush()
 
     def abandon(self, error):
-        """End this process's open child runs KILLED with ``error`` (the process is stopping)."""
-        for number in list(self._runs):
-            run_id = self._runs.pop(number)
-            self.tracker.log(run_id, tags={schema.TAG_ERROR: error, schema.TAG_STATE: "FAIL"})
-            self.tracker.end_run(run_id, "KILLED")
+        """End this process's open child runs KILLED with ``error`` (the process is stopping).
+
+        The queued writes are made first, so that the trials that finished keep what they
+        logged; a run whose writes failed ends KILLED here too.
+        """
+        self._writes.drain()
+        runs = [*self._runs.values(), *self._ending]
+        self._runs, self._ending = {}, []
+        for run in runs:
+            if run.id is None or run.ended:  # never created, or ended well
+                continue
+            self.tracker.log(run.id, tags={schema.TAG_ERROR: error, schema.TAG_STATE: "FAIL"})
+            self.tracker.end_run(run.id, "KILLED")
+
+
+class _Run:
+    """A child run: its id once created (maybe by the background thread); ended or not."""
+
+    __slots__ = ("ended", "id")
+
+    def __init__(self):
+        self.id = None
+        self.ended = False
 
 
 def _logged(record, metric):
@@ -117,13 +167,22 @@ def _logged(record, metric):
     return record.params, metrics, steps, tags
 
 
-def end_orphans(tracker, parent_id, alive):
+def end_orphans(tracker, parent_id, alive, settle=0.0):
     """End (KILLED) the RUNNING child runs whose trial number is not in ``alive``.
 
-    Such a child belongs to a trial whose process died; returns how many were ended.
+    Such a child belongs to a trial whose process died; returns how many were ended. With
+    ``settle`` seconds, such children get that long to end first: a process writing in the
+    background may have told the study its trial ended before the trial's run did.
     """
+    deadline = time.monotonic() + settle
+    while True:
+        running = tracker.children(parent_id, "attributes.status = 'RUNNING'")
+        orphans = [c for c in running if c.data.tags.get(schema.TAG_TRIAL) not in alive]
+        if not orphans or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
     ended = 0
-    for child in tracker.children(parent_id, "attributes.status = 'RUNNING'"):
+    for child in orphans:
         if child.data.tags.get(schema.TAG_TRIAL) not in alive:
             tracker.log(child.info.run_id, tags={schema.TAG_ERROR: _LOST})
             tracker.end_run(child.info.run_id, "KILLED")
