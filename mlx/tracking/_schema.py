@@ -242,7 +242,7 @@ def test(metric):
 
 
 # pytest collects functions named test*: this one is a name builder, not a test.
-test.__test__ = False
+test.__test__ = False  # type: ignore[attr-defined]
 
 
 def ci_low(name):
