@@ -35,6 +35,11 @@ Columns:
 - ``wall-based ms/trial``: the issue's literal reading, ``(wall * N - sum fit_time) /
   n_trials``: the overhead including the fixed costs spread over the trials.
 
+Against the server each process writes its trials' child runs on a background thread (see
+``mlx.tracking._writes``); ``--inline-too`` also runs every configuration with those writes
+made inline (``MLX_BACKGROUND_TRACKING=0``, rows marked ``inline``), alternated with the
+background ones in every repeat, so that the two are measured side by side under the same load.
+
 BLAS runs one thread per process in every configuration (``OPENBLAS_NUM_THREADS=1``, ...), so
 the worker processes are the only parallelism; ``--blas-default`` leaves the environment alone
 (then one worker uses both cores inside its matrix products, while several workers are pinned
@@ -93,8 +98,9 @@ def _environment(blas_default):
     return env
 
 
-def _one_run(folder, server, n_workers, n_trials, env):
+def _one_run(folder, server, n_workers, n_trials, env, inline=False):
     """Run the experiment with ``n_workers``; return the measurements of one table row."""
+    env = {**env, "MLX_BACKGROUND_TRACKING": "0" if inline else "1"}
     with postgres_database("mlx_bench_optuna") as db:
         storage = pg_url(db)
         folder.mkdir()
@@ -180,22 +186,27 @@ def main():
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=3, help="median over repeats")
     parser.add_argument("--blas-default", action="store_true", help="leave BLAS threads alone")
+    parser.add_argument(
+        "--inline-too", action="store_true", help="also with the child-run writes made inline"
+    )
     args = parser.parse_args()
     env = _environment(args.blas_default)
     if not args.blas_default:
         os.environ.update(dict.fromkeys(_THREADS, "1"))  # for the scoring time measured here
     scoring = _scoring_seconds()
 
-    rows = {n: [] for n in args.workers}
+    modes = [False, True] if args.inline_too else [False]
+    configs = [(n, inline) for n in args.workers for inline in modes]
+    rows = {config: [] for config in configs}
     with tempfile.TemporaryDirectory() as tmp, postgres_database("mlx_bench_mlflow") as db:
         tmp = Path(tmp)
         (tmp / "server").mkdir()
         with MlflowServer(pg_url(db), tmp / "server" / "artifacts", tmp / "server") as server:
             for repeat in range(args.repeats):
-                order = args.workers if repeat % 2 == 0 else args.workers[::-1]
-                for n in order:
-                    folder = tmp / f"workers-{n}-{repeat}"
-                    rows[n].append(_one_run(folder, server, n, args.trials, env))
+                order = configs if repeat % 2 == 0 else configs[::-1]
+                for n, inline in order:
+                    folder = tmp / f"workers-{n}-{'inline' if inline else 'bg'}-{repeat}"
+                    rows[n, inline].append(_one_run(folder, server, n, args.trials, env, inline))
                     shutil.rmtree(folder, ignore_errors=True)
 
     def median(n, key):
@@ -206,14 +217,14 @@ def main():
         low, mid, high = min(values), statistics.median(values), max(values)
         return f"{mid:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
 
-    for n in args.workers:
+    for n in configs:
         for r in rows[n]:
             r["fixed"] = r["wall"] - r["search"]
-    base = median(args.workers[0], "wall")
+    base = median(configs[0], "wall")
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"mlx KMeans(n_init=8, max_iter=40) on 80,000 x 16 float64 blobs, {args.trials} trials, "
-        f"mean fit {1000 * median(args.workers[0], 'fit'):.0f} ms, scoring "
+        f"mean fit {1000 * median(configs[0], 'fit'):.0f} ms, scoring "
         f"{1000 * scoring:.1f} ms per trial; {os.cpu_count()} cores, load average {load} (1/5/15 "
         f"min) at the end; BLAS threads: {'default' if args.blas_default else '1 per process'}; "
         f"Optuna on PostgreSQL, MLflow server on PostgreSQL; median [min-max] of "
@@ -224,13 +235,26 @@ def main():
         "| last join s | overhead ms/trial | wall-based ms/trial |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for n in args.workers:
+    for n in configs:
         wall = median(n, "wall")
+        label = f"{n[0]} inline" if n[1] else f"{n[0]}"
         print(
-            f"| {n} | {spread(n, 'wall')} | {60 * args.trials / wall:.1f} | {base / wall:.2f} "
+            f"| {label} | {spread(n, 'wall')} | {60 * args.trials / wall:.1f} | {base / wall:.2f} "
             f"| {spread(n, 'search')} | {spread(n, 'fixed')} | {spread(n, 'join')} "
             f"| {spread(n, 'overhead', 1000, 0)} | {spread(n, 'wall_based', 1000, 0)} |"
         )
+    if args.inline_too:
+        print()
+        for n in args.workers:
+            # Paired by repeat: the two runs of a repeat ran one after the other.
+            ratios = [
+                bg["overhead"] / inline["overhead"]
+                for bg, inline in zip(rows[n, False], rows[n, True], strict=True)
+            ]
+            print(
+                f"{n} worker{'s' if n > 1 else ''}: overhead background / inline, per repeat: "
+                f"{', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}"
+            )
 
 
 if __name__ == "__main__":
