@@ -22,6 +22,8 @@ __all__ = ["Background", "Inline", "background_wanted"]
 
 # Writes queued at most before a trial waits for the thread (backpressure on a slow server).
 _MAX_QUEUED = 256
+# Seconds the thread waits for work before it ends (the next write starts another).
+_IDLE_SECONDS = 5.0
 # Seconds a stopping process waits for its queued writes (a server that hangs must not hang it).
 _DRAIN_SECONDS = 120.0
 # Environment variable that turns background writes on (1) or off (0) whatever the store.
@@ -61,6 +63,9 @@ class Inline:
 class Background:
     """Writes made in order by one daemon thread; a failure raises at the next check or flush.
 
+    The thread starts with the first write and ends when idle for a few seconds (a notebook
+    that runs many searches keeps no thread per search).
+
     Each write belongs to a ``key`` (one trial's run); after a write of a key failed, the later
     writes of that key are skipped (a run whose creation failed has no id, one whose values
     were not logged must not end as if it had finished well).
@@ -74,13 +79,17 @@ class Background:
         self._pending = 0
         self._error = None
         self._failed = set()
-        self._thread = threading.Thread(target=self._work, name="mlx-tracking-writes", daemon=True)
-        self._thread.start()
+        self._thread = None
 
     def submit(self, key, task, what):
         """Queue ``task()``; ``what`` names it in the error if it fails."""
         with self._done:
             self._pending += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="mlx-tracking-writes", daemon=True
+                )
+                self._thread.start()
         self._queue.put((key, task, what))
 
     def flush(self):
@@ -105,7 +114,14 @@ class Background:
 
     def _work(self):
         while True:
-            key, task, what = self._queue.get()
+            try:
+                key, task, what = self._queue.get(timeout=_IDLE_SECONDS)
+            except queue.Empty:
+                with self._done:
+                    if self._pending == 0:  # no write queued or being queued: end
+                        self._thread = None
+                        return
+                continue
             try:
                 if key not in self._failed:
                     task()
