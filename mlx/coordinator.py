@@ -183,6 +183,15 @@ def recover(experiment, study, stores, parent, n_trials):
     search.replace_interrupted(study)
     running = study.get_trials(deepcopy=False, states=(search.TrialState.RUNNING,))
     tracking.end_orphans(parent.tracker, parent.run_id, alive={str(t.number) for t in running})
+    # A trial that ran while the store failed may have no child run (written in the background).
+    finished = [
+        (t.number, t.state.name)
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and t.datetime_start is not None
+    ]
+    tracking.add_unwritten(
+        parent.tracker, parent.experiment_id, parent.run_id, study.study_name, finished
+    )
     search.set_budget(study, stores.storage, n_trials, shares(experiment, n_trials))
     counts = search.budget(study)
     logger.warning(

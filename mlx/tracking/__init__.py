@@ -6,7 +6,7 @@ Optuna: trials arrive as plain records.
 
 from mlx.stores import redact_url
 from mlx.tracking import _schema as schema
-from mlx.tracking.children import ChildRuns, end_orphans, trial_summaries
+from mlx.tracking.children import ChildRuns, add_unwritten, end_orphans, trial_summaries
 from mlx.tracking.ledger import (
     claim_test,
     ledger_tags,
@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_TRACKING_FILE",
     "ChildRuns",
     "ParentRun",
+    "add_unwritten",
     "all_params",
     "Tracker",
     "claim_test",

@@ -15,12 +15,13 @@ import numpy as np
 from mlx.tracking import _schema as schema
 from mlx.tracking import _writes
 
-__all__ = ["ChildRuns", "end_orphans", "trial_summaries"]
+__all__ = ["ChildRuns", "add_unwritten", "end_orphans", "trial_summaries"]
 
 # MLflow run status of a finished trial by its Optuna state; pruned trials finished normally
 # (``mlx.trial_state`` tells them apart).
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 _LOST = "lost: its process stopped"
+_UNWRITTEN = "not recorded: the MLflow store failed before this trial's child run was written"
 
 
 class ChildRuns:
@@ -188,6 +189,32 @@ def end_orphans(tracker, parent_id, alive, settle=0.0):
             tracker.end_run(child.info.run_id, "KILLED")
             ended += 1
     return ended
+
+
+def add_unwritten(tracker, experiment_id, parent_id, study_name, trials):
+    """Child runs, ended KILLED, for finished trials that have none; returns how many.
+
+    ``trials`` are ``(number, state)`` of the study's finished trials. A trial that ran while the
+    store failed may have had its child run's creation queued in the background and never
+    made; a resumed run records it, so that every trial that ran has its child run.
+    """
+    have = {c.data.tags.get(schema.TAG_TRIAL) for c in tracker.children(parent_id)}
+    added = 0
+    for number, state in trials:
+        if str(number) in have:
+            continue
+        tags = {
+            schema.TAG_STUDY: study_name,
+            schema.TAG_ROLE: schema.ROLE_TRIAL,
+            schema.TAG_TRIAL: str(number),
+            schema.TAG_STATE: state,
+            schema.TAG_ERROR: _UNWRITTEN,
+        }
+        name = schema.trial_name(number)
+        run_id = tracker.start_run(experiment_id, name, tags=tags, parent_id=parent_id)
+        tracker.end_run(run_id, "KILLED")
+        added += 1
+    return added
 
 
 def trial_summaries(runs, metric_name):
