@@ -209,6 +209,19 @@ MUTATIONS = [
         (_promise(f"{_SECRET}[tracking database]"), _promise(f"{_SECRET}[tracking server]")),
     ),
     Mutation(
+        "driver's error kept as the hidden context",
+        "mlx.run's exceptions never carry a secret, even in __context__",
+        "mlx/tracking/store.py",
+        "        cause = redact_url(_root_cause(exc))\n",
+        "        cause = redact_url(_root_cause(exc))\n"
+        "        raise TrackingError(f'cannot reach {redact_url(uri)}: {cause}') from None\n",
+        (
+            _promise(
+                "test_run_errors_hold_no_password_even_in_a_suppressed_context[tracking server]"
+            ),
+        ),
+    ),
+    Mutation(
         "parent run left RUNNING on failure",
         "README: the parent run always ends (FINISHED, FAILED or KILLED)",
         "mlx/coordinator.py",
