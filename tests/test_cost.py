@@ -323,6 +323,7 @@ def test_pareto_front_by_hand():
     assert evaluation.pareto_front(rows, ["model_bytes"]) == {0, 1, 3, 4}
 
 
+@pytest.mark.slow
 def test_workers_record_the_constraints_of_their_trials(tmp_path):
     """Every process of a search, a local worker included, records its trials' constraints."""
     path = tmp_path / "sleepy.py"

@@ -13,6 +13,7 @@ import sys
 
 import mlflow
 import numpy as np
+import pytest
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sklearn.datasets import load_iris
@@ -59,6 +60,7 @@ def test_skops_gets_the_trusted_names_it_computes_itself(tmp_path):
     assert "skops-" in cache.name and "scikit-learn-" in cache.name
 
 
+@pytest.mark.slow
 def test_a_stale_cache_falls_back_to_skops_own_lists(tmp_path):
     """A cache that lacks a name skops imports (another skops version) is not used."""
     _names("mlx", tmp_path)

@@ -179,6 +179,7 @@ def mlflow_server(tmp_path_factory):
         yield server
 
 
+@pytest.mark.slow
 def test_register_on_a_real_mlflow_server(
     tmp_path, monkeypatch, write_experiment, mlflow_server, tracking_uri
 ):

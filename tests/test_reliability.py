@@ -205,7 +205,12 @@ def _replaced(study):
 
 
 @pytest.mark.parametrize(
-    "stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+    "stop, code",
+    [
+        pytest.param(signal.SIGINT, 130, id="ctrl-c"),
+        # The same path as Ctrl-C once the signal is turned into an interrupt: slow group.
+        pytest.param(signal.SIGTERM, 143, id="sigterm", marks=pytest.mark.slow),
+    ],
 )
 def test_ctrl_c_kills_the_runs_keeps_the_trials_and_resume_finishes(tmp_path, stop, code):
     """Ctrl-C, or SIGTERM as a scheduler, ``timeout`` or ``docker stop`` sends it."""
