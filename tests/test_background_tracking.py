@@ -17,6 +17,7 @@ import time
 import optuna
 import pytest
 from _servers import MlflowServer
+from _signals import default_sigint
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from sklearn.datasets import load_iris
@@ -194,10 +195,6 @@ experiment = mlx.Experiment(
 """
 
 
-def _default_sigint():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupt_loses_no_finished_trial_queued_in_the_background(tmp_path, server, stop):
     stall_from, name = 3, f"slow-server-{stop.name}"
@@ -214,7 +211,7 @@ def test_an_interrupt_loses_no_finished_trial_queued_in_the_background(tmp_path,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
     storage = f"sqlite:///{tmp_path / 'mlx-optuna.db'}"
 

@@ -18,6 +18,7 @@ import time
 import optuna
 import pytest
 from _servers import MlflowServer
+from _signals import default_sigint
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -80,10 +81,6 @@ def _mlx(*args):
     return [sys.executable, "-m", "mlx", *map(str, args)]
 
 
-def _default_sigint():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _start(folder, *args, **env):
     return subprocess.Popen(
         _mlx(*args),
@@ -95,7 +92,7 @@ def _start(folder, *args, **env):
         start_new_session=True,  # a signal for the test's process group must not reach it
         # Ctrl-C as in a terminal, even when the tests run as a background job (whose
         # children inherit an ignored SIGINT, and Python then installs no handler).
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
 
 

@@ -33,6 +33,7 @@ from _servers import (
     postgres_role,
     require_postgres,
 )
+from _signals import default_sigint
 
 from mlx.search import REPLACES
 from mlx.tracking import schema
@@ -102,6 +103,7 @@ class _MlxProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=_environment(),
+            preexec_fn=default_sigint,
         )
 
     @property
