@@ -19,6 +19,8 @@ run); finished trials are never cancelled.
 """
 
 import collections
+import contextlib
+import fcntl
 import logging
 import warnings
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from optuna.trial import TrialState
 from mlx.search.candidates import MODEL_PARAM
 from mlx.search.heartbeat import heartbeat_interval
 from mlx.search.retry import retrying
+from mlx.stores import sqlite_path
 
 __all__ = [
     "BUDGET",
@@ -240,14 +243,37 @@ class Slots:
             while self._waiting:
                 trial_id = self._waiting.pop(0)
                 try:
-                    claimed = retrying(
-                        self.storage.set_trial_state_values, trial_id, state=TrialState.RUNNING
-                    )
+                    with _claim_lock(self.storage):
+                        claimed = retrying(
+                            self.storage.set_trial_state_values, trial_id, state=TrialState.RUNNING
+                        )
                 except UpdateFinishedTrialError:
                     continue
                 if claimed:  # else another process claimed it first
                     return retrying(optuna.Trial, self.study, trial_id), trial_id
         return None
+
+
+@contextlib.contextmanager
+def _claim_lock(storage):
+    """Within the block, no other process claims a slot of this local SQLite study.
+
+    Optuna claims a WAITING trial by reading its state, then writing RUNNING. On SQLite the
+    Python driver opens the transaction only at the write, so two processes can both read
+    WAITING and both claim the trial (seen: one trial run twice by a coordinator and its local
+    worker). A lock file beside the database serialises the claims of the processes of this
+    machine, the only ones that can share a SQLite file. Database servers lock rows themselves.
+    """
+    path = sqlite_path(getattr(getattr(storage, "_backend", storage), "url", "") or "")
+    if path is None:
+        yield
+        return
+    with open(f"{path}.claims.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _trials(study, storage, state):
