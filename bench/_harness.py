@@ -136,7 +136,9 @@ HEADER = (
 )
 
 
-def _spread(median, values, digits):
+def spread(values, digits=2, median=None):
+    """``median [min-max]`` of ``values`` (the given ``median`` if the caller has it)."""
+    median = statistics.median(values) if median is None else median
     return f"{median:.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
 
 
@@ -146,9 +148,9 @@ def format_row(r: Row) -> str:
     threads = " / ".join(r.threads) if any(r.threads) else "-"
     return (
         f"| {r.name} | {r.reference_name} | {dtypes} | {threads} "
-        f"| {_spread(r.ours_s, r.ours_times or [r.ours_s], 4)} "
-        f"| {_spread(r.reference_s, r.reference_times or [r.reference_s], 4)} "
-        f"| {_spread(r.ratio, r.ratios or [r.ratio], 2)} "
+        f"| {spread(r.ours_times or [r.ours_s], 4, r.ours_s)} "
+        f"| {spread(r.reference_times or [r.reference_s], 4, r.reference_s)} "
+        f"| {spread(r.ratios or [r.ratio], 2, r.ratio)} "
         f"| {statistics.median(r.cpu_ratios) if r.cpu_ratios else float('nan'):.2f} "
         f"| {r.quality_name} "
         f"| {r.ours_quality:.4f} | {r.reference_quality:.4f} | {delta:+.4f} | {r.notes or '-'} |"

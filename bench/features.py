@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import spread  # noqa: E402
 
 SR = 16000
 
@@ -100,10 +101,6 @@ def _search(experiment):
     return seconds, alpha, result.best_value
 
 
-def _fmt(values, digits=3):
-    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -157,19 +154,19 @@ def main():
     print("|---|---|---|---|---|---|---|")
     print(
         f"| raw clips, features in the Pipeline | {X.shape[0]} x {X.shape[1]} | "
-        f"{_fmt(mean['raw'])} | {_fmt(median['raw'])} | inside the first trial | "
+        f"{spread(mean['raw'], 3)} | {spread(median['raw'], 3)} | inside the first trial | "
         f"{best['raw'][0]:.3g} | {best['raw'][1]:.4f} |"
     )
     print(
         f"| precomputed features | {F.shape[0]} x {F.shape[1]} | "
-        f"{_fmt(mean['precomputed'])} | {_fmt(median['precomputed'])} | {_fmt(setups)} | "
+        f"{spread(mean['precomputed'], 3)} | {spread(median['precomputed'], 3)} | {spread(setups, 3)} | "
         f"{best['precomputed'][0]:.3g} | {best['precomputed'][1]:.4f} |"
     )
     print()
-    print(f"raw / precomputed, mean per trial: {_fmt(ratio, 2)} (target <= 1.5)")
+    print(f"raw / precomputed, mean per trial: {spread(ratio, 2)} (target <= 1.5)")
     print(
         f"raw / (precomputed + its feature set-up spread over {args.trials} trials): "
-        f"{_fmt(charged, 2)}"
+        f"{spread(charged, 2)}"
     )
     same = best["raw"] == best["precomputed"]
     print(

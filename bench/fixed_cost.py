@@ -30,6 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import spread  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = ROOT / "experiments" / "iris_knn.py"
 FLOOR = [sys.executable, "-c", "import sklearn.base, optuna, mlflow"]
@@ -52,13 +55,6 @@ def _timed(command, cwd, env):
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
-
-
-def _spread(values, digits=2):
-    return (
-        f"{statistics.median(values):.{digits}f} "
-        f"[{min(values):.{digits}f}-{max(values):.{digits}f}]"
-    )
 
 
 def main():
@@ -99,7 +95,7 @@ def main():
         cpu = statistics.median(p["mlx"][1] / p["floor"][1] for p in pairs)
         target = "<= 1.8" if row == "fresh folder" else "-"
         print(
-            f"| {row} | {_spread(mlx_wall)} | {_spread(floor_wall)} | {_spread(ratios)} "
+            f"| {row} | {spread(mlx_wall, 2)} | {spread(floor_wall, 2)} | {spread(ratios, 2)} "
             f"| {cpu:.2f} | {target} |"
         )
 

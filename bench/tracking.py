@@ -63,7 +63,7 @@ from mlx.search import loop
 from mlx.stores import sqlite_path, write_ahead_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import thread_counts  # noqa: E402
+from _harness import spread, thread_counts  # noqa: E402
 
 SPACE = {
     "kneighborsclassifier__n_neighbors": IntDistribution(1, 30),
@@ -204,10 +204,6 @@ def run_mlx(n_trials, stores):
     return marks["loop"] - marks["start"], marks["end"] - marks["start"], outside
 
 
-def _spread(values, digits):
-    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
@@ -266,10 +262,10 @@ def main():
         print("| setup | setup (s) | span (s) | trials/s | overhead per trial over (a) (ms) |")
         print("|---|---|---|---|---|")
         for key in runners:
-            extra = "-" if key == "a" else _spread(overhead[key], 1)
+            extra = "-" if key == "a" else spread(overhead[key], 1)
             rate = n / statistics.median(span[key])
             print(
-                f"| {NAMES[key]} | {_spread(setup[key], 3)} | {_spread(span[key], 2)} "
+                f"| {NAMES[key]} | {spread(setup[key], 3)} | {spread(span[key], 2)} "
                 f"| {rate:.1f} | {extra} |"
             )
         print()
@@ -282,8 +278,8 @@ def main():
     print()
     print(
         f"mlx.run outside the span, once per experiment (wall-clock s): before it (data, audit, "
-        f"split, stores, ledger) {_spread([f[0] for f in fixed], 2)}; after it (refit, test "
-        f"evaluation, figures, model) {_spread([f[1] for f in fixed], 2)}"
+        f"split, stores, ledger) {spread([f[0] for f in fixed], 2)}; after it (refit, test "
+        f"evaluation, figures, model) {spread([f[1] for f in fixed], 2)}"
     )
 
 

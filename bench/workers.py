@@ -20,12 +20,14 @@ Run: ``python bench/workers.py [--trials 24] [--repeats 3]``. Target: ratio <= 0
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import spread  # noqa: E402
 
 EXPERIMENT = '''"""bench/workers.py's experiment: k-means on overlapping blobs, about a second per fit."""
 
@@ -87,13 +89,6 @@ def _joins(folder, n_trials):
     return max(first.values()) - min(first.values()), sorted(counts.values(), reverse=True)
 
 
-def _spread(values, digits=1):
-    return (
-        f"{statistics.median(values):.{digits}f} "
-        f"[{min(values):.{digits}f}-{max(values):.{digits}f}]"
-    )
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
@@ -120,10 +115,10 @@ def main():
     print("| configuration | wall s | ratio to one process | last join s | trials by process |")
     print("|---|---|---|---|---|")
     one, two = results[1], results[2]
-    print(f"| one process | {_spread([r[0] for r in one])} | 1 | - | {one[-1][2]} |")
+    print(f"| one process | {spread([r[0] for r in one], 1)} | 1 | - | {one[-1][2]} |")
     print(
-        f"| --workers 2 | {_spread([r[0] for r in two])} | {_spread(ratios, 2)} (target <= 0.7) "
-        f"| {_spread([r[1] for r in two])} | {two[-1][2]} |"
+        f"| --workers 2 | {spread([r[0] for r in two], 1)} | {spread(ratios, 2)} (target <= 0.7) "
+        f"| {spread([r[1] for r in two], 1)} | {two[-1][2]} |"
     )
 
 
