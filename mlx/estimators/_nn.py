@@ -484,7 +484,7 @@ def predict_logits(network, X, activation, *, upto=None, start=0, chunk_rows=Non
     # Computed in float64 whatever the working dtype, then rounded to it: float32 BLAS rounds a
     # row differently by its position in the batch (kernel blocking), so float32 outputs would
     # change with the batch's size and order (scikit-learn's invariance checks see it).
-    coefs, intercepts = network.unflatten(network.params.astype(np.float64))
+    coefs, intercepts = network.unflatten(network.params.astype(np.float64, copy=False))
     upto = network.n_layers if upto is None else upto
     coefs, intercepts = coefs[start:upto], intercepts[start:upto]
     if chunk_rows is None:
