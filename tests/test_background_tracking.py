@@ -18,7 +18,7 @@ import optuna
 import pytest
 from _servers import MlflowServer
 from _signals import default_sigint
-from mlflow import MlflowClient
+from _tracked import runs as _runs
 from optuna.trial import TrialState
 from sklearn.datasets import load_iris
 
@@ -70,15 +70,6 @@ def _run(tmp_path, server, name, monkeypatch, background, **kwargs):
         show_progress=False,
         no_test=True,  # the same split in every test: the trials are what is compared
     )
-
-
-def _runs(url, name):
-    client = MlflowClient(url)
-    experiment = client.get_experiment_by_name(name)
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_PARENT]
-    children = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_TRIAL]
-    return client, parents, children
 
 
 def _logged(client, child):

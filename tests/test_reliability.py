@@ -19,6 +19,7 @@ import optuna
 import pytest
 from _servers import MlflowServer
 from _signals import default_sigint
+from _tracked import runs as _runs
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -135,15 +136,6 @@ def _states(study):
     for trial in study.get_trials(deepcopy=False):
         out[trial.state] = out.get(trial.state, 0) + 1
     return out
-
-
-def _runs(uri, name):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(name)
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_PARENT]
-    children = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_TRIAL]
-    return client, parents, children
 
 
 def _mid_search(folder, n_complete):
