@@ -19,6 +19,7 @@ from mlx.evaluation import (
     interval_metrics,
     scorer_interval,
 )
+from mlx.evaluation.intervals import scorer_metric
 
 
 def _rows(counts):
@@ -118,6 +119,44 @@ def test_ranking_statistics_equal_sklearn_with_tied_scores(name, func):
             y, None, name, y_score=score, n_resamples=1, random_state=seed
         )
         assert interval == pytest.approx((expected, expected))
+
+
+CLUSTERING = {
+    "adjusted_rand": skm.adjusted_rand_score,
+    "normalized_mutual_info": skm.normalized_mutual_info_score,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERING))
+@pytest.mark.parametrize(
+    "case", ["overlapping", "string classes", "one cluster", "identical", "tiny"]
+)
+def test_clustering_statistics_equal_sklearn_on_the_redrawn_rows(name, case):
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 50)
+    labels = np.where(rng.random(50) < 0.7, y + 5, rng.integers(0, 6, 50))  # other numbers
+    if case == "string classes":
+        y = np.array(["flute", "oboe", "harp"])[y]
+    elif case == "one cluster":
+        labels = np.zeros(50, dtype=int)
+    elif case == "identical":
+        labels = y.copy()
+    elif case == "tiny":  # resamples often hold a single class or a single row's label
+        y, labels = y[:3], labels[:3]
+    for seed in range(10):
+        (counts,) = bootstrap_counts(len(y), n_resamples=1, random_state=seed)
+        drawn = _rows(counts)
+        expected = CLUSTERING[name](y[drawn], labels[drawn])
+        low, high = bootstrap_interval(y, labels, name, n_resamples=1, random_state=seed)
+        assert low == pytest.approx(expected, abs=1e-12) and high == low
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERING))
+def test_a_clustering_scorer_is_resampled_in_closed_form(name):
+    """Its scikit-learn scorer maps to the vectorised metric, not a call per resample."""
+    from sklearn.metrics import get_scorer
+
+    assert scorer_metric(get_scorer(f"{name}_score"), f"{name}_score") == (name, "predict")
 
 
 def test_a_callable_is_called_on_each_resample():

@@ -8,8 +8,8 @@ visits of one patient), draw whole groups: rows of a group are not independent, 
 one by one would make the interval too narrow (a cluster bootstrap).
 
 Each redraw is stored as *counts*, how often each row was drawn. Metrics are computed from
-count-weighted sums: confusion counts for classification, sums of residual powers for
-regression, score-ordered sums for ROC AUC and average precision. A chunk of resamples is then a
+count-weighted sums: confusion counts for classification, contingency counts (classes x
+clusters) for clustering, sums of residual powers for regression, score-ordered sums for ROC AUC and average precision. A chunk of resamples is then a
 few array operations, with no Python loop over rows or resamples; a metric given as a function
 of ``(y_true, y_pred)`` is called once per resample on the redrawn rows instead.
 """
@@ -280,24 +280,62 @@ def _average_precision(P, N):
 _RANKING = {"roc_auc": _roc_auc, "average_precision": _average_precision}
 
 
-def _adjusted_rand(y_true, y_pred):
-    from sklearn.metrics import adjusted_rand_score
+def _pair_counts(C):
+    """Pairs of rows (tn, fp, fn, tp) of contingency counts C (b, k, l), as floats.
 
-    return adjusted_rand_score(y_true, y_pred)
+    ``tp`` counts ordered pairs of distinct rows that share a class and a cluster, ``fp`` pairs
+    in one cluster but two classes, ``fn`` the converse (scikit-learn's pair_confusion_matrix).
+    """
+    C = C.astype(float)
+    n = C.sum(axis=(1, 2))
+    same_both = (C**2).sum(axis=(1, 2))
+    same_class = (C.sum(axis=2) ** 2).sum(axis=1)
+    same_cluster = (C.sum(axis=1) ** 2).sum(axis=1)
+    fp, fn = same_cluster - same_both, same_class - same_both
+    return n**2 - fp - fn - same_both, fp, fn, same_both - n
 
 
-def _normalized_mutual_info(y_true, y_pred):
-    from sklearn.metrics import normalized_mutual_info_score
+def _adjusted_rand(C):
+    tn, fp, fn, tp = _pair_counts(C)
+    agree = (fn == 0) & (fp == 0)  # full agreement: 1, as in scikit-learn
+    den = np.where(agree, 1.0, (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))
+    return np.where(agree, 1.0, 2.0 * (tp * tn - fn * fp) / den)
 
-    return normalized_mutual_info_score(y_true, y_pred)
+
+def _xlogx(p):
+    """p log p, 0 where p is 0."""
+    return p * np.log(np.where(p > 0, p, 1.0))
 
 
-# Functions of the label pairs with no sum form: computed on each resample's rows.
-_ROWS = {"adjusted_rand": _adjusted_rand, "normalized_mutual_info": _normalized_mutual_info}
+def _normalized_mutual_info(C):
+    # Arithmetic mean of the two entropies as the normaliser, scikit-learn's default.
+    C = C.astype(float)
+    n = C.sum(axis=(1, 2))[:, None]
+    a, b = C.sum(axis=2) / n, C.sum(axis=1) / n
+    P = C / n[:, :, None]
+    outer = a[:, :, None] * b[:, None, :]
+    terms = P * (np.log(np.where(P > 0, P, 1.0)) - np.log(np.where(P > 0, outer, 1.0)))
+    terms[np.abs(terms) < np.finfo(float).eps] = 0.0  # as scikit-learn rounds them
+    mi = np.clip(terms.sum(axis=(1, 2)), 0.0, None)
+    h_true, h_pred = -_xlogx(a).sum(axis=1), -_xlogx(b).sum(axis=1)
+    normalizer = (h_true + h_pred) / 2
+    nmi = _ratio(mi, normalizer)
+    # One class and one cluster in the resample: a perfect match, as in scikit-learn.
+    single = ((a > 0).sum(axis=1) == 1) & ((b > 0).sum(axis=1) == 1)
+    return np.where(single, 1.0, np.where(mi == 0, 0.0, nmi))
+
+
+# Clustering metrics of a contingency table (classes x clusters).
+_CLUSTERING = {"adjusted_rand": _adjusted_rand, "normalized_mutual_info": _normalized_mutual_info}
+# The scikit-learn scorer names of metrics whose name here differs.
+_SCORER_NAMES = {
+    "adjusted_rand": "adjusted_rand_score",
+    "normalized_mutual_info": "normalized_mutual_info_score",
+}
 # Counts rather than rates: their spread says how many rows were drawn, not how good the model is.
 _COUNTS = ("tp", "fp", "tn", "fn", "support")
 
-METRIC_NAMES = tuple(_CONFUSION) + tuple(_REGRESSION) + tuple(_RANKING) + tuple(_ROWS)
+METRIC_NAMES = tuple(_CONFUSION) + tuple(_REGRESSION) + tuple(_RANKING) + tuple(_CLUSTERING)
 
 
 @dataclass(frozen=True)
@@ -328,22 +366,39 @@ def _column_sums(W, order, starts):
     return np.add.reduceat(W[:, order], starts, axis=1)
 
 
-class _Confusion:
+class _Pairs:
+    """Counts (b, k, l) of each resample's rows by (row code, column code) pair."""
+
+    def __init__(self, rows, columns, shape):
+        pair = rows * shape[1] + columns
+        self.order = np.argsort(pair, kind="stable")
+        pair = pair[self.order]
+        self.starts = np.flatnonzero(np.r_[True, np.diff(pair) > 0])
+        self.cells, self.shape = pair[self.starts], shape
+
+    def __call__(self, W):
+        C = np.zeros((len(W), self.shape[0] * self.shape[1]), dtype=np.int64)
+        C[:, self.cells] = _column_sums(W, self.order, self.starts)
+        return C.reshape(len(W), *self.shape)
+
+
+class _Contingency(_Pairs):
+    """Contingency counts (b, classes, clusters) of each resample: the labels need not match."""
+
+    def __init__(self, y_true, y_pred):
+        classes, rows = np.unique(y_true, return_inverse=True)
+        clusters, columns = np.unique(y_pred, return_inverse=True)
+        super().__init__(rows.ravel(), columns.ravel(), (len(classes), len(clusters)))
+
+
+class _Confusion(_Pairs):
     """Confusion counts (b, k, k) of each resample: rows true class, columns predicted."""
 
     def __init__(self, y_true, y_pred):
         self.labels = np.unique(np.concatenate([y_true, y_pred]))
         k = len(self.labels)
-        pair = np.searchsorted(self.labels, y_true) * k + np.searchsorted(self.labels, y_pred)
-        self.order = np.argsort(pair, kind="stable")
-        pair = pair[self.order]
-        self.starts = np.flatnonzero(np.r_[True, np.diff(pair) > 0])
-        self.cells, self.k = pair[self.starts], k
-
-    def __call__(self, W):
-        C = np.zeros((len(W), self.k * self.k), dtype=np.int64)
-        C[:, self.cells] = _column_sums(W, self.order, self.starts)
-        return C.reshape(len(W), self.k, self.k)
+        rows, columns = np.searchsorted(self.labels, y_true), np.searchsorted(self.labels, y_pred)
+        super().__init__(rows, columns, (k, k))
 
     def statistic(self, metric):
         if isinstance(metric, _ClassMetric):
@@ -436,8 +491,12 @@ def _plan(metrics, y_true, y_pred, y_score, pos_label):
                 key = ("ranks", positive)
                 ranks = source(key, lambda p=positive: _Ranks(y_true, y_score, p))
                 plans[name] = (ranks, lambda PN, f=_RANKING[metric]: f(*PN))
-        elif metric in _ROWS:
-            plans[name] = (None, _rows_statistic(_ROWS[metric], y_true, y_pred))
+        elif metric in _CLUSTERING:
+            if y_pred is None:
+                skipped[name] = "needs predicted labels"
+                continue
+            contingency = source("contingency", lambda: _Contingency(y_true, y_pred))
+            plans[name] = (contingency, _CLUSTERING[metric])
         elif metric in _COUNTS or str(metric).startswith("support_"):
             skipped[name] = "a count, not a rate: its spread reflects the resample size"
         else:
@@ -640,7 +699,7 @@ def scorer_metric(scorer, metric_name=None):
     candidates += [name for name in METRIC_NAMES if name != metric_name]
     for name in candidates:
         try:
-            known = get_scorer(name)
+            known = get_scorer(_SCORER_NAMES.get(name, name))
         except ValueError:
             continue
         same = known._score_func is func and known._kwargs == kwargs and known._sign == sign
