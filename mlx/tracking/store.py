@@ -511,16 +511,23 @@ def _requirements_as_given():
 
     mlx pins every requirement to the installed version (:func:`mlx.tracking.requirements`),
     so the check can only agree; it maps the files of every installed distribution to their
-    modules first, which takes about half a second per process.
+    modules first, which takes about half a second per process. Both places that run it while
+    a model is logged skip it: saving the model's environment, and loading the model back to
+    check that its input example can be served.
     """
+    import mlflow.pyfunc
     from mlflow.utils import environment
 
-    check = environment.warn_dependency_requirement_mismatches
-    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    name = "warn_dependency_requirement_mismatches"
+    modules = [m for m in (environment, mlflow.pyfunc) if hasattr(m, name)]
+    checks = [getattr(m, name) for m in modules]
+    for module in modules:
+        setattr(module, name, lambda requirements: None)
     try:
         yield
     finally:
-        environment.warn_dependency_requirement_mismatches = check
+        for module, check in zip(modules, checks, strict=True):
+            setattr(module, name, check)
 
 
 def _importable(qualified_name):
