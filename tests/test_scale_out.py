@@ -218,7 +218,8 @@ class _Stores:
     def running_trial(self, number=None, max_epochs_done=10):
         """A RUNNING trial (number ``number``) at most ``max_epochs_done`` epochs in, or None.
 
-        A trial that has reported fewer epochs than the experiment's 15 is surely mid-trial.
+        A trial that has reported fewer epochs than it trains (the experiment's 15 unless set) is
+        surely mid-trial.
         """
         for trial in self.trials():
             if (
@@ -303,9 +304,14 @@ def test_coordinator_and_two_workers_share_one_study(server, storage, launch):
 
 def test_a_worker_killed_mid_trial_is_replaced(server, storage, launch):
     seed, n_trials = 2, 10
-    victim = launch("victim", *_worker_args(storage, server, seed, "victim"))
+    # Trials of 60 epochs, caught up to epoch 50: the victim writes its child runs on a
+    # background thread, which on two cores shared with the coordinator and the server can
+    # create a trial's run seconds after the trial started (15-epoch trials all ended before).
+    longer = ("--set", "mlpclassifier__max_iter=60")
+    victim = launch("victim", *_worker_args(storage, server, seed, "victim", *longer))
     coordinator = launch(
-        "coordinator", *_coordinator_args(storage, server, seed, "--n-trials", str(n_trials))
+        "coordinator",
+        *_coordinator_args(storage, server, seed, "--n-trials", str(n_trials), *longer),
     )
     stores = _Stores(server, storage)
 
@@ -315,7 +321,8 @@ def test_a_worker_killed_mid_trial_is_replaced(server, storage, launch):
             return None
         extra = f" AND attributes.status = 'RUNNING' AND tags.`{schema.TAG_WORKER}` = 'victim'"
         for child in stores.children(parent, extra):
-            trial = stores.running_trial(int(child.data.tags[schema.TAG_TRIAL]))
+            number = int(child.data.tags[schema.TAG_TRIAL])
+            trial = stores.running_trial(number, max_epochs_done=50)
             if trial is not None:
                 return trial
         return None

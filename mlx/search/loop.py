@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from mlx.exceptions import first_line
-from mlx.search.heartbeat import Heartbeat
+from mlx.search.heartbeat import Heartbeat, heartbeat_interval
 from mlx.search.retry import retrying
 from mlx.search.slots import INTERRUPTED as INTERRUPTED_ATTR
 from mlx.search.slots import Slots, budget, fail_lost
@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 # The error of a trial stopped by Ctrl-C (SIGTERM says so itself).
 INTERRUPTED = "interrupted (Ctrl-C)"
-# Seconds between looks at the study while other processes finish their trials.
-_POLL_SECONDS = 1.0
+# Seconds between looks at the study while other processes finish their trials: the run
+# concludes at most this long after the last one (a look reads the study's trials).
+_POLL_SECONDS = 0.25
 
 
 class Ran(NamedTuple):
@@ -51,9 +52,14 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = 0
     slots = Slots(study, storage)
+    # Lost trials are looked for once per heartbeat interval, not before every trial: a trial
+    # is lost only after three silent intervals, and each look is a query of the storage.
+    interval, next_look = heartbeat_interval(storage) or 0, 0.0
     with _optimize_loop(study) as stopped:
         while deadline is None or time.monotonic() < deadline:
-            fail_lost(study, storage)
+            if time.monotonic() >= next_look:
+                fail_lost(study, storage)
+                next_look = time.monotonic() + interval
             claimed = slots.claim()
             if claimed is None:
                 break
