@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -18,6 +17,7 @@ import optuna
 import pytest
 from _servers import MlflowServer
 from _signals import default_sigint
+from _sleepy import write_experiment
 from _tracked import runs as _runs
 from optuna.trial import TrialState
 from sklearn.datasets import load_iris
@@ -143,20 +143,13 @@ def test_a_failed_background_write_fails_the_run_and_leaves_no_run_running(
         assert schema.val("accuracy") in by_number[number].data.metrics
 
 
-SLOW_SERVER_EXPERIMENT = """
-import os
-import threading
-import time
-
-from optuna.distributions import FloatDistribution
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-
-import mlx
-from mlx.tracking.store import Tracker
-
 # The fault: a slow server, on the background thread's writes only, so that the finished
 # trials' values are still queued when Ctrl-C comes.
+SLOW_SERVER = """
+import threading
+
+from mlx.tracking.store import Tracker
+
 _log = Tracker.log
 
 
@@ -167,33 +160,15 @@ def _slow_log(self, *args, **kwargs):
 
 
 Tracker.log = _slow_log
-
-
-def space(trial):
-    time.sleep(600 if trial.number >= {stall_from} else 0)
-    return {{"C": trial.suggest_float("C", 1e-2, 1e2, log=True)}}
-
-
-experiment = mlx.Experiment(
-    name="{name}",
-    data=lambda: load_iris(return_X_y=True),
-    estimator=LogisticRegression(max_iter=200),
-    search_space=space,
-    metric="accuracy",
-    seed=0,
-    n_trials=6,
-)
 """
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupt_loses_no_finished_trial_queued_in_the_background(tmp_path, server, stop):
     stall_from, name = 3, f"slow-server-{stop.name}"
-    path = tmp_path / "slow.py"
-    path.write_text(
-        textwrap.dedent(SLOW_SERVER_EXPERIMENT.format(stall_from=stall_from, name=name))
-    )
+    path = write_experiment(tmp_path, name, sleep=0, n_trials=6, prelude=SLOW_SERVER)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLX_"))}
+    env["MLX_TEST_STALL_FROM"] = str(stall_from)
     process = subprocess.Popen(
         [sys.executable, "-m", "mlx", "run", str(path), "--tracking-uri", server.url],
         cwd=tmp_path,

@@ -2,8 +2,8 @@
 
 Every scenario runs the real ``mlx`` command in a subprocess and checks the stores it left:
 the Optuna study (its trials and their states) and the MLflow runs (through ``MlflowClient``).
-Trials sleep inside the search-space function, so their length is known without loading the
-machine, and a signal reliably lands in the middle of one.
+The experiment's trials sleep a known time (see ``_sleepy``), so a signal reliably lands in the
+middle of one.
 """
 
 import contextlib
@@ -12,13 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import optuna
 import pytest
 from _servers import MlflowServer
 from _signals import default_sigint
+from _sleepy import write_experiment as _write
 from _tracked import runs as _runs
 from mlflow import MlflowClient
 from optuna.trial import TrialState
@@ -26,44 +26,6 @@ from optuna.trial import TrialState
 from mlx.search import REPLACES
 from mlx.search.slots import CANCELLED, INTERRUPTED
 from mlx.tracking import schema
-
-EXPERIMENT = """
-import json
-import os
-import time
-
-from optuna.distributions import FloatDistribution
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-
-import mlx
-
-
-def space(trial):
-    # A test that must stop the search mid-trial makes trials from this number on stall.
-    stall = trial.number >= int(os.environ.get("MLX_TEST_STALL_FROM", 10**9))
-    time.sleep(600 if stall else {sleep})
-    return {{"C": trial.suggest_float("C", 1e-2, 1e2, log=True)}}
-
-
-experiment = mlx.Experiment(
-    name="{name}",
-    data=lambda: load_iris(return_X_y=True),
-    estimator=LogisticRegression(max_iter=200),
-    search_space=space,
-    metric="accuracy",
-    seed={seed},
-    n_trials={n_trials},
-)
-"""
-
-
-def _write(folder, name="reliable", sleep=0.4, n_trials=8, seed=0):
-    path = folder / f"{name}.py"
-    path.write_text(
-        textwrap.dedent(EXPERIMENT.format(name=name, sleep=sleep, n_trials=n_trials, seed=seed))
-    )
-    return path
 
 
 def _env(**extra):

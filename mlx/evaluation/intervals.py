@@ -9,9 +9,10 @@ one by one would make the interval too narrow (a cluster bootstrap).
 
 Each redraw is stored as *counts*, how often each row was drawn. Metrics are computed from
 count-weighted sums: confusion counts for classification, contingency counts (classes x
-clusters) for clustering, sums of residual powers for regression, score-ordered sums for ROC AUC and average precision. A chunk of resamples is then a
-few array operations, with no Python loop over rows or resamples; a metric given as a function
-of ``(y_true, y_pred)`` is called once per resample on the redrawn rows instead.
+clusters) for clustering, sums of residual powers for regression, score-ordered sums for ROC AUC
+and average precision. A chunk of resamples is then a few array operations, with no Python loop
+over rows or resamples; a metric given as a function of ``(y_true, y_pred)`` is called once per
+resample on the redrawn rows instead.
 """
 
 from dataclasses import dataclass

@@ -103,9 +103,6 @@ class Background:
         with self._done:
             self._done.wait_for(lambda: self._pending == 0, deadline - time.monotonic())
 
-    def failed(self, key):
-        return key in self._failed
-
     def check(self):
         """Raise the :class:`TrackingError` of a write that failed since the last check."""
         if self._error is not None:

@@ -59,13 +59,7 @@ class ChildRuns:
     def start(self, number):
         """Open the RUNNING child run of trial ``number`` (one store write)."""
         run = self._runs[number] = _Run()
-        tags = {
-            schema.TAG_STUDY: self.study_name,
-            schema.TAG_ROLE: schema.ROLE_TRIAL,
-            schema.TAG_TRIAL: str(number),
-            schema.TAG_STATE: "RUNNING",
-            schema.TAG_WORKER: self.worker,
-        }
+        tags = {**_trial_tags(self.study_name, number, "RUNNING"), schema.TAG_WORKER: self.worker}
         started = time.time()  # the trial's start, not the moment a background write is made
 
         def create():
@@ -122,6 +116,16 @@ class ChildRuns:
                 continue
             self.tracker.log(run.id, tags={schema.TAG_ERROR: error, schema.TAG_STATE: "FAIL"})
             self.tracker.end_run(run.id, "KILLED")
+
+
+def _trial_tags(study_name, number, state):
+    """The tags that make a run the child run of trial ``number`` of the study, in ``state``."""
+    return {
+        schema.TAG_STUDY: study_name,
+        schema.TAG_ROLE: schema.ROLE_TRIAL,
+        schema.TAG_TRIAL: str(number),
+        schema.TAG_STATE: state,
+    }
 
 
 class _Run:
@@ -182,13 +186,10 @@ def end_orphans(tracker, parent_id, alive, settle=0.0):
         if not orphans or time.monotonic() >= deadline:
             break
         time.sleep(0.5)
-    ended = 0
     for child in orphans:
-        if child.data.tags.get(schema.TAG_TRIAL) not in alive:
-            tracker.log(child.info.run_id, tags={schema.TAG_ERROR: _LOST})
-            tracker.end_run(child.info.run_id, "KILLED")
-            ended += 1
-    return ended
+        tracker.log(child.info.run_id, tags={schema.TAG_ERROR: _LOST})
+        tracker.end_run(child.info.run_id, "KILLED")
+    return len(orphans)
 
 
 def add_unwritten(tracker, experiment_id, parent_id, study_name, trials):
@@ -203,13 +204,7 @@ def add_unwritten(tracker, experiment_id, parent_id, study_name, trials):
     for number, state in trials:
         if str(number) in have:
             continue
-        tags = {
-            schema.TAG_STUDY: study_name,
-            schema.TAG_ROLE: schema.ROLE_TRIAL,
-            schema.TAG_TRIAL: str(number),
-            schema.TAG_STATE: state,
-            schema.TAG_ERROR: _UNWRITTEN,
-        }
+        tags = {**_trial_tags(study_name, number, state), schema.TAG_ERROR: _UNWRITTEN}
         name = schema.trial_name(number)
         run_id = tracker.start_run(experiment_id, name, tags=tags, parent_id=parent_id)
         tracker.end_run(run_id, "KILLED")
