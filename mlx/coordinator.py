@@ -228,7 +228,7 @@ def ends(parent, resume_command):
         _try(tracker.end_run, run_id, "KILLED" if interrupted else "FAILED")
         if interrupted:
             raise Interrupted(
-                f"{exc or 'interrupted'}: the finished trials are kept; continue with "
+                f"{str(exc) or 'interrupted (Ctrl-C)'}: the finished trials are kept; continue with "
                 f"`{resume_command}`.",
                 signum=getattr(exc, "signum", 2),
             ) from None

@@ -175,7 +175,8 @@ def test_ctrl_c_kills_the_runs_keeps_the_trials_and_resume_finishes(tmp_path, st
     assert "Traceback" not in err
     # One line says what happened and how to continue.
     (line,) = [line for line in err.splitlines() if "--resume" in line]
-    assert line.startswith("mlx: ") and "the finished trials are kept" in line
+    cause = "interrupted (Ctrl-C)" if stop == signal.SIGINT else "terminated (SIGTERM)"
+    assert line.startswith(f"mlx: {cause}: the finished trials are kept"), line
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client, (parent,), children = _runs(uri, "reliable")
