@@ -121,10 +121,15 @@ def run(
     evaluates the test split once every trial (its own and any worker's) has finished.
     --n-trials, --timeout, --seed and --register are short for --set n_trials=N and so on.
     """
+    from mlx import painter
     from mlx.experiment import load_experiment
     from mlx.overrides import parse
 
     overrides = parse(assignments)
+    if workers == 1:
+        # Drawing the figures in a helper process pays matplotlib's import on another core
+        # while this one loads the experiment (local workers need the cores first).
+        painter.start()
     experiment = load_experiment(file)
     quiet_libraries()
     from mlx.runner import run as run_experiment

@@ -6,14 +6,14 @@ model types, and the refit model; to the caller, a :class:`RunResult`.
 
 import html
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from mlx import evaluation, search, tracking
+from mlx import evaluation, painter, search, tracking
 from mlx.data import Prepared, take
 from mlx.experiment import Experiment
 from mlx.tracking import ParentRun, schema
@@ -28,8 +28,9 @@ __all__ = [
     "RunResult",
     "compare_models",
     "description",
+    "log_figures",
     "log_model",
-    "log_search",
+    "search_figures",
     "test_once",
     "validation_interval",
 ]
@@ -264,17 +265,17 @@ def test_once(
         random_state=experiment.seed,
     )
     tracker, run_id = parent.tracker, parent.run_id
+    folder = schema.ARTIFACT_TEST
+    # Handed to the helper process first: drawn while the tables and files are logged.
+    figures = painter.paint({f"{folder}/{k}": v for k, v in evaluated["figures"].items()})
     for file, text in evaluated["tables"].items():
         tracker.log_text(run_id, text, f"{schema.ARTIFACT_TEST}/{file}")
     for file, data in evaluated["files"].items():
         tracker.log_bytes(run_id, data, f"{schema.ARTIFACT_TEST}/{file}")
     if evaluated["no_interval"]:
         tracker.log_dict(run_id, evaluated["no_interval"], schema.NO_INTERVAL)
-    try:
-        for file, fig in evaluated["figures"].items():
-            tracker.log_figure(run_id, fig, f"{schema.ARTIFACT_TEST}/{file}")
-    finally:
-        evaluation.close(evaluated["figures"])
+    for name, png in figures:
+        tracker.log_bytes(run_id, png, name)
     scores, intervals = evaluated["metrics"], evaluated["intervals"]
     # The metrics last: once they are logged, the evaluation is complete.
     parent.log(metrics=_test_metrics(scores, intervals))
@@ -309,29 +310,36 @@ def _logged_test(parent):
     return scores, intervals
 
 
-def log_search(
-    experiment: Experiment,
-    study: "Study",
-    records: Mapping[int, search.TrialRecord],
-    best: Any,
-    parent: ParentRun,
-) -> None:
-    """The study's figures and the best trial's learning curve."""
+def search_figures(
+    experiment: Experiment, study: "Study", records: Mapping[int, search.TrialRecord], best: Any
+) -> Iterator[tuple[str, bytes]]:
+    """The study's figures and the best trial's learning curve, handed to the painter now;
+    ``(artifact path, PNG)`` of each as drawn (see :func:`log_figures`)."""
     # Read from the storage, which may be a database server restarting for a moment.
-    figures = search.retrying(evaluation.study_figures, study)
-    try:
-        record = records.get(best.trial.number)
-        curve = evaluation.learning_curve_figure(
-            record.curves if record else None,
-            experiment.metric_name,
-            f"Learning curve, trial {best.trial.number}",
-        )
-        if curve is not None:
-            figures[schema.LEARNING_CURVE] = curve
-        for file, fig in figures.items():
-            parent.tracker.log_figure(parent.run_id, fig, f"{schema.ARTIFACT_SEARCH}/{file}")
-    finally:
-        evaluation.close(figures)
+    complete = search.retrying(
+        study.get_trials, deepcopy=False, states=(search.TrialState.COMPLETE,)
+    )
+    record = records.get(best.trial.number)
+    title = f"Learning curve, trial {best.trial.number}"
+    sketches = {
+        schema.OPTIMIZATION_HISTORY: painter.Sketch(
+            evaluation.optimization_history_figure, (complete, study.directions)
+        ),
+        schema.PARAM_IMPORTANCES: painter.Sketch(
+            evaluation.param_importances_figure, (complete, study.directions)
+        ),
+        schema.LEARNING_CURVE: painter.Sketch(
+            evaluation.learning_curve_figure,
+            (record.curves if record else None, experiment.metric_name, title),
+        ),
+    }
+    return painter.paint({f"{schema.ARTIFACT_SEARCH}/{k}": v for k, v in sketches.items()})
+
+
+def log_figures(parent: ParentRun, figures: Iterable[tuple[str, bytes]]) -> None:
+    """Figures as PNG artifacts of the parent run: ``(artifact path, PNG)`` from the painter."""
+    for name, png in figures:
+        parent.tracker.log_bytes(parent.run_id, png, name)
 
 
 def compare_models(
@@ -357,8 +365,8 @@ def compare_models(
         rows = evaluation.leaderboard(trials, names)
         csv = evaluation.leaderboard_csv(rows, metric)
         tracker.log_text(parent.run_id, csv, schema.LEADERBOARD_CSV)
-        figure = evaluation.leaderboard_figure(rows, metric)
-        tracker.log_figure(parent.run_id, figure, schema.LEADERBOARD_PNG)
+        sketch = painter.Sketch(evaluation.leaderboard_figure, (rows, metric))
+        log_figures(parent, painter.paint({schema.LEADERBOARD_PNG: sketch}))
     X_train, y_train = prepared.rows("train")
     if experiment.task != "classification" or np.shape(X_train)[1] != 2:
         return
@@ -377,9 +385,10 @@ def compare_models(
         mark = " (winner)" if name == best.model and len(winners) > 1 else ""
         titles[name] = f"val {metric} {trial.value:.3f}, trial {trial.number}{mark}"
     test = None if no_test else prepared.rows("test")
-    figure = evaluation.decision_boundary_figure(models, (X_train, y_train), test, titles)
-    if figure is not None:
-        tracker.log_figure(parent.run_id, figure, schema.DECISION_BOUNDARIES)
+    sketch = painter.Sketch(
+        evaluation.decision_boundary_figure, (models, (X_train, y_train), test, titles)
+    )
+    log_figures(parent, painter.paint({schema.DECISION_BOUNDARIES: sketch}))
 
 
 def _best_per_model(experiment, study):

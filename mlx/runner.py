@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mlx import coordinator, evaluation, results, search, tracking
+from mlx import coordinator, evaluation, painter, results, search, tracking
 from mlx import data as mdata
 from mlx import overrides as moverrides
 from mlx.console import quiet_library_logs, sigterm_interrupts
@@ -162,6 +162,8 @@ def run(
     with contextlib.ExitStack() as stack:
         # Local workers start first: they import and load the data while this process does.
         helpers = stack.enter_context(_local_workers(experiment, workers, urls, heartbeat))
+        # The figures' helper process imports matplotlib on another core meanwhile.
+        painter.start()
         ctx = _prepare(experiment, urls, heartbeat, workers)
         resumed = None
         if resume:
@@ -225,6 +227,7 @@ def run_test(
     """
     experiment = _configured(experiment, _with_flags(overrides, {"register": register}), 1)
     urls = _Urls(tracking.resolve_tracking_uri(tracking_uri), search.resolve_storage(storage))
+    painter.start()
     ctx = _prepare(experiment, urls, None, 1)
     untested = coordinator.untested(experiment, ctx.digest, ctx.tracker, run_id)
     use_count = _ledger(ctx, untested, False, allow_test_reuse)
@@ -289,13 +292,15 @@ def _conclude(ctx, study, parent, trial_objective, records, test, use_count):
         )
         test_scores, intervals = results.test_once(experiment, prepared, model, parent)
     no_test = test is None
-    results.log_search(experiment, study, records, best, parent)
+    # Drawn by the painter while the model comparison and the model are logged.
+    searched = results.search_figures(experiment, study, records, best)
     if experiment.limits:
         _log_costs(experiment, study, best, model, parent)
     results.compare_models(
         experiment, prepared, study, trial_objective, parent, best, model, no_test
     )
     model_uri = results.log_model(model, X_fit, best.logged, parent)
+    results.log_figures(parent, searched)
     registered = _register(experiment, parent, model_uri, test_scores, intervals, best)
     result = results.RunResult(
         experiment_name=experiment.name,
@@ -540,8 +545,8 @@ def _log_costs(experiment, study, best, model, parent):
     tracker, folder = parent.tracker, schema.ARTIFACT_SEARCH
     csv = evaluation.cost_csv(rows, metric, limits, chosen)
     tracker.log_text(parent.run_id, csv, f"{folder}/{schema.COST_CSV}")
-    figure = evaluation.cost_figure(rows, metric, limits, chosen)
-    tracker.log_figure(parent.run_id, figure, f"{folder}/{schema.COST_PNG}")
+    sketch = painter.Sketch(evaluation.cost_figure, (rows, metric, limits, chosen))
+    results.log_figures(parent, painter.paint({f"{folder}/{schema.COST_PNG}": sketch}))
     # The limit judged the trial's model; a refit on more rows (kNN keeps them all) may grow.
     size = search.pickled_size(model)
     if size is not None and size > limits.get("model_bytes", size):

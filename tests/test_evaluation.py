@@ -60,7 +60,7 @@ def test_multiclass_metrics_tables_and_figures(iris, iris_result):
     assert "tp" not in metrics and "roc_auc" not in metrics  # binary only
     assert set(out["tables"]) == {"confusion_matrix.csv", "classification_report.csv"}
     assert set(out["figures"]) == {"confusion_matrix.png", "confusion_matrix_normalized.png"}
-    assert all(isinstance(fig, Figure) for fig in out["figures"].values())
+    assert all(isinstance(sketch.draw(), Figure) for sketch in out["figures"].values())
     assert out["files"] == {}  # not audio
 
 
@@ -86,12 +86,12 @@ def test_classification_report_csv_matches_sklearn(iris, iris_result):
 
 def test_normalised_confusion_matrix_shows_recall_on_the_diagonal(iris, iris_result):
     model, X, y = iris
-    ax = iris_result["figures"]["confusion_matrix_normalized.png"].axes[0]
+    ax = iris_result["figures"]["confusion_matrix_normalized.png"].draw().axes[0]
     image = ax.images[0].get_array()
     recall = skm.recall_score(y, model.predict(X), average=None)
     assert_allclose(np.diag(image), recall)
     assert_allclose(np.asarray(image).sum(axis=1), 1.0)
-    raw = iris_result["figures"]["confusion_matrix.png"].axes[0].images[0].get_array()
+    raw = iris_result["figures"]["confusion_matrix.png"].draw().axes[0].images[0].get_array()
     assert_array_equal(raw, skm.confusion_matrix(y, model.predict(X)))
 
 
@@ -188,7 +188,7 @@ def test_regression_error_plots_and_intervals():
     model = Ridge().fit(X[:80], y[:80])
     out = _evaluate(model, X[80:], y[80:], "regression", metric="r2")
     assert set(out["figures"]) == {"residuals.png", "predicted_vs_true.png"}
-    assert out["figures"]["residuals.png"].axes[0].get_ylabel().startswith("Residuals")
+    assert out["figures"]["residuals.png"].draw().axes[0].get_ylabel().startswith("Residuals")
     for name in ("r2", "rmse", "mae"):
         low, high = out["intervals"][name]
         assert low <= out["metrics"][name] <= high
@@ -196,7 +196,7 @@ def test_regression_error_plots_and_intervals():
     multi = _evaluate(
         LinearRegression().fit(X[:80], Y[:80]), X[80:], Y[80:], "regression", metric="r2"
     )
-    assert len(multi["figures"]["predicted_vs_true.png"].axes) == 2
+    assert len(multi["figures"]["predicted_vs_true.png"].draw().axes) == 2
     assert set(multi["intervals"]) == {"r2", "rmse", "mae"}
 
 

@@ -9,10 +9,10 @@ bootstrapped in :mod:`~mlx.evaluation.intervals`; a new figure in
 
 from mlx.evaluation.evidence import audio_sample_rate, misclassified_clips
 from mlx.evaluation.figures import (
-    close,
     decision_boundary_figure,
     learning_curve_figure,
-    study_figures,
+    optimization_history_figure,
+    param_importances_figure,
 )
 from mlx.evaluation.intervals import (
     bootstrap_counts,
@@ -33,7 +33,6 @@ __all__ = [
     "bootstrap_interval",
     "bootstrap_intervals",
     "class_metric",
-    "close",
     "cost_csv",
     "cost_figure",
     "decision_boundary_figure",
@@ -45,8 +44,9 @@ __all__ = [
     "learning_curve_figure",
     "misclassified_clips",
     "needs_labels",
+    "optimization_history_figure",
+    "param_importances_figure",
     "pareto_front",
     "resolve_metric",
     "scorer_interval",
-    "study_figures",
 ]

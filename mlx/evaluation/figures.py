@@ -1,23 +1,26 @@
 """Figures of an experiment: the test evaluation's, the search's and the model comparison's.
 
 Figures are built on ``matplotlib.figure.Figure`` (no pyplot state, no display needed); Optuna's
-own plots go through pyplot and are released by :func:`close` after use.
+own plots go through pyplot and are released once drawn (:func:`mlx.painter.render`).
+Each function takes plain, picklable data, so that a figure can be drawn in the helper process
+of :mod:`mlx.painter`.
 """
 
+import contextlib
 import warnings
 
 import numpy as np
 
 __all__ = [
-    "close",
     "confusion_figure",
     "decision_boundary_figure",
     "learning_curve_figure",
     "log_mel_figure",
+    "optimization_history_figure",
+    "param_importances_figure",
     "precision_recall_figure",
     "prediction_error_figure",
     "roc_figure",
-    "study_figures",
 ]
 
 # Grid points per axis of a decision-boundary panel: smooth enough to see the boundary, cheap
@@ -194,48 +197,69 @@ def learning_curve_figure(curves, metric_name, title):
     return fig
 
 
-def study_figures(study):
-    """Optuna's optimisation-history and parameter-importance plots, as far as they apply.
+def optimization_history_figure(trials, directions):
+    """Optuna's optimisation-history plot of a study's complete ``trials``; None without any.
 
-    Returns a dict from file name to Figure. Importances need at least two complete trials and
-    more than one searched parameter; otherwise that figure is left out.
+    ``trials`` are FrozenTrials (picklable, unlike a study on its storage), ``directions`` the
+    study's; the plot numbers them as the study did.
     """
-    import matplotlib.pyplot as plt
-    import optuna
+    if not trials:
+        return None
     from optuna.visualization import matplotlib as ovm
 
-    figures = {}
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        return figures
-    params = {name for trial in complete for name in trial.params}
-    plots = [("optimization_history.png", ovm.plot_optimization_history)]
-    if len(complete) >= 2 and len(params) > 1:
-        plots.append(("param_importances.png", ovm.plot_param_importances))
+    with _quiet_optuna_plots():
+        return _sized(ovm.plot_optimization_history(_in_memory(trials, directions)))
+
+
+def param_importances_figure(trials, directions):
+    """Optuna's parameter-importance plot; None with fewer than two complete ``trials`` or one
+    searched parameter, or when the importances cannot be computed (all values equal, ...)."""
+    params = {name for trial in trials for name in trial.params}
+    if len(trials) < 2 or len(params) < 2:
+        return None
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    with _quiet_optuna_plots():
+        try:
+            return _sized(ovm.plot_param_importances(_in_memory(trials, directions)))
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            plt.close("all")
+            return None
+
+
+def _in_memory(trials, directions):
+    """A study in memory holding ``trials`` under their own numbers (the gaps as failed)."""
+    import optuna
+
+    by_number = {trial.number: trial for trial in trials}
+    failed = optuna.trial.TrialState.FAIL
+    study = optuna.create_study(directions=list(directions))
+    study.add_trials(
+        [
+            by_number.get(number) or optuna.trial.create_trial(state=failed)
+            for number in range(max(by_number) + 1)
+        ]
+    )
+    return study
+
+
+@contextlib.contextmanager
+def _quiet_optuna_plots():
+    """Experimental-API notices and importance caveats on tiny studies: not the user's concern."""
+    import optuna
+
     with warnings.catch_warnings():
-        # Experimental-API notices and importance caveats on tiny studies: not the user's concern.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)
-        for name, plot in plots:
-            try:
-                ax = plot(study)
-            except (ValueError, RuntimeError, ZeroDivisionError):
-                # Importances fail on degenerate studies (e.g. all values equal): skip the plot.
-                plt.close("all")
-                continue
-            fig = ax.figure
-            fig.set_size_inches(7, 4.5)
-            fig.tight_layout()
-            figures[name] = fig
-    return figures
+        yield
 
 
-def close(figures):
-    """Release pyplot-managed figures (Optuna's); plain Figures need nothing."""
-    import matplotlib.pyplot as plt
-
-    for fig in figures.values():
-        plt.close(fig)
+def _sized(ax):
+    fig = ax.figure
+    fig.set_size_inches(7, 4.5)
+    fig.tight_layout()
+    return fig
 
 
 def decision_boundary_figure(models, train, test=None, titles=None):

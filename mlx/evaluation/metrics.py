@@ -27,6 +27,7 @@ from mlx.evaluation.intervals import (
     positive_scores,
     scorer_metric,
 )
+from mlx.painter import Sketch
 from mlx.pipelines import final_step
 
 __all__ = ["DEFAULT_METRIC", "evaluate", "needs_labels", "resolve_metric"]
@@ -169,8 +170,9 @@ def evaluate(
     result : dict
         ``metrics`` (name -> float); ``intervals`` (metric name -> ``(low, high)``, see
         :func:`~mlx.evaluation.bootstrap_intervals`); ``no_interval`` (metric name -> why it
-        has none); ``tables`` (file name -> CSV text); ``figures`` (file name -> matplotlib
-        Figure); ``files`` (file name -> bytes: WAV clips and their log-mel PNGs, for
+        has none); ``tables`` (file name -> CSV text); ``figures`` (file name ->
+        :class:`~mlx.painter.Sketch`: ``sketch.draw()`` is the matplotlib Figure, and
+        :func:`~mlx.painter.paint` draws them as PNG in a helper process); ``files`` (file name -> bytes: WAV clips and their log-mel PNGs, for
         classification of audio clips).
 
     Notes
@@ -267,16 +269,20 @@ def _classification(model, X, y, out):
             metrics["average_precision"] = float(
                 skm.average_precision_score(y, score, pos_label=positive)
             )
-            figures["roc_curve.png"] = roc_figure(y, score, positive)
-            figures["precision_recall_curve.png"] = precision_recall_figure(y, score, positive)
+            figures["roc_curve.png"] = Sketch(roc_figure, (y, score, positive))
+            figures["precision_recall_curve.png"] = Sketch(
+                precision_recall_figure, (y, score, positive)
+            )
             predictions.update(y_score=score, pos_label=positive)
     buf = io.StringIO()
     buf.write("true\\pred," + ",".join(names) + "\n")
     for name, row in zip(names, cm, strict=True):
         buf.write(name + "," + ",".join(str(int(v)) for v in row) + "\n")
     tables["confusion_matrix.csv"] = buf.getvalue()
-    figures["confusion_matrix.png"] = confusion_figure(cm, names)
-    figures["confusion_matrix_normalized.png"] = confusion_figure(cm, names, normalize=True)
+    figures["confusion_matrix.png"] = Sketch(confusion_figure, (cm, names))
+    figures["confusion_matrix_normalized.png"] = Sketch(
+        confusion_figure, (cm, names), {"normalize": True}
+    )
     return predictions
 
 
@@ -340,8 +346,12 @@ def _regression(model, X, y, out):
     metrics["rmse"] = float(skm.root_mean_squared_error(y, pred))
     metrics["mae"] = float(skm.mean_absolute_error(y, pred))
     metrics["r2"] = float(skm.r2_score(y, pred))
-    figures["residuals.png"] = prediction_error_figure(y, pred, kind="residual_vs_predicted")
-    figures["predicted_vs_true.png"] = prediction_error_figure(y, pred, kind="actual_vs_predicted")
+    figures["residuals.png"] = Sketch(
+        prediction_error_figure, (y, pred), {"kind": "residual_vs_predicted"}
+    )
+    figures["predicted_vs_true.png"] = Sketch(
+        prediction_error_figure, (y, pred), {"kind": "actual_vs_predicted"}
+    )
     return {"y_pred": pred}
 
 

@@ -22,6 +22,8 @@ __all__ = [
     "EXPERIMENT_NOTE",
     "LEADERBOARD_CSV",
     "NO_INTERVAL",
+    "OPTIMIZATION_HISTORY",
+    "PARAM_IMPORTANCES",
     "LEADERBOARD_PNG",
     "LEARNING_CURVE",
     "METRIC_BEST_EPOCH",
@@ -284,7 +286,9 @@ ARTIFACT_EXPERIMENT = "experiment"  # folder of the experiment file
 ARTIFACT_TEST = "test"  # folder of the test evaluation's tables and figures
 ARTIFACT_SEARCH = "search"  # folder of the study's figures
 NO_INTERVAL = "test/no_interval.json"  # why some test metrics have no interval
-LEARNING_CURVE = "learning_curve.png"
+LEARNING_CURVE = "learning_curve.png"  # under ARTIFACT_SEARCH, as the two below
+OPTIMIZATION_HISTORY = "optimization_history.png"
+PARAM_IMPORTANCES = "param_importances.png"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_PNG = "leaderboard.png"
 DECISION_BOUNDARIES = "decision_boundaries.png"

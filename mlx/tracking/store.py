@@ -347,9 +347,6 @@ class Tracker:
     def log_text(self, run_id, text, name):
         self.client.log_text(run_id, text, name)
 
-    def log_figure(self, run_id, figure, name):
-        self.client.log_figure(run_id, figure, name, save_kwargs={"dpi": 100})
-
     def log_file(self, run_id, path, artifact_path=None):
         self.client.log_artifact(run_id, str(path), artifact_path)
 

@@ -1,0 +1,115 @@
+"""The painter: figures drawn in a helper process, the same as drawn here, never lost."""
+
+import subprocess
+import sys
+import textwrap
+
+import matplotlib.style
+import numpy as np
+import optuna
+import pytest
+
+from mlx import painter
+from mlx.evaluation import optimization_history_figure
+from mlx.evaluation.figures import confusion_figure
+
+CONFUSION = painter.Sketch(confusion_figure, (np.array([[5, 1], [2, 7]]), ["cat", "dog"]))
+
+
+def _helper_answer(sketch):
+    """What the helper itself answers for ``sketch``: ``(ok, PNG or None)``."""
+    painter.start()
+    future = painter._PAINTER.submit(sketch)
+    assert future is not None, "no helper to hand the sketch to"
+    return future.result(timeout=120)
+
+
+def test_the_helper_draws_the_bytes_this_process_draws():
+    ok, png = _helper_answer(CONFUSION)
+    assert ok and png.startswith(b"\x89PNG")
+    assert png == painter.render(CONFUSION)
+    assert dict(painter.paint({"a.png": CONFUSION})) == {"a.png": png}
+
+
+def test_a_figure_that_does_not_apply_is_left_out():
+    none = painter.Sketch(optimization_history_figure, ([], [optuna.study.StudyDirection.MAXIMIZE]))
+    assert _helper_answer(none) == (True, None)
+    assert list(painter.paint({"none.png": none, "a.png": CONFUSION}))[0][0] == "a.png"
+
+
+def test_a_figure_that_raises_raises_here():
+    # Two labels for a 3 x 3 matrix: scikit-learn's display refuses them, in the helper too.
+    bad = painter.Sketch(confusion_figure, (np.eye(3, dtype=int), ["a", "b"]))
+    assert _helper_answer(bad) == (False, None)
+    with pytest.raises(ValueError):
+        list(painter.paint({"bad.png": bad}))
+
+
+def test_a_sketch_that_does_not_pickle_is_drawn_here():
+    local = painter.Sketch(lambda: confusion_figure(np.eye(2, dtype=int), ["a", "b"]))
+    painter.start()
+    assert painter._PAINTER.submit(local) is None
+    ((name, png),) = painter.paint({"local.png": local})
+    assert name == "local.png" and png == painter.render(local)
+
+
+def test_a_dead_helper_leaves_its_figures_to_this_process_and_is_replaced():
+    painter.start()
+    helper = painter._PAINTER._helper
+    helper.process.kill()  # fault injection: the helper dies (out of memory, killed)
+    helper.process.wait()
+    assert dict(painter.paint({"a.png": CONFUSION})) == {"a.png": painter.render(CONFUSION)}
+    painter.start()
+    assert painter._PAINTER._helper is not helper
+    assert _helper_answer(CONFUSION) == (True, painter.render(CONFUSION))
+
+
+def test_study_plots_number_trials_as_the_study_did():
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, None, 0.7, 0.6):  # trial 1 pruned: the complete ones are 0, 2, 3
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    fig = optimization_history_figure(complete, study.directions)
+    points = fig.axes[0].collections[0].get_offsets()
+    assert points[:, 0].tolist() == [0, 2, 3]
+    assert points[:, 1].tolist() == [0.5, 0.7, 0.6]
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    # A helper started by multiprocessing's spawn would import the user's script again.
+    log = tmp_path / "ran.txt"
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import numpy as np
+            from mlx import painter
+            from mlx.evaluation.figures import confusion_figure
+
+            with open({str(log)!r}, "a") as f:
+                f.write("ran\\n")
+            painter.start()
+            sketch = painter.Sketch(confusion_figure, (np.eye(2, dtype=int), ["a", "b"]))
+            assert painter._PAINTER.submit(sketch).result(timeout=120)[0]
+            """
+        )
+    )
+    subprocess.run([sys.executable, str(script)], check=True, timeout=180)
+    assert log.read_text() == "ran\n"
+
+
+def test_optuna_plots_do_not_restyle_the_figures_drawn_after_them():
+    # Optuna's plots switch pyplot to ggplot for good; the helper draws every run's figures.
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(
+        [optuna.trial.create_trial(value=v, params={}, distributions={}) for v in (1, 2)]
+    )
+    history = painter.Sketch(optimization_history_figure, (study.trials, study.directions))
+    with matplotlib.style.context("default"):  # whatever earlier tests did to this process
+        before = painter.render(CONFUSION)
+        painter.render(history)
+        assert painter.render(CONFUSION) == before
