@@ -128,7 +128,7 @@ def run(
     overrides = parse(assignments)
     if workers == 1:
         # Drawing the figures in a helper process pays matplotlib's import on another core
-        # while this one loads the experiment (local workers need the cores first).
+        # while this one loads the experiment (as mlx.run does, but earlier).
         painter.start()
     experiment = load_experiment(file)
     quiet_libraries()

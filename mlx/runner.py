@@ -162,8 +162,10 @@ def run(
     with contextlib.ExitStack() as stack:
         # Local workers start first: they import and load the data while this process does.
         helpers = stack.enter_context(_local_workers(experiment, workers, urls, heartbeat))
-        # The figures' helper process imports matplotlib on another core meanwhile.
-        painter.start()
+        if workers == 1:
+            # The figures' helper process imports matplotlib on another core meanwhile; local
+            # workers need the cores for trials, and the figures are then drawn here.
+            painter.start()
         ctx = _prepare(experiment, urls, heartbeat, workers)
         resumed = None
         if resume:
