@@ -33,6 +33,7 @@ __all__ = ["Sketch", "paint", "render", "start"]
 # PNG resolution, as MLflow's log_figure saved the figures before they moved to the helper.
 _DPI = 100
 _HEADER = 8  # bytes of the length that precedes each pickled message
+_READY = "ready"  # the helper's first message, once it has imported and drawn a first figure
 
 
 class Sketch(NamedTuple):
@@ -109,6 +110,7 @@ def _serve():
     warm = Figure(figsize=(1, 1))
     warm.subplots().set_title("mlx")
     warm.savefig(io.BytesIO(), format="png")
+    _send(answers, pickle.dumps(_READY))
     while True:
         try:
             request = _receive(requests)
@@ -139,13 +141,20 @@ class _Helper:
             start_new_session=True,
         )
         self.alive = True
+        self.ready = threading.Event()
         self._pending: collections.deque[Future] = collections.deque()
         self._pending_lock = threading.Lock()
         self._write_lock = threading.Lock()
         threading.Thread(target=self._read, name="mlx-painter", daemon=True).start()
 
     def submit(self, sketch):
-        """The future ``(ok, PNG or None)`` of the sketch, or None if it cannot go."""
+        """The future ``(ok, PNG or None)`` of the sketch, or None if it cannot go.
+
+        A helper still starting (a busy machine, a run quicker than matplotlib's import) gets
+        nothing: waiting for it could take longer than drawing here.
+        """
+        if not self.ready.is_set():
+            return None
         try:
             request = pickle.dumps(sketch, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # a model class defined in a script, say: drawn here instead
@@ -165,7 +174,12 @@ class _Helper:
         return future
 
     def _read(self):
-        while True:
+        try:
+            if pickle.loads(_receive(self.process.stdout)) == _READY:
+                self.ready.set()
+        except (EOFError, OSError, pickle.UnpicklingError):
+            pass
+        while self.ready.is_set():
             try:
                 answer = pickle.loads(_receive(self.process.stdout))
             except (EOFError, OSError, pickle.UnpicklingError):
@@ -207,7 +221,8 @@ class _Painter:
 
     def start(self):
         with self._lock:
-            if self._helper is None or not self._helper.alive:
+            helper = self._helper
+            if helper is None or not helper.alive or helper.process.poll() is not None:
                 self._helper = _Helper()
 
     def submit(self, sketch):

@@ -16,9 +16,17 @@ from mlx.evaluation.figures import confusion_figure
 CONFUSION = painter.Sketch(confusion_figure, (np.array([[5, 1], [2, 7]]), ["cat", "dog"]))
 
 
+def _ready_helper():
+    """The helper, started and past its imports (a helper still starting is not used)."""
+    painter.start()
+    helper = painter._PAINTER._helper
+    assert helper.ready.wait(120), "the helper did not start"
+    return helper
+
+
 def _helper_answer(sketch):
     """What the helper itself answers for ``sketch``: ``(ok, PNG or None)``."""
-    painter.start()
+    _ready_helper()
     future = painter._PAINTER.submit(sketch)
     assert future is not None, "no helper to hand the sketch to"
     return future.result(timeout=120)
@@ -47,21 +55,30 @@ def test_a_figure_that_raises_raises_here():
 
 def test_a_sketch_that_does_not_pickle_is_drawn_here():
     local = painter.Sketch(lambda: confusion_figure(np.eye(2, dtype=int), ["a", "b"]))
-    painter.start()
+    _ready_helper()
     assert painter._PAINTER.submit(local) is None
     ((name, png),) = painter.paint({"local.png": local})
     assert name == "local.png" and png == painter.render(local)
 
 
 def test_a_dead_helper_leaves_its_figures_to_this_process_and_is_replaced():
-    painter.start()
-    helper = painter._PAINTER._helper
+    helper = _ready_helper()
     helper.process.kill()  # fault injection: the helper dies (out of memory, killed)
     helper.process.wait()
     assert dict(painter.paint({"a.png": CONFUSION})) == {"a.png": painter.render(CONFUSION)}
     painter.start()
     assert painter._PAINTER._helper is not helper
     assert _helper_answer(CONFUSION) == (True, painter.render(CONFUSION))
+
+
+def test_a_helper_still_starting_leaves_the_figures_to_this_process():
+    old = _ready_helper()
+    old.process.kill()  # fault injection, as above: a new helper starts
+    old.process.wait()
+    painter.start()
+    assert not painter._PAINTER._helper.ready.is_set()  # its imports take a second or more
+    assert painter._PAINTER.submit(CONFUSION) is None
+    assert dict(painter.paint({"a.png": CONFUSION})) == {"a.png": painter.render(CONFUSION)}
 
 
 def test_study_plots_number_trials_as_the_study_did():
@@ -93,6 +110,7 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
             with open({str(log)!r}, "a") as f:
                 f.write("ran\\n")
             painter.start()
+            assert painter._PAINTER._helper.ready.wait(120)
             sketch = painter.Sketch(confusion_figure, (np.eye(2, dtype=int), ["a", "b"]))
             assert painter._PAINTER.submit(sketch).result(timeout=120)[0]
             """
