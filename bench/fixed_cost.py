@@ -15,7 +15,9 @@ and one existing folder that already holds a finished run of the experiment (run
 ``--allow-test-reuse``: the same test split, evaluated again). One untimed run before the
 repeats builds the cached templates and warms the file cache. Times are wall seconds of each
 command, medians [min-max] over the repeats; the ratio is mlx / floor per pair (median
-[min-max]); the CPU ratio compares the CPU time (user + system) of the child processes.
+[min-max]); the CPU ratio compares the CPU time (user + system) of the child processes, the
+run's figure helper included (:mod:`mlx.painter`; the run waits for it to end): it spends more
+CPU than it saves wall time, on a core the run would leave idle.
 
 Run: ``python bench/fixed_cost.py [--repeats 5]``. Target: the fresh-folder ratio <= 1.8.
 """
