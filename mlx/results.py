@@ -269,13 +269,12 @@ def test_once(
     # Handed to the helper process first: drawn while the tables and files are logged.
     figures = painter.paint({f"{folder}/{k}": v for k, v in evaluated["figures"].items()})
     for file, text in evaluated["tables"].items():
-        tracker.log_text(run_id, text, f"{schema.ARTIFACT_TEST}/{file}")
+        tracker.log_text(run_id, text, f"{folder}/{file}")
     for file, data in evaluated["files"].items():
-        tracker.log_bytes(run_id, data, f"{schema.ARTIFACT_TEST}/{file}")
+        tracker.log_bytes(run_id, data, f"{folder}/{file}")
     if evaluated["no_interval"]:
         tracker.log_dict(run_id, evaluated["no_interval"], schema.NO_INTERVAL)
-    for name, png in figures:
-        tracker.log_bytes(run_id, png, name)
+    log_figures(parent, figures)
     scores, intervals = evaluated["metrics"], evaluated["intervals"]
     # The metrics last: once they are logged, the evaluation is complete.
     parent.log(metrics=_test_metrics(scores, intervals))
@@ -319,14 +318,15 @@ def search_figures(
     complete = search.retrying(
         study.get_trials, deepcopy=False, states=(search.TrialState.COMPLETE,)
     )
+    directions = search.retrying(lambda: study.directions)
     record = records.get(best.trial.number)
     title = f"Learning curve, trial {best.trial.number}"
     sketches = {
         schema.OPTIMIZATION_HISTORY: painter.Sketch(
-            evaluation.optimization_history_figure, (complete, study.directions)
+            evaluation.optimization_history_figure, (complete, directions)
         ),
         schema.PARAM_IMPORTANCES: painter.Sketch(
-            evaluation.param_importances_figure, (complete, study.directions)
+            evaluation.param_importances_figure, (complete, directions)
         ),
         schema.LEARNING_CURVE: painter.Sketch(
             evaluation.learning_curve_figure,
