@@ -28,12 +28,14 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["Sketch", "paint", "render", "start"]
+__all__ = ["ENVIRONMENT", "Sketch", "paint", "render", "start"]
 
 # PNG resolution, as MLflow's log_figure saved the figures before they moved to the helper.
 _DPI = 100
 _HEADER = 8  # bytes of the length that precedes each pickled message
 _READY = "ready"  # the helper's first message, once it has imported and drawn a first figure
+# "0" draws every figure in the run's process (a machine without a core to spare).
+ENVIRONMENT = "MLX_FIGURE_HELPER"
 
 
 class Sketch(NamedTuple):
@@ -241,7 +243,9 @@ atexit.register(_PAINTER.close)
 
 
 def start() -> None:
-    """Start the helper process, unless it runs already."""
+    """Start the helper process, unless it runs already or ``MLX_FIGURE_HELPER=0``."""
+    if os.environ.get(ENVIRONMENT, "").strip().lower() in ("0", "false", "no"):
+        return
     _PAINTER.start()
 
 

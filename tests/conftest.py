@@ -31,6 +31,11 @@ ALLOWED_SKIPS = {
 _ALLOWED = re.compile("|".join(f"(?:{reason})" for reason in ALLOWED_SKIPS))
 _STRICT_VARIABLES = ("MLX_REQUIRE_POSTGRES", "CI")
 
+# Runs draw their figures themselves: every `mlx run` process of the suite would otherwise start
+# a figure helper (two seconds of imports each) on cores the other tests need. tests/test_painter.py
+# turns it on, and checks that a run with it logs the same figures.
+os.environ["MLX_FIGURE_HELPER"] = "0"
+
 
 def _strict():
     """The variable that forbids skips here (CI), or None on a developer's machine."""

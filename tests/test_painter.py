@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import matplotlib.style
 import numpy as np
@@ -12,6 +13,14 @@ import pytest
 from mlx import painter
 from mlx.evaluation import optimization_history_figure
 from mlx.evaluation.figures import confusion_figure
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+@pytest.fixture(autouse=True)
+def _helper_on(monkeypatch):
+    monkeypatch.setenv(painter.ENVIRONMENT, "1")  # the suite turns it off (conftest.py)
+
 
 CONFUSION = painter.Sketch(confusion_figure, (np.array([[5, 1], [2, 7]]), ["cat", "dog"]))
 
@@ -131,3 +140,70 @@ def test_optuna_plots_do_not_restyle_the_figures_drawn_after_them():
         before = painter.render(CONFUSION)
         painter.render(history)
         assert painter.render(CONFUSION) == before
+
+
+def test_no_helper_starts_when_turned_off(monkeypatch):
+    _ready_helper().close()
+    monkeypatch.setenv(painter.ENVIRONMENT, "0")
+    painter.start()
+    assert painter._PAINTER._helper.process.poll() is not None  # the closed one, not a new one
+    assert painter._PAINTER.submit(CONFUSION) is None
+
+
+def _figures(folder):
+    """``{artifact path: PNG bytes}`` of the figures a run in ``folder`` logged."""
+    pngs = sorted((folder / "mlartifacts").rglob("*.png"))
+    return {p.relative_to(p.parents[2]).as_posix(): p.read_bytes() for p in pngs}
+
+
+def test_a_run_logs_the_same_figures_with_and_without_the_helper(tmp_path, monkeypatch):
+    import mlx
+
+    def stores(folder):
+        return {
+            "tracking_uri": f"sqlite:///{folder}/mlflow.db",
+            "storage": f"sqlite:///{folder}/o.db",
+        }
+
+    on, off = tmp_path / "on", tmp_path / "off"
+    on.mkdir(), off.mkdir()
+    # With the helper (ready before the run starts), in a process of its own: it never
+    # imports matplotlib, so every figure was drawn by the helper.
+    script = f"""
+import sys
+import mlx
+from mlx import painter
+painter.start()
+assert painter._PAINTER._helper.ready.wait(120)
+mlx.run({str(EXPERIMENTS / "iris_knn.py")!r}, n_trials=3, show_progress=False, **{stores(on)!r})
+print("matplotlib imported:", "matplotlib" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=on,
+        check=True,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    assert "matplotlib imported: False" in done.stdout
+    # Without it, here.
+    monkeypatch.setenv(painter.ENVIRONMENT, "0")
+    painter._PAINTER.close()
+    monkeypatch.chdir(off)
+    mlx.run(EXPERIMENTS / "iris_knn.py", n_trials=3, show_progress=False, **stores(off))
+
+    figures = {"on": _figures(on), "off": _figures(off)}
+    assert (
+        set(figures["on"])
+        == set(figures["off"])
+        >= {
+            "artifacts/test/confusion_matrix.png",
+            "artifacts/search/optimization_history.png",
+            "artifacts/search/param_importances.png",
+        }
+    )
+    # Importances come from a random forest Optuna seeds anew: the other figures are the same.
+    for name in figures["on"]:
+        if not name.endswith("param_importances.png"):
+            assert figures["on"][name] == figures["off"][name], name
