@@ -65,7 +65,8 @@ def confusion_figure(cm, names, *, normalize=False):
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     what = "rows normalised: recall on the diagonal" if normalize else "counts"
-    ax.set_title(f"Confusion matrix, {what} (test)", fontsize=10)
+    # Two lines: one line ran past the right edge of a three-class figure, clipped.
+    ax.set_title(f"Confusion matrix (test)\n{what}", fontsize=10)
     fig.tight_layout()
     return fig
 
