@@ -156,6 +156,7 @@ def _figures(folder):
     return {p.relative_to(p.parents[2]).as_posix(): p.read_bytes() for p in pngs}
 
 
+@pytest.mark.slow  # two runs, one in a process of its own: 10-15 s
 def test_a_run_logs_the_same_figures_with_and_without_the_helper(tmp_path, monkeypatch):
     import mlx
 
