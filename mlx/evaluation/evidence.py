@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 
 from mlx.audio._deps import require
 from mlx.evaluation.figures import log_mel_figure
+from mlx.painter import Sketch, render
 
 __all__ = ["MISCLASSIFIED_FOLDER", "audio_sample_rate", "misclassified_clips"]
 
@@ -24,7 +25,6 @@ MISCLASSIFIED_FOLDER = "misclassified"
 _N_FFT = 1024
 _N_MELS = 64
 _MIN_IMAGE_SAMPLES = 256
-_DPI = 100
 
 
 def audio_sample_rate(estimator):
@@ -94,12 +94,6 @@ def _choose(y_true, y_pred, max_clips, rng):
 def _wav_bytes(soundfile, clip, sample_rate):
     buf = io.BytesIO()
     soundfile.write(buf, clip, sample_rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
-def _png_bytes(fig):
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI)
     return buf.getvalue()
 
 
@@ -175,13 +169,17 @@ def misclassified_clips(
         stem = f"{MISCLASSIFIED_FOLDER}/true-{_file_part(true)}_pred-{_file_part(pred)}_row-{row}"
         files[f"{stem}.wav"] = _wav_bytes(soundfile, selected[k], sample_rate)
         if frames is not None:
-            fig = log_mel_figure(
-                frames[k],
-                sample_rate=sample_rate,
-                hop_length=hop,
-                title=f"test row {row}: true {true}, predicted {pred}",
+            files[f"{stem}.png"] = render(
+                Sketch(
+                    log_mel_figure,
+                    (frames[k],),
+                    {
+                        "sample_rate": sample_rate,
+                        "hop_length": hop,
+                        "title": f"test row {row}: true {true}, predicted {pred}",
+                    },
+                )
             )
-            files[f"{stem}.png"] = _png_bytes(fig)
     return files
 
 

@@ -172,8 +172,8 @@ def evaluate(
         :func:`~mlx.evaluation.bootstrap_intervals`); ``no_interval`` (metric name -> why it
         has none); ``tables`` (file name -> CSV text); ``figures`` (file name ->
         :class:`~mlx.painter.Sketch`: ``sketch.draw()`` is the matplotlib Figure, and
-        :func:`~mlx.painter.paint` draws them as PNG in a helper process); ``files`` (file name -> bytes: WAV clips and their log-mel PNGs, for
-        classification of audio clips).
+        :func:`~mlx.painter.paint` draws them as PNG in a helper process); ``files`` (file
+        name -> bytes: WAV clips and their log-mel PNGs, for classification of audio clips).
 
     Notes
     -----
