@@ -1,7 +1,7 @@
 """The coordinator's hold on a search: one run, one study, one parent run at a time.
 
 A plain ``mlx run`` starts a new search: the next run number of the experiment, a study of its
-own (``<name>-<definition hash>-<number>``) with the trial budget as slots, and a RUNNING parent
+own (``<name>-<definition hash>-<number>``) with its trial budget, and a RUNNING parent
 run named ``<name> #<number>``. A second coordinator of the same definition is refused while
 the first one lives; a parent run left RUNNING by a coordinator that died on this machine is
 ended KILLED (and stays resumable). ``--resume`` reopens the latest unfinished run (or the one
@@ -57,7 +57,7 @@ def refuse_running(experiment, digest, tracker):
 
 
 def start(experiment, digest, stores, ledger_tags, *, n_trials=None):
-    """A new search: a study with its budget as slots and its RUNNING parent run.
+    """A new search: a study with its trial budget and its RUNNING parent run.
 
     Returns ``(study, ParentRun)``.
     """
@@ -85,8 +85,8 @@ def start(experiment, digest, stores, ledger_tags, *, n_trials=None):
             number += 1
     else:
         raise SearchError(f"no free study name for run {number} of {experiment.name!r}.")
-    # Slots first: a worker that sees the parent run must also see work to do.
-    search.add_budget(study, experiment.n_trials, shares(experiment))
+    # The budget first: a worker that sees the parent run must find trials to claim.
+    search.add_budget(study, stores.storage, experiment.n_trials, fixed_models(experiment))
     run_id = tracker.start_run(
         experiment_id,
         schema.run_name(experiment.name, number),
@@ -192,22 +192,22 @@ def recover(experiment, study, stores, parent, n_trials):
     tracking.add_unwritten(
         parent.tracker, parent.experiment_id, parent.run_id, study.study_name, finished
     )
-    search.set_budget(study, stores.storage, n_trials, shares(experiment, n_trials))
-    counts = search.budget(study)
+    search.set_budget(study, stores.storage, n_trials, fixed_models(experiment))
+    finished = search.budget(study).finished
     logger.warning(
         "resuming %s: %d of %d trials finished, %d to go",
         study.study_name,
-        counts.finished,
+        finished,
         n_trials,
-        counts.waiting + counts.running,
+        max(0, n_trials - finished),
     )
 
 
-def shares(experiment, n_trials=None):
-    """The model of each slot when each model has a fixed share of the budget, else None."""
+def fixed_models(experiment):
+    """The models when each has a fixed share of the budget (in turn order), else None."""
     if experiment.model_budget != "fixed" or experiment.estimators is None:
         return None
-    return search.fixed_shares(experiment.candidates, n_trials or experiment.n_trials)
+    return list(experiment.candidates)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 ``run`` reads as the data flow::
 
-    prepare data -> identity -> stores -> test ledger -> study and slots -> parent run
+    prepare data -> identity -> stores -> test ledger -> study and budget -> parent run
     -> search (child run per trial) -> best -> refit -> test once -> log figures and model
 
 The runner wires the other packages with small callbacks: :mod:`mlx.search` (Optuna) hands

@@ -1,7 +1,7 @@
 """Workers: processes that join a running search and run its trials.
 
 A worker rebuilds the same split from the same experiment file, finds the study by its
-definition hash and the coordinator's parent run in the MLflow store, and claims slots until the
+definition hash and the coordinator's parent run in the MLflow store, and claims trials until the
 study's budget is spent (see :mod:`mlx.search.slots`). Workers run anywhere that reaches the
 same Optuna storage and MLflow store: ``mlx worker`` on other machines, or local processes
 that ``mlx run --workers N`` starts with :func:`local_workers`.

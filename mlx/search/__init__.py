@@ -1,11 +1,11 @@
-"""Optuna only: the storage, the study and its sampler and pruner policy, the trial budget as
-slots, the objective and the optimize loop. Nothing here knows MLflow.
+"""Optuna only: the storage, the study and its sampler and pruner policy, the trial budget and
+its claims, the objective and the optimize loop. Nothing here knows MLflow.
 
 A search, as the coordinator runs it::
 
     storage = open_storage(resolve_storage(url), heartbeat=None)
     study = create_study(name, storage=storage, seed=0)
-    add_budget(study, n_trials)                             # the budget, as WAITING slots
+    add_budget(study, storage, n_trials)                    # the budget, claimed in slots
     coordinate(study, storage, Objective(...), on_trial=log_the_record)
 
 Workers on other machines :func:`load_study` the same study and :func:`optimize` it.
@@ -33,7 +33,6 @@ from mlx.search.slots import (
     budget,
     enqueue,
     fail_lost,
-    fill,
     planned,
     replace_interrupted,
     set_budget,
@@ -74,7 +73,6 @@ __all__ = [
     "default_sampler",
     "enqueue",
     "fail_lost",
-    "fill",
     "fit_model",
     "fixed_shares",
     "is_single",

@@ -38,7 +38,7 @@ class Ran(NamedTuple):
 
 
 def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial=None):
-    """Run slots of ``study`` until none is left or ``timeout`` passes.
+    """Claim and run trials of ``study`` until its budget is spent or ``timeout`` passes.
 
     Slots are claimed one at a time through ``storage``, so any number of processes may run
     this on the same study. ``on_start(number)`` is called when a trial starts and
@@ -96,7 +96,7 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
 def coordinate(
     study, storage, objective, *, timeout=None, on_start=None, on_trial=None, on_poll=None
 ):
-    """Run slots until the study's budget is spent and every trial of any process has ended.
+    """Run trials until the study's budget is spent and every trial of any process has ended.
 
     While other processes finish their last trials, the coordinator polls the study (and so
     fails and replaces trials whose heartbeat stopped, then runs the replacements itself).

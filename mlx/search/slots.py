@@ -1,12 +1,21 @@
-"""Trial slots: a study's trial budget as WAITING trials that any process may claim.
+"""Trial slots: a study's trial budget, claimed one trial at a time by any process.
 
 ``study.optimize(n_trials=...)`` counts trials per process, so several processes sharing one
-study overshoot its budget. Here the budget itself lives in the study: the coordinator enqueues
-it as WAITING trials ("slots"), and every process (the coordinator, a local worker, a worker on
-another machine) claims one slot at a time through the storage, runs it and tells the result.
-The claim is the storage's atomic WAITING -> RUNNING transition, the one Optuna itself uses for
-enqueued trials, so two processes never run the same slot; when no slot is left, the budget is
-spent. Exactly the budgeted number of trials runs, however many processes share it.
+study overshoot its budget. Here the budget itself lives in the study (its user attribute
+``mlx.n_trials``), and every process (the coordinator, a local worker, a worker on another
+machine) claims one trial at a time through the storage, runs it and tells the result. A claim
+takes a WAITING trial (a "slot") if one waits, through the storage's atomic WAITING -> RUNNING
+transition, the one Optuna itself uses for enqueued trials; otherwise it counts the study's
+trials and, while they are fewer than the budget, adds the next trial RUNNING. Counting and
+adding happen under a lock held across processes and machines (a lock file beside a SQLite
+study, an advisory lock of PostgreSQL), so exactly the budgeted number of trials runs, however
+many processes share it; when the budget is spent, no claim succeeds.
+
+Trials are added as they are claimed, not enqueued up front: Optuna's cached storage reads
+every unfinished trial of the study again before each sample, so a budget kept as WAITING
+trials made each trial of a long search slower. A study in another database (MySQL, say),
+where no lock is taken, still gets its whole budget enqueued up front: its row locks make each
+claim of a WAITING trial atomic.
 
 A trial stopped from outside has no result of its own and does not count toward the budget: a
 trial whose process died (``kill -9``, a lost machine) is *lost*. With a heartbeat (see
@@ -15,7 +24,9 @@ without one, ``mlx run --resume`` fails the trials left RUNNING. A trial stopped
 SIGTERM is *interrupted* (failed, and marked so); ``--resume`` replaces it. Either way a fresh
 slot replaces it (the new trial's user attribute ``mlx.replaces`` names the one it replaces).
 A smaller budget on resume *cancels* waiting slots (failed and marked ``mlx.cancelled``, never
-run); finished trials are never cancelled.
+run); finished trials are never cancelled. When each model has a fixed share of the budget
+(study attribute ``mlx.models``), each added trial fixes the model whose share is furthest
+behind, in the order of :func:`~mlx.search.candidates.fixed_shares`.
 """
 
 import collections
@@ -26,10 +37,11 @@ import warnings
 from dataclasses import dataclass
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
+import sqlalchemy
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from mlx.search.candidates import MODEL_PARAM
+from mlx.search.candidates import MODEL_PARAM, fixed_shares
 from mlx.search.heartbeat import heartbeat_interval
 from mlx.search.retry import retrying
 from mlx.stores import sqlite_path
@@ -38,6 +50,7 @@ __all__ = [
     "BUDGET",
     "CANCELLED",
     "INTERRUPTED",
+    "MODELS",
     "REPLACES",
     "Budget",
     "Slots",
@@ -46,7 +59,6 @@ __all__ = [
     "counted_trials",
     "enqueue",
     "fail_lost",
-    "fill",
     "planned",
     "replace_interrupted",
     "replace_lost",
@@ -60,8 +72,13 @@ REPLACES = "mlx.replaces"
 # The user attributes of a trial stopped by Ctrl-C or SIGTERM, and of a slot cancelled unused.
 INTERRUPTED = "mlx.interrupted"
 CANCELLED = "mlx.cancelled"
-# The study's user attribute that holds its budget (the n_trials of the run that set it last).
+# The study's user attributes that hold its budget (the n_trials of the run that set it last)
+# and, when each model has a fixed share of it, the models in the order they take turns.
 BUDGET = "mlx.n_trials"
+MODELS = "mlx.models"
+# The first key of PostgreSQL's two-key advisory locks taken here (the second is the study's
+# id): "mlx" in ASCII, apart from other applications' locks on the same database.
+_PG_LOCK_CLASS = 0x6D6C78
 
 
 @dataclass
@@ -135,33 +152,78 @@ def enqueue(study, n, fixed_params=None, user_attrs=None):
             retrying(study.add_trial, slot)
 
 
-def set_budget(study, storage, n_trials, shares=None):
+def add_budget(study, storage, n_trials, models=None):
+    """Give a new study its budget of ``n_trials``; ``models`` each get a fixed share of it.
+
+    ``models`` are the candidate names in the order they take turns (see
+    :func:`mlx.search.candidates.fixed_shares`); None lets the sampler choose the model.
+    """
+    _set_budget_attrs(study, n_trials, models)
+    if not _lockable(storage):
+        _fill(study, n_trials, models)
+
+
+def set_budget(study, storage, n_trials, models=None):
     """Make ``n_trials`` the study's budget; return the number of slots added (< 0: cancelled).
 
-    More than the study has: slots are added (see :func:`fill`). Fewer: waiting slots are
-    cancelled, at most as many as wait (finished and running trials are never cancelled);
-    with ``shares``, each model's own excess.
+    Fewer than the study has: waiting slots are cancelled, at most as many as wait (finished
+    and running trials are never cancelled); with ``models``, each model's own excess.
     """
-    retrying(study.set_user_attr, BUDGET, n_trials)
-    added = fill(study, n_trials, shares)
+    _set_budget_attrs(study, n_trials, models)
+    added = 0 if _lockable(storage) else _fill(study, n_trials, models)
     trials, _ = counted_trials(study)
     counted = {t.number for t in trials}
     waiting = [
         (t, i) for t, i in _trials(study, storage, TrialState.WAITING) if t.number in counted
     ]
-    if shares is None:
+    if models is None:
         excess = {None: max(0, len(trials) - n_trials)}
     else:
-        wanted = collections.Counter(shares)
+        wanted = collections.Counter(fixed_shares(models, n_trials))
         have = collections.Counter(_model_of(t) for t in trials)
         excess = {name: max(0, have[name] - wanted[name]) for name in have}
     cancelled = 0
     for trial, trial_id in reversed(waiting):  # the last slots first
-        key = None if shares is None else _model_of(trial)
+        key = None if models is None else _model_of(trial)
         if excess.get(key, 0) > 0:
             excess[key] -= 1
             cancelled += _cancel(storage, trial_id)
     return added - cancelled
+
+
+def _set_budget_attrs(study, n_trials, models):
+    retrying(study.set_user_attr, BUDGET, n_trials)
+    retrying(study.set_user_attr, MODELS, None if models is None else list(models))
+
+
+def _missing(trials, n_trials, models):
+    """The fixed model of each trial that ``trials`` lack of the budget, in the order to add.
+
+    None stands for a trial whose model the sampler chooses (``models`` is None).
+    """
+    if models is None:
+        return [None] * max(0, n_trials - len(trials))
+    have = collections.Counter(_model_of(t) for t in trials)
+    missing = []
+    for name in fixed_shares(models, n_trials):
+        if have[name]:
+            have[name] -= 1
+        else:
+            missing.append(name)
+    return missing
+
+
+def _fixed(model):
+    return None if model is None else {MODEL_PARAM: model}
+
+
+def _fill(study, n_trials, models):
+    """Enqueue every slot that the budget misses; return how many were added."""
+    trials, _ = counted_trials(study)
+    missing = _missing(trials, n_trials, models)
+    for model in missing:
+        enqueue(study, 1, fixed_params=_fixed(model))
+    return len(missing)
 
 
 def _model_of(trial):
@@ -186,99 +248,149 @@ def _cancel(storage, trial_id):
     return 1
 
 
-def add_budget(study, n_trials, shares=None):
-    """Enqueue ``n_trials`` slots, each model's share in the order of ``shares`` (see :func:`fill`)."""
-    retrying(study.set_user_attr, BUDGET, n_trials)
-    if shares is None:
-        enqueue(study, n_trials)
-        return
-    for name in shares:
-        enqueue(study, 1, fixed_params={MODEL_PARAM: name})
-
-
-def fill(study, n_trials, shares=None):
-    """Enqueue the slots that ``n_trials`` misses; return how many were added.
-
-    ``shares`` (see :func:`mlx.search.candidates.fixed_shares`) gives the model of each of the
-    ``n_trials`` slots when every model has a fixed share; each model then gets the slots of
-    its share that the study lacks, in the order of ``shares``. Without it, slots are plain.
-    """
-    if shares is None:
-        missing = max(0, n_trials - budget(study).counted)
-        enqueue(study, missing)
-        return missing
-    trials, _ = counted_trials(study)
-    have = collections.Counter(_model_of(t) for t in trials)
-    added = 0
-    for name in shares:
-        if have[name]:
-            have[name] -= 1
-            continue
-        enqueue(study, 1, fixed_params={MODEL_PARAM: name})
-        added += 1
-    return added
-
-
 class Slots:
-    """Claims the WAITING slots of ``study`` through ``storage``, one at a time.
+    """Claims trials of ``study`` through ``storage``, one at a time, until the budget is spent.
 
-    The ids of the waiting trials are read once and tried in order (another process may have
-    claimed some meanwhile: its claim wins, the next id is tried); the study is read again only
-    when they run out. A claim is then one store write, as Optuna's own ``ask`` is.
+    A claim takes the first waiting slot if there is one (a replacement, or a slot of a study
+    whose whole budget was enqueued); otherwise it adds the budget's next trial, RUNNING,
+    unless the budget is spent. One read of the study serves both.
     """
 
     def __init__(self, study, storage):
         self.study = study
         self.storage = storage
-        self._waiting = []
+        self._study_id = None
 
     def claim(self):
-        """Claim a WAITING slot: ``(trial, trial_id)``, or None when the budget is spent."""
-        for refreshed in (False, True):
-            if refreshed or not self._waiting:
-                self._waiting = [
-                    trial_id
-                    for _, trial_id in _trials(self.study, self.storage, TrialState.WAITING)
-                ]
-            while self._waiting:
-                trial_id = self._waiting.pop(0)
-                try:
-                    with _claim_lock(self.storage):
-                        claimed = retrying(
-                            self.storage.set_trial_state_values, trial_id, state=TrialState.RUNNING
-                        )
-                except UpdateFinishedTrialError:
-                    continue
-                if claimed:  # else another process claimed it first
-                    return retrying(optuna.Trial, self.study, trial_id), trial_id
+        """Claim a trial: ``(trial, trial_id)``, or None when the budget is spent."""
+        if self._study_id is None:
+            self._study_id = retrying(self.storage.get_study_id_from_name, self.study.study_name)
+        with _slots_lock(self.storage, self._study_id) as locked:
+            trials, _ = counted_trials(self.study)
+            trial_id = self._claim_waiting(t for t in trials if t.state == TrialState.WAITING)
+            if trial_id is None and locked:
+                trial_id = self._add_running(trials)
+        if trial_id is None:
+            return None
+        return retrying(optuna.Trial, self.study, trial_id), trial_id
+
+    def _claim_waiting(self, waiting):
+        """The id of one of the ``waiting`` slots, now claimed; None if there is none left.
+
+        Another process may claim a slot meanwhile (where no lock is held): its claim wins,
+        and the next slot is tried.
+        """
+        for trial in waiting:
+            trial_id = retrying(
+                self.storage.get_trial_id_from_study_id_trial_number, self._study_id, trial.number
+            )
+            try:
+                claimed = retrying(
+                    self.storage.set_trial_state_values, trial_id, state=TrialState.RUNNING
+                )
+            except UpdateFinishedTrialError:
+                continue
+            if claimed:
+                return trial_id
         return None
+
+    def _add_running(self, trials):
+        """The id of the budget's next trial, added RUNNING; None if the budget is spent.
+
+        ``trials`` are the study's counted trials, read under the lock.
+        """
+        attrs = retrying(lambda: self.study.user_attrs)
+        if attrs.get(BUDGET) is None:  # a study mlx did not create: its slots are its budget
+            return None
+        missing = _missing(trials, attrs[BUDGET], attrs.get(MODELS))
+        if not missing:
+            return None
+        fixed = _fixed(missing[0])
+        trial = optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            system_attrs=None if fixed is None else {"fixed_params": fixed},
+        )
+        trial_id = retrying(self.storage.create_new_trial, self._study_id, template_trial=trial)
+        # The study's cached storage learns of a trial only when it reads the study; a trial it
+        # does not know cannot take a parameter.
+        retrying(self.study.get_trials, deepcopy=False, states=(TrialState.RUNNING,))
+        return trial_id
+
+
+def _lockable(storage):
+    """Whether :func:`_slots_lock` can lock the slots of a study in ``storage``."""
+    return _dialect(storage) in (None, "sqlite", "postgresql")
+
+
+def _dialect(storage):
+    """The database kind of an RDB storage; None for a storage in this process's memory."""
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    return None if engine is None else engine.dialect.name
 
 
 @contextlib.contextmanager
-def _claim_lock(storage):
-    """Within the block, no other process claims a slot of this local SQLite study.
+def _slots_lock(storage, study_id):
+    """Within the block, no other process claims or adds a trial of this study.
 
-    Optuna claims a WAITING trial by reading its state, then writing RUNNING. On SQLite the
-    Python driver opens the transaction only at the write, so two processes can both read
-    WAITING and both claim the trial (seen: one trial run twice by a coordinator and its local
-    worker). A lock file beside the database serialises the claims of the processes of this
-    machine, the only ones that can share a SQLite file. Database servers lock rows themselves.
+    Yields whether the lock is held: False for a database of a kind not known here, whose
+    studies get their whole budget as slots up front. On SQLite the lock serialises the
+    claims too: the Python driver opens the transaction only at the write, so two processes
+    could both read a slot WAITING and both claim it (seen: one trial run twice by a
+    coordinator and its local worker). A lock file beside the database serialises the
+    processes of this machine, the only ones that can share a SQLite file. PostgreSQL locks
+    the rows of a claim itself; counting and adding a trial take its advisory lock on the
+    study, which the server releases if the process holding it dies.
     """
-    path = sqlite_path(getattr(getattr(storage, "_backend", storage), "url", "") or "")
-    if path is None:
-        yield
+    backend = getattr(storage, "_backend", storage)
+    dialect = _dialect(storage)
+    path = sqlite_path(backend.url) if dialect == "sqlite" else None
+    if dialect is None or (dialect == "sqlite" and path is None):
+        yield True  # in this process's memory: no other process shares the study
         return
-    with open(f"{path}.claims.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    if dialect == "sqlite":
+        with open(f"{path}.claims.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield True
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return
+    if dialect != "postgresql":
+        yield False
+        return
+    keys = {"a": _PG_LOCK_CLASS, "b": study_id}
+    connection = retrying(_locked_connection, backend.engine, keys)
+    try:
+        yield True
+    finally:
         try:
-            yield
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:a, :b)"), keys)
+            connection.commit()
+        except sqlalchemy.exc.DBAPIError:
+            pass  # the connection is gone (a database restart), and its lock with it
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            connection.close()
 
 
-def _trials(study, storage, state):
+def _locked_connection(engine, keys):
+    """A connection holding PostgreSQL's session-level advisory lock ``keys`` (waits for it)."""
+    try:
+        connection = engine.connect()
+    except sqlalchemy.exc.DBAPIError as exc:
+        raise StorageInternalError(str(exc)) from exc
+    try:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:a, :b)"), keys)
+        connection.commit()
+    except sqlalchemy.exc.DBAPIError as exc:
+        connection.close()
+        raise StorageInternalError(str(exc)) from exc
+    return connection
+
+
+def _trials(study, storage, state, study_id=None):
     """``(frozen trial, storage trial id)`` of the study's trials in ``state``."""
-    study_id = retrying(storage.get_study_id_from_name, study.study_name)
+    if study_id is None:
+        study_id = retrying(storage.get_study_id_from_name, study.study_name)
     for frozen in retrying(study.get_trials, deepcopy=False, states=(state,)):
         number = frozen.number
         yield frozen, retrying(storage.get_trial_id_from_study_id_trial_number, study_id, number)

@@ -1,0 +1,148 @@
+"""The trial budget shared by processes: exactly ``n_trials`` trials, each run once.
+
+Several real processes claim trials of one study as fast as they can (no objective), on a
+SQLite file and on PostgreSQL; the study must end with exactly its budget, every trial told
+once. The injected fault: each claimer pauses 50 ms between counting the study's trials and
+adding one, so that without the lock around the two, several processes count the last free
+place and each adds a trial (seen: 25 to 27 trials for a budget of 24).
+"""
+
+import subprocess
+import sys
+import time
+
+import optuna
+from _servers import pg_url, postgres_database
+from optuna.trial import TrialState
+
+from mlx import search
+from mlx.search import slots
+
+# One claimer: waits for the start signal, then claims and tells trials until none is left.
+_CLAIMER = """
+import os, sys, time
+from pathlib import Path
+import optuna
+from mlx.search import open_storage
+from mlx.search import slots
+from mlx.search.slots import Slots
+
+counted = slots._missing
+
+
+def counted_slowly(*args):
+    missing = counted(*args)
+    time.sleep(0.05)
+    return missing
+
+
+slots._missing = counted_slowly
+url, name, go = sys.argv[1:4]
+storage = open_storage(url)
+study = optuna.load_study(study_name=name, storage=storage)
+claims = Slots(study, storage)
+Path(f"{go}.{os.getpid()}").touch()  # ready
+while not Path(go).exists():
+    time.sleep(0.005)
+while (claimed := claims.claim()) is not None:
+    trial, _ = claimed
+    trial.set_user_attr("pid", os.getpid())
+    study.tell(trial, float(trial.number))
+"""
+
+
+def _race(url, n_trials, models=None, processes=4, tmp_path=None):
+    """Run ``processes`` claimers on a new study of budget ``n_trials``; return the study."""
+    storage = search.open_storage(url)
+    study = search.create_study("race", storage=storage, seed=0)
+    search.add_budget(study, storage, n_trials, models)
+    go = tmp_path / "go"
+    claimers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CLAIMER, url, "race", str(go)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.*"))) < processes and time.monotonic() < deadline:
+        time.sleep(0.05)  # their imports
+    go.touch()
+    for claimer in claimers:
+        _, err = claimer.communicate(timeout=120)
+        assert claimer.returncode == 0, err[-3000:]
+    return optuna.load_study(study_name="race", storage=storage)
+
+
+def _assert_exactly(study, n_trials):
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == n_trials, f"{len(trials)} trials for a budget of {n_trials}"
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["pid"] for t in trials}) > 1  # the processes did share the work
+
+
+def test_a_new_study_holds_its_budget_but_no_trial_yet(tmp_path):
+    """Trials are added as they are claimed: nothing WAITING for the sampler to re-read."""
+    storage = search.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = search.create_study("lazy", storage=storage, seed=0)
+    search.add_budget(study, storage, 5)
+    assert study.trials == [] and search.planned(study) == 5
+    claims = slots.Slots(study, storage)
+    for _ in range(5):
+        trial, _ = claims.claim()
+        study.tell(trial, 1.0)
+    assert claims.claim() is None
+    assert len(study.trials) == 5
+
+
+def test_processes_on_sqlite_run_exactly_the_budget(tmp_path):
+    study = _race(f"sqlite:///{tmp_path / 'optuna.db'}", 24, tmp_path=tmp_path)
+    _assert_exactly(study, 24)
+
+
+def test_processes_on_postgres_run_exactly_the_budget(tmp_path):
+    with postgres_database("mlx_slots") as db:
+        study = _race(pg_url(db), 24, tmp_path=tmp_path)
+        _assert_exactly(study, 24)
+        # The claimers' connections are closed: no advisory lock is left behind.
+        engine = search.open_storage(pg_url(db)).engine
+        with engine.connect() as connection:
+            held = connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            ).scalar()
+        engine.dispose()
+        assert held == 0
+
+
+def test_fixed_shares_hold_across_processes(tmp_path):
+    study = _race(
+        f"sqlite:///{tmp_path / 'optuna.db'}",
+        13,
+        models=["a", "b", "c"],
+        processes=3,
+        tmp_path=tmp_path,
+    )
+    _assert_exactly(study, 13)
+    models = [
+        t.params.get(search.MODEL_PARAM) or t.system_attrs["fixed_params"][search.MODEL_PARAM]
+        for t in study.trials
+    ]
+    assert {m: models.count(m) for m in "abc"} == {"a": 5, "b": 4, "c": 4}
+
+
+def test_a_smaller_budget_on_resume_adds_no_trial_and_a_larger_one_adds(tmp_path):
+    storage = search.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = search.create_study("resize", storage=storage, seed=0)
+    search.add_budget(study, storage, 4)
+    claims = slots.Slots(study, storage)
+    for _ in range(3):
+        trial, _ = claims.claim()
+        study.tell(trial, 1.0)
+    search.set_budget(study, storage, 2)
+    assert claims.claim() is None and len(study.trials) == 3  # finished trials stay
+    search.set_budget(study, storage, 5)
+    for _ in range(2):
+        trial, _ = claims.claim()
+        study.tell(trial, 1.0)
+    assert claims.claim() is None and len(study.trials) == 5
