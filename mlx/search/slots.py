@@ -310,11 +310,10 @@ class Slots:
             state=TrialState.RUNNING,
             system_attrs=None if fixed is None else {"fixed_params": fixed},
         )
-        trial_id = retrying(self.storage.create_new_trial, self._study_id, template_trial=trial)
-        # The study's cached storage learns of a trial only when it reads the study; a trial it
-        # does not know cannot take a parameter.
-        retrying(self.study.get_trials, deepcopy=False, states=(TrialState.RUNNING,))
-        return trial_id
+        # Through the study's own (cached) storage, as Optuna's ``ask`` adds a trial: a trial
+        # added behind the cache's back cannot take a parameter until the cache reads the study.
+        cached = self.study._storage
+        return retrying(cached.create_new_trial, self._study_id, template_trial=trial)
 
 
 def _lockable(storage):
