@@ -13,6 +13,7 @@ import sys
 import time
 
 import optuna
+import pytest
 from _servers import pg_url, postgres_database
 from optuna.trial import TrialState
 
@@ -102,12 +103,14 @@ def test_processes_on_sqlite_run_exactly_the_budget(tmp_path):
     _assert_exactly(study, 24)
 
 
+@pytest.mark.slow  # the default group is near its 6-minute budget
 def test_processes_on_postgres_run_exactly_the_budget(tmp_path):
     with postgres_database("mlx_slots") as db:
         study = _race(pg_url(db), 24, tmp_path=tmp_path)
         _assert_exactly(study, 24)
 
 
+@pytest.mark.slow
 def test_fixed_shares_hold_across_processes(tmp_path):
     study = _race(
         f"sqlite:///{tmp_path / 'optuna.db'}",
