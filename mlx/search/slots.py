@@ -94,10 +94,6 @@ class Budget:
     def finished(self):
         return self.complete + self.pruned + self.fail
 
-    @property
-    def counted(self):
-        return self.waiting + self.running + self.finished
-
 
 def planned(study):
     """The study's budget as its last run set it (None for a study mlx did not create)."""
@@ -366,10 +362,9 @@ def _claims_lock(storage):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _trials(study, storage, state, study_id=None):
+def _trials(study, storage, state):
     """``(frozen trial, storage trial id)`` of the study's trials in ``state``."""
-    if study_id is None:
-        study_id = retrying(storage.get_study_id_from_name, study.study_name)
+    study_id = retrying(storage.get_study_id_from_name, study.study_name)
     for frozen in retrying(study.get_trials, deepcopy=False, states=(state,)):
         number = frozen.number
         yield frozen, retrying(storage.get_trial_id_from_study_id_trial_number, study_id, number)
