@@ -177,7 +177,10 @@ def run(
             coordinator.refuse_running(experiment, ctx.digest, ctx.tracker)
             ledger = tracking.ledger_tags(ctx.fingerprint, use_count)
             study, parent = coordinator.start(experiment, ctx.digest, ctx.stores, ledger)
-        stack.enter_context(coordinator.ends(parent, _resume_command(ctx, parent, urls)))
+        resume_command = _resume_command(
+            ctx, parent, urls, no_test=no_test, allow_test_reuse=allow_test_reuse
+        )
+        stack.enter_context(coordinator.ends(parent, resume_command))
         helpers.release()
         if resume:
             # The budget the run had, unless this resume sets a new one.
@@ -394,10 +397,16 @@ def _run_id(resume):
     return resume if isinstance(resume, str) and resume != _LATEST else None
 
 
-def _resume_command(ctx, parent, urls):
-    """The command that continues this run, with the store options that are not defaults."""
+def _resume_command(ctx, parent, urls, *, no_test=False, allow_test_reuse=False):
+    """The command that continues this run: its overrides, its test choice, the store options
+    that are not defaults (without its test choice, the resumed run would be refused or would
+    evaluate a test split that this run left alone)."""
     words = ["mlx", "run", str(ctx.experiment.path or "FILE"), "--resume", parent.run_id]
     words += moverrides.command_words(ctx.experiment.overrides)
+    if no_test:
+        words.append("--no-test")
+    elif allow_test_reuse:
+        words.append("--allow-test-reuse")
     if urls.tracking != tracking.resolve_tracking_uri(None):
         words += ["--tracking-uri", redact_url(urls.tracking)]
     if urls.storage != search.resolve_storage(None):

@@ -9,6 +9,7 @@ middle of one.
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -270,6 +271,32 @@ def test_resume_with_n_trials_sets_the_total(tmp_path, total):
     assert len(cancelled) == max(0, 3 - total)
     ran = {c.data.tags[schema.TAG_TRIAL] for c in children}
     assert not ran & {str(t.number) for t in cancelled}  # cancelled slots never ran
+
+
+@pytest.mark.parametrize("choice", ["--allow-test-reuse", "--no-test"])
+def test_the_printed_resume_command_keeps_the_runs_test_choice(tmp_path, choice):
+    """Word for word, the command that Ctrl-C prints continues the run as it was started."""
+    path = _write(tmp_path, n_trials=4, sleep=0.05)
+    first = _run(tmp_path, "run", path)  # evaluates the test split once
+    assert first.returncode == 0, first.stderr
+    process = _start(tmp_path, "run", path, choice, MLX_TEST_STALL_FROM="2")
+
+    def mid_search():
+        states = _states(_study(tmp_path, 2))
+        return states.get(TrialState.COMPLETE, 0) >= 2 and states.get(TrialState.RUNNING, 0) == 1
+
+    _wait_for(mid_search, what="the second run mid-search")
+    os.kill(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    (line,) = [line for line in err.splitlines() if "--resume" in line]
+    command = shlex.split(line.split("`")[1])
+    assert command[:2] == ["mlx", "run"] and choice in command
+    resumed = _run(tmp_path, *command[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, parents, _ = _runs(uri, "reliable")
+    second = [p for p in parents if p.data.tags[schema.TAG_RUN_NUMBER] == "2"][0]
+    assert client.get_run(second.info.run_id).info.status == "FINISHED"
 
 
 def test_a_second_coordinator_of_the_same_run_is_refused(tmp_path):
