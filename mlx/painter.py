@@ -171,7 +171,7 @@ class _Helper:
         try:
             with self._write_lock:
                 _send(self.process.stdin, request)
-        except OSError:
+        except (OSError, ValueError):  # the helper died, or was closed meanwhile
             self._stop()
         return future
 
@@ -203,8 +203,10 @@ class _Helper:
     def close(self):
         """End the helper: it exits as soon as its stdin closes, or is killed mid-figure.
 
-        Waited for, so that its CPU time counts among this process's children's.
+        Waited for, so that its CPU time counts among this process's children's. Nothing is
+        submitted to it afterwards, even before its reader sees the end of its output.
         """
+        self._stop()
         with contextlib.suppress(OSError):
             self.process.stdin.close()
         try:
