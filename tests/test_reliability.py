@@ -133,6 +133,8 @@ def _assert_finished_once(uri, name, parent_id, n_trials, folder):
     assert [p.info.run_id for p in parents] == [parent_id]
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
+    # A resumed run no longer carries its interruption as its error (seen in the MLflow UI).
+    assert schema.TAG_ERROR not in parent.data.tags
     assert schema.test("accuracy") in parent.data.metrics
     assert parent.data.tags[schema.TAG_EVALUATED] == "true"
     assert all(c.info.status != "RUNNING" for c in children)

@@ -252,8 +252,10 @@ class Tracker:
         )
 
     def reopen(self, run_id):
-        """Mark a KILLED or FAILED run RUNNING again (resuming it)."""
+        """Mark a KILLED or FAILED run RUNNING again (resuming it), without its old error."""
         self.client.update_run(run_id, status="RUNNING")
+        if schema.TAG_ERROR in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, schema.TAG_ERROR)
 
     def log(self, run_id, *, params=None, metrics=None, tags=None, steps=None):
         """Log in as few ``log_batch`` calls as MLflow's limits allow.
