@@ -11,6 +11,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from mlx.audio import load_audio_folder, make_instrument_sounds, write_audio_folder
+from mlx.audio._wav import read_wav
 from mlx.audio.folder import _resample
 
 sf = pytest.importorskip("soundfile")
@@ -353,3 +354,73 @@ def test_long_file_is_read_only_as_far_as_the_clip(tmp_path):
         assert peak < 8 * clip_bytes, f"peak {peak / 1e3:.0f} kB with n_jobs={n_jobs}"
         assert labels.tolist() == ["a", "b"] and (report.n_cut, report.n_padded) == (1, 1)
         assert_array_equal(clips[0], sf.read(long, frames=SR, dtype="float32")[0], strict=True)
+
+
+# --- plain WAV files read with numpy ---------------------------------------------------------
+
+NUMPY_READ = [
+    ("WAV", "PCM_16"),
+    ("WAV", "PCM_24"),
+    ("WAV", "PCM_32"),
+    ("WAV", "FLOAT"),
+    ("WAV", "DOUBLE"),
+    ("WAVEX", "PCM_16"),
+    ("WAVEX", "PCM_24"),
+    ("WAVEX", "FLOAT"),
+]
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize(("fmt", "subtype"), NUMPY_READ)
+def test_plain_wav_is_read_with_numpy_as_soundfile_reads_it(tmp_path, fmt, subtype, channels):
+    rng = np.random.default_rng(channels)
+    data = rng.uniform(-1, 1, (3001, channels))
+    data[:2] = [[1.0] * channels, [-1.0] * channels]  # the ends of the integer range
+    path = _write(tmp_path / "x.wav", data, sr=22050, format=fmt, subtype=subtype)
+
+    read = read_wav(path)
+    assert read is not None, f"{fmt}/{subtype} should not need libsndfile"
+    expected = sf.read(path, dtype="float32", always_2d=True)[0]
+    assert read[1] == 22050
+    assert_array_equal(read[0], expected, strict=True)
+    first = read_wav(path, lambda rate: 100)[0]
+    assert_array_equal(first, sf.read(path, frames=100, dtype="float32", always_2d=True)[0])
+
+
+def _truncated(path):
+    path.write_bytes(path.read_bytes()[:-101])  # the data chunk claims more than the file holds
+    return path
+
+
+def _with_chunk_before_data(path):
+    # An odd-sized chunk (padded to even) between fmt and data, as tagging tools write.
+    raw = path.read_bytes()
+    at = raw.index(b"data")
+    path.write_bytes(raw[:at] + b"LIST" + (5).to_bytes(4, "little") + b"abcde\0" + raw[at:])
+    return path
+
+
+def _big_endian(path):
+    sf.write(path, _tone(440), SR, format="WAV", subtype="PCM_16", endian="BIG")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "numpy_reads"),
+    [(_truncated, False), (_with_chunk_before_data, True), (_big_endian, False)],
+)
+def test_odd_wav_files_read_as_soundfile_reads_them(tmp_path, change, numpy_reads):
+    path = change(_write(tmp_path / "a" / "odd-0.wav", _tone(440), subtype="PCM_16"))
+    assert (read_wav(path) is not None) is numpy_reads
+    clips, *_ = load_audio_folder(tmp_path, n_jobs=1)
+    assert_array_equal(clips[0], sf.read(path, dtype="float32")[0], strict=True)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "ULAW", "ALAW", "IMA_ADPCM"])
+def test_other_wav_encodings_are_left_to_soundfile(tmp_path, subtype):
+    if subtype not in sf.available_subtypes("WAV"):
+        pytest.skip(f"libsndfile here cannot write WAV/{subtype}")
+    path = _write(tmp_path / "a" / "r-0.wav", _tone(440), subtype=subtype)
+    assert read_wav(path) is None
+    clips, *_ = load_audio_folder(tmp_path)
+    assert_array_equal(clips[0], sf.read(path, dtype="float32")[0], strict=True)
