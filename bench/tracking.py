@@ -204,6 +204,50 @@ def run_mlx(n_trials, stores):
     return marks["loop"] - marks["start"], marks["end"] - marks["start"], outside
 
 
+# Where a trial's time goes, per side: (label, owner, attribute) of the calls timed by
+# _attribute. MLflow's store calls are what both sides pay to record a trial; the claim (mlx) and
+# ``ask`` (Optuna's loop, in the callback's row) each add the trial to the study.
+_MLFLOW_CALLS = ("create_run", "log_batch", "update_run_info", "get_experiment_by_name")
+
+
+def _timed_calls(side):
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from mlx.search import slots
+
+    calls = [(f"MLflow {name}", SqlAlchemyStore, name) for name in _MLFLOW_CALLS]
+    if side == "c":
+        calls.append(("claim (count the study, add the trial)", slots.Slots, "claim"))
+    else:
+        calls.append(("ask (add the trial)", optuna.Study, "ask"))
+    return calls
+
+
+def _attribute(side, runner, n_trials, stores):
+    """Milliseconds per trial spent inside each of :func:`_timed_calls`, over one run."""
+    totals, originals = {}, []
+
+    def timing(label, function):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals[label] = totals.get(label, 0.0) + time.perf_counter() - start
+
+        return timed
+
+    for label, owner, name in _timed_calls(side):
+        originals.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, timing(label, getattr(owner, name)))
+    try:
+        runner(n_trials, stores)
+    finally:
+        for owner, name, function in originals:
+            setattr(owner, name, function)
+    return {label: 1000 * total / n_trials for label, total in totals.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
@@ -275,6 +319,24 @@ def main():
             f"[{min(ratios):.2f}-{max(ratios):.2f}] (target <= 0.7); per repeat: "
             f"{', '.join(f'{r:.2f}' for r in ratios)}"
         )
+    # One more run of each side with the calls above timed (not in the spans measured above).
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        templates = _templates(Path(tempfile.mkdtemp(dir=root)))
+        parts = {key: _attribute(key, runners[key], n, _fresh(templates, root)) for key in "bc"}
+    print()
+    print(f"Inside that overhead: milliseconds a trial in these calls (one more run of {n} trials")
+    print("each, the calls timed; MLflow's store calls are made in the trial's own thread)")
+    print()
+    print(f"| call | {NAMES['b']} | {NAMES['c']} |")
+    print("|---|---|---|")
+    for label in dict.fromkeys([*parts["b"], *parts["c"]]):
+        cells = [f"{parts[key][label]:.2f}" if label in parts[key] else "-" for key in "bc"]
+        print(f"| {label} | {' | '.join(cells)} |")
+    mlflow_ms = {
+        key: sum(v for k, v in parts[key].items() if k.startswith("MLflow")) for key in "bc"
+    }
+    print(f"| all MLflow store calls | {mlflow_ms['b']:.2f} | {mlflow_ms['c']:.2f} |")
     print()
     print(
         f"mlx.run outside the span, once per experiment (wall-clock s): before it (data, audit, "
