@@ -9,15 +9,21 @@ objective: a study that kept its whole budget as WAITING trials made the early o
 Target: at most 1.3x. The objective is timed from inside mlx's own loop (``_run_trial``), the
 iteration from one trial's start to the next's.
 
-    python bench/long_search.py [--trials 1000]
+    python bench/long_search.py [--trials 1000] [--postgres]
+
+``--postgres`` puts the Optuna study in a fresh PostgreSQL database (the tests' server on
+127.0.0.1:5432, created and dropped here) instead of the default SQLite file.
 """
 
 import argparse
+import contextlib
 import os
 import statistics
+import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from sklearn.datasets import load_iris
@@ -25,6 +31,9 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import mlx
 from mlx.search import loop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _servers import pg_url, postgres_database  # noqa: E402
 
 
 def _experiment(n_trials):
@@ -40,7 +49,7 @@ def _experiment(n_trials):
     )
 
 
-def measure(n_trials):
+def measure(n_trials, storage=None):
     """``(iteration starts, objective seconds)`` of every trial of one long search."""
     starts, objective = [], []
     run_trial = loop._run_trial
@@ -59,7 +68,7 @@ def measure(n_trials):
             previous = os.getcwd()
             os.chdir(folder)
             try:
-                mlx.run(_experiment(n_trials), show_progress=False)
+                mlx.run(_experiment(n_trials), storage=storage, show_progress=False)
             finally:
                 os.chdir(previous)
     finally:
@@ -70,9 +79,12 @@ def measure(n_trials):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--postgres", action="store_true", help="the study on PostgreSQL")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    starts, objective = measure(args.trials)
+    database = postgres_database("mlx_bench_long") if args.postgres else contextlib.nullcontext()
+    with database as db:
+        starts, objective = measure(args.trials, None if db is None else pg_url(db))
     # A trial's iteration runs from its start to the next trial's start; its overhead is that
     # minus its objective (which holds the sampler's reads of the study).
     iteration = [(starts[i + 1] - starts[i]) * 1000 for i in range(len(starts) - 1)]
@@ -83,7 +95,8 @@ def main():
     load = os.getloadavg()[0]
     total = starts[-1] - starts[0]
     print(
-        f"{args.trials} kNN trials on iris, default SQLite stores; load average {load:.1f}; "
+        f"{args.trials} kNN trials on iris, the study on "
+        f"{'PostgreSQL' if args.postgres else 'SQLite'}, MLflow on SQLite; load average {load:.1f}; "
         f"{total:.1f} s from the first trial's start to the last's"
     )
     print()

@@ -1,11 +1,11 @@
 """The trial budget shared by processes: exactly ``n_trials`` trials, each run once.
 
 Several real processes claim trials of one study as fast as they can (no objective), on a
-SQLite file (where claims add the trials) and on PostgreSQL (where the budget waits as slots);
-the study must end with exactly its budget, every trial told once. The injected fault: each
-claimer pauses 50 ms between counting the study's trials and adding one, so that without the
-lock around the two, several processes count the last free place and each adds a trial (seen:
-25 to 27 trials for a budget of 24).
+SQLite file (where claims add the trials) and on PostgreSQL (where a pool of slots waits,
+topped up from the budget when it runs dry); the study must end with exactly its budget, every
+trial told once. The injected fault: each claimer pauses 50 ms between counting the study's
+trials and adding, so that without the lock around the two, several processes count the same
+free places and each adds trials (seen: 25 to 27 trials for a budget of 24 on SQLite).
 """
 
 import subprocess
@@ -111,14 +111,17 @@ def test_processes_on_postgres_run_exactly_the_budget(tmp_path):
 
 
 @pytest.mark.slow
-def test_fixed_shares_hold_across_processes(tmp_path):
-    study = _race(
-        f"sqlite:///{tmp_path / 'optuna.db'}",
-        13,
-        models=["a", "b", "c"],
-        processes=3,
-        tmp_path=tmp_path,
-    )
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_fixed_shares_hold_across_processes(tmp_path, database):
+    if database == "postgresql":
+        with postgres_database("mlx_slots") as db:
+            _assert_fixed_shares(pg_url(db), tmp_path)
+    else:
+        _assert_fixed_shares(f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path)
+
+
+def _assert_fixed_shares(url, tmp_path):
+    study = _race(url, 13, models=["a", "b", "c"], processes=3, tmp_path=tmp_path)
     _assert_exactly(study, 13)
     models = [
         t.params.get(search.MODEL_PARAM) or t.system_attrs["fixed_params"][search.MODEL_PARAM]
@@ -142,3 +145,33 @@ def test_a_smaller_budget_on_resume_adds_no_trial_and_a_larger_one_adds(tmp_path
         trial, _ = claims.claim()
         study.tell(trial, 1.0)
     assert claims.claim() is None and len(study.trials) == 5
+
+
+def test_on_postgres_a_pool_of_slots_waits_not_the_whole_budget():
+    """At most POOL slots wait; a claim that finds none tops the pool up from the budget."""
+    with postgres_database("mlx_slots") as db:
+        storage = search.open_storage(pg_url(db))
+        study = search.create_study("pool", storage=storage, seed=0)
+        search.add_budget(study, storage, 3 * slots.POOL + 2, models=["a", "b"])
+
+        def waiting():
+            return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+        assert waiting() == slots.POOL
+        claims = slots.Slots(study, storage)
+        most = 0
+        while (claimed := claims.claim()) is not None:
+            most = max(most, waiting())
+            study.tell(claimed[0], 1.0)
+        trials = study.get_trials(deepcopy=False)
+        assert len(trials) == 3 * slots.POOL + 2 and most < slots.POOL
+        assert all(t.state == TrialState.COMPLETE for t in trials)
+        models = [t.system_attrs["fixed_params"][search.MODEL_PARAM] for t in trials]
+        assert models == ["a", "b"] * (len(trials) // 2)  # the turns of the fixed shares
+
+        # Resized on resume: a smaller budget adds nothing, a larger one a pool at most.
+        assert search.set_budget(study, storage, 10) == 0 and waiting() == 0
+        assert search.set_budget(study, storage, len(trials) + 20) == slots.POOL
+        assert waiting() == slots.POOL
+        assert search.set_budget(study, storage, len(trials) + 3) == -(slots.POOL - 3)
+        assert waiting() == 3
