@@ -300,6 +300,8 @@ def main():
             if key != "a"
         }
         ratios = [c / b for b, c in zip(overhead["b"], overhead["c"], strict=True) if b > 0]
+        if column == 0:
+            callback_ms = statistics.median(overhead["b"])
         print()
         print(f"{clock} time")
         print()
@@ -319,14 +321,23 @@ def main():
             f"[{min(ratios):.2f}-{max(ratios):.2f}] (target <= 0.7); per repeat: "
             f"{', '.join(f'{r:.2f}' for r in ratios)}"
         )
-    # One more run of each side with the calls above timed (not in the spans measured above).
+    # Three more runs of each side with the calls above timed (not in the spans above).
+    runs = {"b": [], "c": []}
     with tempfile.TemporaryDirectory() as root:
         root = Path(root)
         templates = _templates(Path(tempfile.mkdtemp(dir=root)))
-        parts = {key: _attribute(key, runners[key], n, _fresh(templates, root)) for key in "bc"}
+        for _ in range(3):
+            for key in runs:
+                runs[key].append(_attribute(key, runners[key], n, _fresh(templates, root)))
+    parts = {
+        key: {label: statistics.median(run[label] for run in done) for label in done[0]}
+        for key, done in runs.items()
+    }
     print()
-    print(f"Inside that overhead: milliseconds a trial in these calls (one more run of {n} trials")
-    print("each, the calls timed; MLflow's store calls are made in the trial's own thread)")
+    print(
+        f"Inside that overhead: milliseconds a trial in these calls (median of 3 more runs of {n}"
+    )
+    print("trials each, the calls timed; MLflow's store calls are made in the trial's own thread)")
     print()
     print(f"| call | {NAMES['b']} | {NAMES['c']} |")
     print("|---|---|---|")
@@ -337,6 +348,11 @@ def main():
         key: sum(v for k, v in parts[key].items() if k.startswith("MLflow")) for key in "bc"
     }
     print(f"| all MLflow store calls | {mlflow_ms['b']:.2f} | {mlflow_ms['c']:.2f} |")
+    print()
+    print(
+        f"(c)'s MLflow store calls alone / (b)'s whole overhead per trial (wall-clock): "
+        f"{mlflow_ms['c'] / callback_ms:.2f}"
+    )
     print()
     print(
         f"mlx.run outside the span, once per experiment (wall-clock s): before it (data, audit, "
