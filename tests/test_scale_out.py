@@ -401,7 +401,7 @@ def test_a_worker_of_another_definition_refuses_to_join(server, storage, launch,
     assert all(w.endswith("(coordinator)") for w in workers), workers
 
     coordinator.process.send_signal(signal.SIGINT)
-    assert coordinator.wait() == 130
+    assert coordinator.wait() == 130, coordinator.output()[-3000:]
     assert stores.parent().info.status == "KILLED"
 
 

@@ -281,7 +281,9 @@ def _advisory_lock(storage, study_id):
     """Within the block no other process tops up this PostgreSQL study's pool of slots.
 
     A session-level lock on a connection of the storage's own pool: released when the block
-    ends, or by the server when the process dies.
+    ends, or by the server when the process dies. A connection that cannot unlock (Ctrl-C
+    broke it) is closed instead, which releases the lock too, and the block's own exception
+    is the one raised.
     """
     engine = getattr(storage, "_backend", storage).engine
     key = {"kind": _LOCK_CLASS, "study": study_id}
@@ -290,7 +292,10 @@ def _advisory_lock(storage, study_id):
         try:
             yield
         finally:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:kind, :study)"), key)
+            try:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:kind, :study)"), key)
+            except sqlalchemy.exc.SQLAlchemyError:
+                connection.invalidate()
 
 
 def _model_of(trial):
