@@ -175,3 +175,37 @@ def test_on_postgres_a_pool_of_slots_waits_not_the_whole_budget():
         assert waiting() == slots.POOL
         assert search.set_budget(study, storage, len(trials) + 3) == -(slots.POOL - 3)
         assert waiting() == 3
+
+
+def test_a_broken_advisory_lock_connection_releases_the_lock_and_keeps_the_error(monkeypatch):
+    """The fault: the unlock fails (as on a connection Ctrl-C broke); the lock must not stay."""
+    import sqlalchemy
+
+    with postgres_database("mlx_slots") as db:
+        storage = search.open_storage(pg_url(db))
+        study = search.create_study("lock", storage=storage, seed=0)
+        study_id = storage.get_study_id_from_name("lock")
+        text = sqlalchemy.text
+
+        def failing_unlock(sql):
+            return text("SELECT no_such_function()") if "unlock" in sql else text(sql)
+
+        monkeypatch.setattr(slots.sqlalchemy, "text", failing_unlock)
+        with (
+            pytest.raises(ValueError, match="the block's own"),
+            slots._advisory_lock(storage, study_id),
+        ):
+            raise ValueError("the block's own error")
+        monkeypatch.undo()
+
+        engine = sqlalchemy.create_engine(pg_url(db))
+        try:
+            with engine.connect() as other:
+                taken = other.execute(
+                    text("SELECT pg_try_advisory_lock(:kind, :study)"),
+                    {"kind": slots._LOCK_CLASS, "study": study_id},
+                ).scalar()
+            assert taken, "the advisory lock is still held by the broken connection"
+        finally:
+            engine.dispose()
+        assert study.trials == []
