@@ -227,7 +227,13 @@ def _fill(study, storage, n_trials, models):
     if pool is None:
         return _top_up(study, n_trials, models)[1]
     study_id = retrying(storage.get_study_id_from_name, study.study_name)
-    return _top_up_locked(study, storage, study_id, pool, n_trials, models)[1]
+    return _top_up_locked(study, storage, study_id, pool)[1]
+
+
+def _budget_of(study):
+    """``(n_trials, models)`` as the study's attributes hold them; None if mlx did not set them."""
+    attrs = retrying(lambda: study.user_attrs)
+    return None if attrs.get(BUDGET) is None else (attrs[BUDGET], attrs.get(MODELS))
 
 
 def _top_up(study, n_trials, models, pool=None):
@@ -242,8 +248,8 @@ def _top_up(study, n_trials, models, pool=None):
     return waiting + len(missing), len(missing)
 
 
-def _top_up_locked(study, storage, study_id, pool, n_trials=None, models=None):
-    """:func:`_top_up` under the study's advisory lock; the budget read under it if not given.
+def _top_up_locked(study, storage, study_id, pool):
+    """:func:`_top_up` to the budget read under the study's advisory lock.
 
     Returns ``(waiting, added)``; for a study without a budget of mlx's, its waiting slots.
     """
@@ -251,15 +257,13 @@ def _top_up_locked(study, storage, study_id, pool, n_trials=None, models=None):
     def locked():
         try:
             with _advisory_lock(storage, study_id):
-                if n_trials is not None:
-                    return _top_up(study, n_trials, models, pool)
-                attrs = retrying(lambda: study.user_attrs)
-                if attrs.get(BUDGET) is None:  # a study mlx did not create: its slots are all
+                held = _budget_of(study)
+                if held is None:  # a study mlx did not create: its slots are all
                     waiting = retrying(
                         study.get_trials, deepcopy=False, states=(TrialState.WAITING,)
                     )
                     return len(waiting), 0
-                return _top_up(study, attrs[BUDGET], attrs.get(MODELS), pool)
+                return _top_up(study, *held, pool)
         except sqlalchemy.exc.DBAPIError as exc:  # the lock's connection met a server restart
             raise StorageInternalError(f"advisory lock: {exc}") from exc
 
@@ -338,6 +342,7 @@ class Slots:
         self._study_id = None
         self._waiting = []
         self._adds = _adds_trials(storage)
+        self._pool = _pool(storage)
 
     def claim(self):
         """Claim a trial: ``(trial, trial_id)``, or None when the budget is spent."""
@@ -362,10 +367,9 @@ class Slots:
 
     def _topped_up(self):
         """Whether slots wait now, after topping the pool up (PostgreSQL) if none did."""
-        pool = _pool(self.storage)
-        if pool is None:  # the whole budget was enqueued: none waiting means it is spent
+        if self._pool is None:  # the whole budget was enqueued: none waiting means it is spent
             return False
-        waiting, _ = _top_up_locked(self.study, self.storage, self._study_id, pool)
+        waiting, _ = _top_up_locked(self.study, self.storage, self._study_id, self._pool)
         return waiting > 0
 
     def _claim_waiting(self, read=False):
@@ -398,10 +402,10 @@ class Slots:
 
         ``trials`` are the study's counted trials, read under the lock.
         """
-        attrs = retrying(lambda: self.study.user_attrs)
-        if attrs.get(BUDGET) is None:  # a study mlx did not create: its slots are its budget
+        held = _budget_of(self.study)
+        if held is None:  # a study mlx did not create: its slots are its budget
             return None
-        missing = _missing(trials, attrs[BUDGET], attrs.get(MODELS))
+        missing = _missing(trials, *held)
         if not missing:
             return None
         fixed = _fixed(missing[0])
