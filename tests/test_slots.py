@@ -209,3 +209,63 @@ def test_a_broken_advisory_lock_connection_releases_the_lock_and_keeps_the_error
         finally:
             engine.dispose()
         assert study.trials == []
+
+
+@pytest.mark.parametrize("lost", ["between two slots", "during a slot's write"])
+def test_a_top_up_that_loses_its_lock_counts_the_trials_again(monkeypatch, lost):
+    """The fault: a server restart ends the top-up's lock session after its second slot.
+
+    Another process then tops the pool up; the first must count again, not add the slots it
+    counted before (seen in the fresh-clone check: 15 trials for a budget of 12). Red without
+    the lock checked before each slot (between) or with the failed write retried on its own
+    (during).
+    """
+    import threading
+
+    import sqlalchemy
+    from optuna.exceptions import StorageInternalError
+
+    with postgres_database("mlx_slots") as db:
+        storage = search.open_storage(pg_url(db))
+        study = search.create_study("restart", storage=storage, seed=0)
+        study_id = storage.get_study_id_from_name("restart")
+        other = search.open_storage(pg_url(db))
+        add_trial, calls = study.add_trial, []
+
+        def restart():
+            """End the lock's session, then let another process top up to the whole pool."""
+            engine = sqlalchemy.create_engine(pg_url(db))
+            try:
+                with engine.connect() as connection:
+                    ended = connection.execute(
+                        sqlalchemy.text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                            " WHERE locktype = 'advisory' AND classid = :kind AND objid = :study"
+                        ),
+                        {"kind": slots._LOCK_CLASS, "study": study_id},
+                    ).scalars()
+                    assert list(ended) == [True]
+            finally:
+                engine.dispose()
+            theirs = optuna.load_study(study_name="restart", storage=other)
+            topping_up = threading.Thread(
+                target=slots._top_up_locked, args=(theirs, other, study_id, slots.POOL)
+            )
+            topping_up.start()
+            topping_up.join(timeout=60)
+
+        def add_trial_hit_by_a_restart(trial):
+            calls.append(trial)
+            if len(calls) == 2 and lost == "between two slots":
+                add_trial(trial)
+                restart()
+            elif len(calls) == 3 and lost == "during a slot's write":
+                restart()
+                raise StorageInternalError("server closed the connection unexpectedly")
+            else:
+                add_trial(trial)
+
+        monkeypatch.setattr(study, "add_trial", add_trial_hit_by_a_restart)
+        search.add_budget(study, storage, 3 * slots.POOL)
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        assert len(waiting) == slots.POOL, f"{len(waiting)} slots wait for a pool of {slots.POOL}"

@@ -47,7 +47,7 @@ from optuna.trial import TrialState
 
 from mlx.search.candidates import MODEL_PARAM, fixed_shares
 from mlx.search.heartbeat import heartbeat_interval
-from mlx.search.retry import retrying
+from mlx.search.retry import retried_as_a_whole, retrying
 from mlx.stores import sqlite_path
 
 __all__ = [
@@ -236,14 +236,19 @@ def _budget_of(study):
     return None if attrs.get(BUDGET) is None else (attrs[BUDGET], attrs.get(MODELS))
 
 
-def _top_up(study, n_trials, models, pool=None):
-    """``(waiting, added)``: enqueue missing slots until ``pool`` wait (None: all missing)."""
+def _top_up(study, n_trials, models, pool=None, still_locked=None):
+    """``(waiting, added)``: enqueue missing slots until ``pool`` wait (None: all missing).
+
+    ``still_locked`` raises if the lock under which the trials were counted is lost.
+    """
     trials, _ = counted_trials(study)
     waiting = sum(t.state == TrialState.WAITING for t in trials)
     missing = _missing(trials, n_trials, models)
     if pool is not None:
         missing = missing[: max(0, pool - waiting)]
     for model in missing:
+        if still_locked is not None:
+            still_locked()
         enqueue(study, 1, fixed_params=_fixed(model))
     return waiting + len(missing), len(missing)
 
@@ -252,18 +257,19 @@ def _top_up_locked(study, storage, study_id, pool):
     """:func:`_top_up` to the budget read under the study's advisory lock.
 
     Returns ``(waiting, added)``; for a study without a budget of mlx's, its waiting slots.
+    A server restart (seen in the middle of a top-up) ends the lock's session, which frees
+    the lock for another process: so the lock's connection is checked before each slot is
+    added, and any failed call repeats the whole top-up, counting the trials again.
     """
 
     def locked():
         try:
-            with _advisory_lock(storage, study_id):
+            with _advisory_lock(storage, study_id) as still_locked, retried_as_a_whole():
                 held = _budget_of(study)
                 if held is None:  # a study mlx did not create: its slots are all
-                    waiting = retrying(
-                        study.get_trials, deepcopy=False, states=(TrialState.WAITING,)
-                    )
+                    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                     return len(waiting), 0
-                return _top_up(study, *held, pool)
+                return _top_up(study, *held, pool, still_locked)
         except sqlalchemy.exc.DBAPIError as exc:  # the lock's connection met a server restart
             raise StorageInternalError(f"advisory lock: {exc}") from exc
 
@@ -285,16 +291,17 @@ def _advisory_lock(storage, study_id):
     """Within the block no other process tops up this PostgreSQL study's pool of slots.
 
     A session-level lock on a connection of the storage's own pool: released when the block
-    ends, or by the server when the process dies. A connection that cannot unlock (Ctrl-C
-    broke it) is closed instead, which releases the lock too, and the block's own exception
-    is the one raised.
+    ends, or by the server when the process dies or restarts. The block gets a function that
+    raises ``DBAPIError`` if the lock's session has ended (its connection no longer answers).
+    A connection that cannot unlock (Ctrl-C broke it) is closed instead, which releases the
+    lock too, and the block's own exception is the one raised.
     """
     engine = getattr(storage, "_backend", storage).engine
     key = {"kind": _LOCK_CLASS, "study": study_id}
     with engine.connect() as connection:
         connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:kind, :study)"), key)
         try:
-            yield
+            yield lambda: connection.execute(sqlalchemy.text("SELECT 1"))
         finally:
             try:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:kind, :study)"), key)
