@@ -191,7 +191,15 @@ def run(
         else:
             _log_inputs(experiment, ctx.prepared, parent)
         trial_objective = objective(ctx.experiment, ctx.prepared)
-        records = _search(ctx.experiment, study, ctx.stores, parent, trial_objective, show_progress)
+        records = _search(
+            ctx.experiment,
+            study,
+            ctx.stores,
+            parent,
+            trial_objective,
+            show_progress,
+            claimed_all=lambda: _claimed_all(helpers),
+        )
         test = None if no_test else allow_test_reuse
         return _conclude(ctx, study, parent, trial_objective, records, test, use_count)
 
@@ -455,8 +463,24 @@ def _local_workers(experiment, workers, urls, heartbeat):
     )
 
 
-def _search(experiment, study, stores, parent, trial_objective, show_progress):
-    """Run the study to its end, each trial in a child run; the records of this process's."""
+def _claimed_all(helpers):
+    """This process has no trial left to run, the workers their last ones (if any).
+
+    Called again at each look at the study: what it does is done once.
+    """
+    helpers.claimed_all()
+    # Its core is free now: the figures' helper imports matplotlib there, while the workers
+    # end their trials and this process refits (with local workers it was not started, as
+    # they needed the cores for trials).
+    painter.start()
+
+
+def _search(experiment, study, stores, parent, trial_objective, show_progress, claimed_all=None):
+    """Run the study to its end, each trial in a child run; the records of this process's.
+
+    ``claimed_all()`` is called at each look at the study once this process finds no trial
+    left to claim (while other processes end theirs).
+    """
     name = experiment.metric_name
     records = {}
     progress = _progress(experiment, show_progress)
@@ -480,6 +504,8 @@ def _search(experiment, study, stores, parent, trial_objective, show_progress):
             progress.set_postfix_str(f"best val {name}={max(scores):.4f}", refresh=False)
 
     def on_poll(counts):
+        if claimed_all is not None:
+            claimed_all()
         progress.n = counts.finished
         progress.refresh()
 

@@ -91,6 +91,9 @@ def work(
     if not early:
         tracker = _wait_for_store(tracking_uri, deadline)
     parent = _wait_for_coordinator(tracker, experiment, digest, coordinator, deadline, wait)
+    if parent is None:
+        logger.info("the search ended before this worker was ready: no trial left to run")
+        return 0
     study_name = parent.data.tags[schema.TAG_STUDY]
     if not early:
         optuna_storage = search.open_storage(storage_url, heartbeat=heartbeat)
@@ -165,13 +168,18 @@ def _wait_for_store(uri, deadline):
 
 
 def _wait_for_coordinator(tracker, experiment, digest, coordinator, deadline, wait):
-    """The RUNNING parent run of this definition, waiting until ``deadline`` for it."""
+    """The RUNNING parent run of this definition, waiting until ``deadline`` for it.
+
+    None for a local worker (``coordinator`` given) whose coordinator's run has ended: it was
+    released once that run existed, so a run no longer RUNNING has ended (a search quicker than
+    the worker's start), and waiting would keep the coordinator waiting for the worker.
+    """
     announced = False
     while True:
         parent = tracking.find_parent(
             tracker, experiment.name, digest=digest, statuses=("RUNNING",), coordinator=coordinator
         )
-        if parent is not None:
+        if parent is not None or coordinator is not None:
             return parent
         others = tracking.other_definitions(tracker, experiment.name, digest)
         if others:
@@ -213,8 +221,9 @@ class WorkerSpec:
 class LocalWorkers:
     """The worker processes :func:`local_workers` started, waiting to be released."""
 
-    def __init__(self, processes):
+    def __init__(self, processes, limits=None):
         self.processes = processes
+        self._limits = limits  # this process's share of the BLAS threads, while workers run
 
     def release(self):
         """Let the workers open the stores and join: the coordinator's run exists now.
@@ -227,6 +236,15 @@ class LocalWorkers:
             with contextlib.suppress(OSError):  # a worker that already ended
                 process.stdin.write(_GO)
                 process.stdin.flush()
+
+    def claimed_all(self):
+        """This process claims no more trials: its refit gets all the BLAS threads back.
+
+        The workers run their last trials meanwhile, on their own share of the cores.
+        """
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
 
 
 @contextlib.contextmanager
@@ -265,15 +283,16 @@ def local_workers(experiment, n, *, storage_url, tracking_uri, heartbeat=None):
         return
     from threadpoolctl import threadpool_limits
 
+    limits = threadpool_limits(int(threads))
     try:
-        with threadpool_limits(int(threads)):
-            yield LocalWorkers(processes)
+        yield LocalWorkers(processes, limits)
     except BaseException:
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
         raise
     finally:
+        limits.restore_original_limits()
         for process in processes:
             with contextlib.suppress(OSError):
                 process.stdin.close()  # a worker never released reads EOF and ends

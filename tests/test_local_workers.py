@@ -1,15 +1,42 @@
-"""When a worker opens the stores: before its release on local SQLite files, after it on servers.
+"""Local workers: when they open the stores, and the BLAS threads of each process.
 
 A local worker (``mlx run --workers N``) waits in ``ready()`` until its coordinator has created
 the study and the parent run. Local SQLite stores are copies of an empty template, which two
 processes may make at once, so the worker opens them before that wait and is ready when the
 first slot is; a database server's or tracking server's empty store gets its schema from the
 first process that opens it, so the worker touches those only after its release.
+
+While trials run, each process gets its share of the cores for BLAS; the coordinator's refit,
+once every trial has ended, gets them all back.
 """
 
-import pytest
+import os
+import subprocess
+import sys
 
+import pytest
+from _sleepy import write_experiment
+
+import mlx
+from mlx import tracking
 from mlx.workers import work
+
+# Appended to the experiment file: every fit records its process and its BLAS threads.
+_RECORD_FITS = """
+from threadpoolctl import threadpool_info
+
+_fit = LogisticRegression.fit
+
+
+def _recorded_fit(self, X, y, *args, **kwargs):
+    blas = min(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+    with open(FITS, "a") as log:
+        log.write(f"{os.getpid()} {blas}\\n")
+    return _fit(self, X, y, *args, **kwargs)
+
+
+LogisticRegression.fit = _recorded_fit
+"""
 
 EXPERIMENT = """
 from sklearn.datasets import load_iris
@@ -74,3 +101,38 @@ def test_a_worker_touches_server_stores_only_after_its_release(tmp_path):
             wait=0,
         )
     assert released == [True]
+
+
+def test_a_worker_released_after_its_coordinators_run_ended_ends_at_once(tmp_path):
+    """A search quicker than a worker's start: the worker must not wait for a coordinator.
+
+    Waiting, it kept its coordinator waiting for it at the end of the run (30 s, then killed).
+    """
+    path = _path(tmp_path)
+    stores = {
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+    }
+    mlx.run(path, show_progress=False, no_test=True, **stores)
+    ran = work(path, ready=lambda: None, coordinator=tracking.coordinator_tag(), wait=5, **stores)
+    assert ran == 0
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every process gets it all")
+def test_trials_share_the_cores_and_the_refit_gets_them_back(tmp_path):
+    fits = tmp_path / "fits.log"
+    prelude = _RECORD_FITS.replace("FITS", repr(str(fits)))
+    path = write_experiment(tmp_path, name="threads", sleep=0.05, n_trials=6, prelude=prelude)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLX_"))}
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "mlx", "run", str(path), "--workers", "2", "--no-test"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    *trials, refit = [tuple(map(int, line.split())) for line in fits.read_text().splitlines()]
+    share = max(1, os.cpu_count() // 2)
+    assert len(trials) == 6 and {threads for _, threads in trials} == {share}, trials
+    # The last fit is the coordinator's refit (a trial of its own came first).
+    coordinator = {pid for pid, _ in trials if pid == refit[0]}
+    assert coordinator and refit[1] > share, (refit, trials)
