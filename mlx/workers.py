@@ -40,6 +40,16 @@ _STOP_GRACE = 30
 _POLL_SECONDS = 1.0
 # What the coordinator writes to a local worker's stdin to release it.
 _GO = "go\n"
+# A local worker's program. Stopped by SIGINT (Ctrl-C, or its coordinator stopping), it ends
+# quietly, even while it still imports: the coordinator says what happened.
+_BOOTSTRAP = """
+import sys
+try:
+    from mlx.workers import serve
+    serve()
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
 
 
 @sigterm_interrupts()
@@ -276,7 +286,7 @@ def local_workers(experiment, n, *, storage_url, tracking_uri, heartbeat=None):
             _SPEC_VARIABLE: json.dumps(dataclasses.asdict(spec)),
             **dict.fromkeys(_THREAD_VARIABLES, threads),
         }
-        command = [sys.executable, "-c", "from mlx.workers import serve; serve()"]
+        command = [sys.executable, "-c", _BOOTSTRAP]
         processes.append(subprocess.Popen(command, env=env, stdin=subprocess.PIPE, text=True))
     if not processes:
         yield LocalWorkers([])
@@ -310,21 +320,18 @@ def serve():
     spec = WorkerSpec(**json.loads(os.environ.pop(_SPEC_VARIABLE)))
     _exit_with_parent(spec.parent_pid)
     quiet_libraries()
-    try:
-        one_line_errors(work)(
-            spec.path,
-            ready=_released,
-            tracking_uri=spec.tracking_uri,
-            storage=spec.storage,
-            seed=spec.seed,
-            timeout=spec.timeout,
-            heartbeat=spec.heartbeat,
-            worker_id=spec.worker_id,
-            coordinator=spec.coordinator,
-            overrides=parse(spec.overrides or []),
-        )
-    except KeyboardInterrupt:  # the coordinator stops its workers and says so itself
-        sys.exit(130)
+    one_line_errors(work)(
+        spec.path,
+        ready=_released,
+        tracking_uri=spec.tracking_uri,
+        storage=spec.storage,
+        seed=spec.seed,
+        timeout=spec.timeout,
+        heartbeat=spec.heartbeat,
+        worker_id=spec.worker_id,
+        coordinator=spec.coordinator,
+        overrides=parse(spec.overrides or []),
+    )
 
 
 def _released():

@@ -136,3 +136,25 @@ def test_trials_share_the_cores_and_the_refit_gets_them_back(tmp_path):
     # The last fit is the coordinator's refit (a trial of its own came first).
     coordinator = {pid for pid, _ in trials if pid == refit[0]}
     assert coordinator and refit[1] > share, (refit, trials)
+
+
+def test_a_refused_run_stops_its_starting_workers_quietly(tmp_path):
+    """The coordinator refuses (its test split was used) while its worker still imports.
+
+    The worker, stopped by SIGINT in the middle of its imports, printed a KeyboardInterrupt
+    traceback of thirty lines above the refusal.
+    """
+    path = write_experiment(tmp_path, name="refused", sleep=0.0, n_trials=2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLX_"))}
+    command = [sys.executable, "-m", "mlx", "run", str(path)]
+    first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    again = subprocess.run(
+        [*command, "--workers", "2"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 3, again.stderr[-3000:]
+    assert "already evaluated 1 time" in again.stderr
+    assert "Traceback" not in again.stderr and "KeyboardInterrupt" not in again.stderr, (
+        again.stderr[-3000:]
+    )
