@@ -40,8 +40,8 @@ _STOP_GRACE = 30
 _POLL_SECONDS = 1.0
 # What the coordinator writes to a local worker's stdin to release it.
 _GO = "go\n"
-# A local worker's program. Stopped by SIGINT (Ctrl-C, or its coordinator stopping), it ends
-# quietly, even while it still imports: the coordinator says what happened.
+# A local worker's program. Stopped by SIGINT (Ctrl-C, or its coordinator stopping) while it
+# still imports, it ends quietly, as it does later (see serve): its coordinator says so.
 _BOOTSTRAP = """
 import sys
 try:
@@ -320,7 +320,7 @@ def serve():
     spec = WorkerSpec(**json.loads(os.environ.pop(_SPEC_VARIABLE)))
     _exit_with_parent(spec.parent_pid)
     quiet_libraries()
-    one_line_errors(work)(
+    one_line_errors(_quietly_interrupted(work))(
         spec.path,
         ready=_released,
         tracking_uri=spec.tracking_uri,
@@ -332,6 +332,18 @@ def serve():
         coordinator=spec.coordinator,
         overrides=parse(spec.overrides or []),
     )
+
+
+def _quietly_interrupted(func):
+    """``func``, exiting 130 without a word on Ctrl-C: its coordinator says so itself."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper
 
 
 def _released():

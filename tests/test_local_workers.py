@@ -158,3 +158,53 @@ def test_a_refused_run_stops_its_starting_workers_quietly(tmp_path):
     assert "Traceback" not in again.stderr and "KeyboardInterrupt" not in again.stderr, (
         again.stderr[-3000:]
     )
+
+
+def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_the_run(tmp_path):
+    """Ctrl-C at the terminal (SIGINT to the process group), each process inside a trial.
+
+    One message, the coordinator's (the worker said ``mlx: interrupted`` too); the resume
+    replaces the two interrupted trials and ends with the whole budget.
+    """
+    import signal
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from mlx.search.slots import INTERRUPTED
+
+    path = write_experiment(tmp_path, name="stopped", sleep=0.05, n_trials=10)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLX_"))}
+    command = [sys.executable, "-m", "mlx", "run", str(path), "--workers", "2"]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env={**env, "MLX_TEST_STALL_FROM": "6"},
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    storage = f"sqlite:///{tmp_path / 'mlx-optuna.db'}"
+    deadline = time.monotonic() + 120
+    running = []
+    while len(running) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        names = optuna.get_all_study_names(storage) if (tmp_path / "mlx-optuna.db").exists() else []
+        if names:
+            study = optuna.load_study(study_name=names[0], storage=storage)
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert len(running) == 2, "the coordinator and its worker were not both inside a trial"
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    assert err.count("mlx: interrupted") == 1 and "Traceback" not in err, err[-3000:]
+
+    resumed = subprocess.run(
+        [*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = optuna.load_study(study_name=names[0], storage=storage)
+    interrupted = [t for t in study.trials if t.user_attrs.get(INTERRUPTED)]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(interrupted) == 2 and len(complete) == 10
