@@ -35,7 +35,7 @@ __all__ = ["KMeans", "KSelection", "select_k"]
 _BLOCK_ELEMENTS = 1 << 16
 # Scores of one block of rows of the assignment's first pass, (n_clusters, rows). Large
 # blocks: a block costs a dozen numpy calls, whose Python side holds the GIL, and two threads
-# with 64 Ki-element blocks were no faster than one (2.5 times more calls than with these).
+# with 64 Ki-element blocks were no faster than one (3.5 times as many calls as with these).
 _ASSIGN_ELEMENTS = 1 << 18
 # More centres than this need more than 8 index bits: the first pass runs in float64.
 _MAX_FLOAT32_CLUSTERS = 256
