@@ -49,6 +49,7 @@ while not Path(go).exists():
 while (claimed := claims.claim()) is not None:
     trial, _ = claimed
     trial.set_user_attr("pid", os.getpid())
+    time.sleep(0.02)  # a trial takes time: on a busy machine one process could take them all
     study.tell(trial, float(trial.number))
 """
 
