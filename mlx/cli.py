@@ -6,6 +6,7 @@ pay for them. Errors that ``mlx`` raises on purpose become one line on stderr an
 their class (2 for an invalid experiment or data); anything else keeps its traceback.
 """
 
+import contextlib
 import gc
 import json
 from pathlib import Path
@@ -123,33 +124,49 @@ def run(
     """
     from mlx import painter
     from mlx.experiment import load_experiment
-    from mlx.overrides import parse
+    from mlx.local_workers import started_early
+    from mlx.overrides import assignments as texts
+    from mlx.overrides import parse, with_flags
 
     overrides = parse(assignments)
-    if workers == 1:
-        # Drawing the figures in a helper process pays matplotlib's import on another core
-        # while this one loads the experiment (as mlx.run does, but earlier).
-        painter.start()
-    experiment = load_experiment(file)
-    quiet_libraries()
-    from mlx.runner import run as run_experiment
+    with contextlib.ExitStack() as stack:
+        if workers == 1:
+            # Drawing the figures in a helper process pays matplotlib's import on another core
+            # while this one loads the experiment (as mlx.run does, but earlier).
+            painter.start()
+        else:
+            # The workers import and load the data while this process does (mlx.run starts
+            # them too, but after this process has imported scikit-learn, Optuna and MLflow).
+            flags = {"n_trials": n_trials, "timeout": timeout, "seed": seed, "register": register}
+            early = started_early(
+                file,
+                workers - 1,
+                texts(with_flags(overrides, flags)),
+                tracking_uri=tracking_uri,
+                storage=storage,
+                heartbeat=heartbeat,
+            )
+            stack.enter_context(early)
+        experiment = load_experiment(file)
+        quiet_libraries()
+        from mlx.runner import run as run_experiment
 
-    result = run_experiment(
-        experiment,
-        n_trials=n_trials,
-        timeout=timeout,
-        seed=seed,
-        tracking_uri=tracking_uri,
-        storage=storage,
-        no_test=no_test,
-        allow_test_reuse=allow_test_reuse,
-        show_progress=True,
-        resume=resume,
-        workers=workers,
-        heartbeat=heartbeat,
-        overrides=overrides,
-        register=register,
-    )
+        result = run_experiment(
+            experiment,
+            n_trials=n_trials,
+            timeout=timeout,
+            seed=seed,
+            tracking_uri=tracking_uri,
+            storage=storage,
+            no_test=no_test,
+            allow_test_reuse=allow_test_reuse,
+            show_progress=True,
+            resume=resume,
+            workers=workers,
+            heartbeat=heartbeat,
+            overrides=overrides,
+            register=register,
+        )
     click.echo(result.summary())
 
 

@@ -27,7 +27,16 @@ from typing import Any
 
 from mlx.exceptions import ExperimentError
 
-__all__ = ["apply", "assignments", "command_words", "parse", "parse_value", "settings", "to_json"]
+__all__ = [
+    "apply",
+    "assignments",
+    "command_words",
+    "parse",
+    "parse_value",
+    "settings",
+    "to_json",
+    "with_flags",
+]
 
 # Arguments of Experiment that are Python objects the file builds, not values one types.
 _OBJECTS = ("data", "estimator", "estimators", "search_space", "sampler", "pruner")
@@ -197,6 +206,27 @@ def _text(value):
     if isinstance(value, str) and value and parse_value(value) == value:
         return value
     return repr(value)
+
+
+def with_flags(overrides: Mapping[str, Any] | None, flags: Mapping[str, Any]) -> dict:
+    """``overrides`` with the flags given (``--seed 3`` is short for ``--set seed=3``).
+
+    Raises
+    ------
+    ExperimentError
+        A flag given again, with another value, among the overrides.
+    """
+    merged = dict(overrides or {})
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in merged and merged[key] != value:
+            raise ExperimentError(
+                f"{key} is given twice: {value!r}, and {merged[key]!r} in the overrides "
+                f"(--set {key}=...); give it once."
+            )
+        merged[key] = value
+    return merged
 
 
 def assignments(overrides: Mapping[str, Any]) -> list[str]:

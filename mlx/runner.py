@@ -29,9 +29,10 @@ from mlx import overrides as moverrides
 from mlx.console import quiet_library_logs, sigterm_interrupts
 from mlx.exceptions import ExperimentError, SearchError
 from mlx.experiment import Experiment, definition_hash, load_experiment
+from mlx.local_workers import LocalWorkers, local_workers
 from mlx.stores import redact_url
 from mlx.tracking import schema
-from mlx.workers import local_workers, objective
+from mlx.workers import objective
 
 __all__ = ["run", "run_test"]
 
@@ -155,13 +156,16 @@ def run(
             f"drop one of them (`mlx test FILE --register {register}` tests and registers later)."
         )
     flags = {"n_trials": n_trials, "timeout": timeout, "seed": seed, "register": register}
-    experiment = _configured(experiment, _with_flags(overrides, flags), workers)
-    # A new total on resume, from --n-trials or --set n_trials=... alike.
-    n_trials = experiment.n_trials if "n_trials" in experiment.overrides else None
-    urls = _Urls(tracking.resolve_tracking_uri(tracking_uri), search.resolve_storage(storage))
+    overrides = moverrides.with_flags(overrides, flags)
     with contextlib.ExitStack() as stack:
         # Local workers start first: they import and load the data while this process does.
-        helpers = stack.enter_context(_local_workers(experiment, workers, urls, heartbeat))
+        helpers = stack.enter_context(
+            _local_workers(experiment, workers, overrides, tracking_uri, storage, heartbeat)
+        )
+        experiment = _configured(experiment, overrides)
+        # A new total on resume, from --n-trials or --set n_trials=... alike.
+        n_trials = experiment.n_trials if "n_trials" in experiment.overrides else None
+        urls = _Urls(tracking.resolve_tracking_uri(tracking_uri), search.resolve_storage(storage))
         if workers == 1:
             # The figures' helper process imports matplotlib on another core meanwhile; local
             # workers need the cores for trials, and the figures are then drawn here.
@@ -238,7 +242,7 @@ def run_test(
     -------
     result : RunResult
     """
-    experiment = _configured(experiment, _with_flags(overrides, {"register": register}), 1)
+    experiment = _configured(experiment, moverrides.with_flags(overrides, {"register": register}))
     urls = _Urls(tracking.resolve_tracking_uri(tracking_uri), search.resolve_storage(storage))
     painter.start()
     ctx = _prepare(experiment, urls, None, 1)
@@ -362,36 +366,11 @@ def _register(experiment, parent, model_uri, test_scores, intervals, best):
     )
 
 
-def _with_flags(overrides, flags):
-    """``overrides`` with the flags given (``--seed 3`` is short for ``--set seed=3``)."""
-    merged = dict(overrides or {})
-    for key, value in flags.items():
-        if value is None:
-            continue
-        if key in merged and merged[key] != value:
-            raise ExperimentError(
-                f"{key} is given twice: {value!r}, and {merged[key]!r} in the overrides "
-                f"(--set {key}=...); give it once."
-            )
-        merged[key] = value
-    return merged
-
-
-def _configured(experiment, overrides, workers) -> Experiment:
+def _configured(experiment, overrides) -> Experiment:
     """The experiment (loaded from its file if need be) with this run's overrides."""
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
-    if int(workers) < 1:
-        raise ExperimentError(f"workers must be >= 1, got {workers}.")
-    if workers > 1 and experiment.path is None:
-        raise ExperimentError(
-            "workers > 1 run the experiment file in other processes: load it from a file "
-            "(mlx run FILE --workers N, or mlx.run('experiments/x.py', workers=N))."
-        )
-    experiment = experiment.with_overrides(overrides)
-    if workers > 1:
-        moverrides.assignments(experiment.overrides)  # the workers get them as text
-    return experiment
+    return experiment.with_overrides(overrides)
 
 
 def _open_stores(urls, heartbeat, workers):
@@ -452,13 +431,30 @@ def _datasets(experiment, prepared):
     return out
 
 
-def _local_workers(experiment, workers, urls, heartbeat):
-    """The other ``workers - 1`` processes of this machine, for the duration of the run."""
+def _local_workers(experiment, workers, overrides, tracking_uri, storage, heartbeat):
+    """The other ``workers - 1`` processes of this machine, for the duration of the run.
+
+    They start before the experiment file is loaded here; they get the stores as given and
+    the overrides as text, and resolve and apply them as this process does.
+    """
+    if int(workers) < 1:
+        raise ExperimentError(f"workers must be >= 1, got {workers}.")
+    if workers == 1:
+        return contextlib.nullcontext(LocalWorkers([]))
+    path = experiment.path if isinstance(experiment, Experiment) else experiment
+    if path is None:
+        raise ExperimentError(
+            "workers > 1 run the experiment file in other processes: load it from a file "
+            "(mlx run FILE --workers N, or mlx.run('experiments/x.py', workers=N))."
+        )
+    if isinstance(experiment, Experiment):  # overrides applied before this run's
+        overrides = {**experiment.overrides, **overrides}
     return local_workers(
-        experiment,
+        path,
         workers - 1,
-        storage_url=urls.storage,
-        tracking_uri=urls.tracking,
+        moverrides.assignments(overrides),
+        tracking_uri=tracking_uri,
+        storage=storage,
         heartbeat=heartbeat,
     )
 

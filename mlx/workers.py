@@ -4,17 +4,13 @@ A worker rebuilds the same split from the same experiment file, finds the study 
 definition hash and the coordinator's parent run in the MLflow store, and claims trials until the
 study's budget is spent (see :mod:`mlx.search.slots`). Workers run anywhere that reaches the
 same Optuna storage and MLflow store: ``mlx worker`` on other machines, or local processes
-that ``mlx run --workers N`` starts with :func:`local_workers`.
+that ``mlx run --workers N`` starts (:mod:`mlx.local_workers`).
 """
 
-import contextlib
-import dataclasses
 import json
 import logging
 import os
 import platform
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -24,32 +20,17 @@ from mlx import search, tracking
 from mlx.console import sigterm_interrupts
 from mlx.exceptions import ExperimentError, SearchError, TrackingError
 from mlx.experiment import Experiment, definition_hash, load_experiment
-from mlx.overrides import assignments, parse
+from mlx.local_workers import GO, SPEC_VARIABLE, WorkerSpec
+from mlx.overrides import parse
 from mlx.stores import redact_url, sqlite_path
 from mlx.tracking import schema
 
-__all__ = ["LocalWorkers", "WorkerSpec", "local_workers", "objective", "work"]
+__all__ = ["objective", "serve", "work"]
 
 logger = logging.getLogger(__name__)
 
-_SPEC_VARIABLE = "MLX_WORKER_SPEC"
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-# Seconds a stopping local worker gets to end its trial before it is killed.
-_STOP_GRACE = 30
 # Seconds between looks for the store and the coordinator.
 _POLL_SECONDS = 1.0
-# What the coordinator writes to a local worker's stdin to release it.
-_GO = "go\n"
-# A local worker's program. Stopped by SIGINT (Ctrl-C, or its coordinator stopping) while it
-# still imports, it ends quietly, as it does later (see serve): its coordinator says so.
-_BOOTSTRAP = """
-import sys
-try:
-    from mlx.workers import serve
-    serve()
-except KeyboardInterrupt:
-    sys.exit(130)
-"""
 
 
 @sigterm_interrupts()
@@ -212,126 +193,40 @@ def _wait_for_coordinator(tracker, experiment, digest, coordinator, deadline, wa
         time.sleep(_POLL_SECONDS)
 
 
-@dataclasses.dataclass
-class WorkerSpec:
-    """Everything a local worker process needs to join the search (sent as JSON)."""
-
-    path: str
-    seed: int
-    storage: str
-    tracking_uri: str
-    worker_id: str
-    parent_pid: int
-    coordinator: str
-    timeout: float | None = None
-    heartbeat: int | None = None
-    overrides: list[str] | None = None  # the coordinator's, as --set KEY=VALUE texts
-
-
-class LocalWorkers:
-    """The worker processes :func:`local_workers` started, waiting to be released."""
-
-    def __init__(self, processes, limits=None):
-        self.processes = processes
-        self._limits = limits  # this process's share of the BLAS threads, while workers run
-
-    def release(self):
-        """Let the workers open the stores and join: the coordinator's run exists now.
-
-        Until then they import, load the data and open local SQLite stores (copies of an
-        empty store, safe to make at once): a worker that opened a database server's fresh store
-        while the coordinator creates it would run the store's migrations twice at once.
-        """
-        for process in self.processes:
-            with contextlib.suppress(OSError):  # a worker that already ended
-                process.stdin.write(_GO)
-                process.stdin.flush()
-
-    def claimed_all(self):
-        """This process claims no more trials: its refit gets all the BLAS threads back.
-
-        The workers run their last trials meanwhile, on their own share of the cores.
-        """
-        if self._limits is not None:
-            self._limits.restore_original_limits()
-            self._limits = None
-
-
-@contextlib.contextmanager
-def local_workers(experiment, n, *, storage_url, tracking_uri, heartbeat=None):
-    """Start ``n`` worker processes on this machine for the duration of the block.
-
-    Yields a :class:`LocalWorkers` to release once the coordinator's run exists. Each worker
-    gets a :class:`WorkerSpec` through its environment, not its command line, where ``ps``
-    would show a password. BLAS gets one share of the cores per process so that the processes
-    do not fight over them.
-    """
-    threads = str(max(1, (os.cpu_count() or 1) // (n + 1))) if n > 0 else None
-    processes = []
-    for i in range(max(0, n)):
-        spec = WorkerSpec(
-            path=str(experiment.path),
-            seed=experiment.seed,
-            storage=storage_url,
-            tracking_uri=tracking_uri,
-            worker_id=f"{platform.node()}-local{i + 1}",
-            parent_pid=os.getpid(),
-            coordinator=tracking.coordinator_tag(),
-            timeout=experiment.timeout,
-            heartbeat=heartbeat,
-            overrides=assignments(experiment.overrides),
-        )
-        env = {
-            **os.environ,
-            _SPEC_VARIABLE: json.dumps(dataclasses.asdict(spec)),
-            **dict.fromkeys(_THREAD_VARIABLES, threads),
-        }
-        command = [sys.executable, "-c", _BOOTSTRAP]
-        processes.append(subprocess.Popen(command, env=env, stdin=subprocess.PIPE, text=True))
-    if not processes:
-        yield LocalWorkers([])
-        return
-    from threadpoolctl import threadpool_limits
-
-    limits = threadpool_limits(int(threads))
-    try:
-        yield LocalWorkers(processes, limits)
-    except BaseException:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        raise
-    finally:
-        limits.restore_original_limits()
-        for process in processes:
-            with contextlib.suppress(OSError):
-                process.stdin.close()  # a worker never released reads EOF and ends
-            try:
-                process.wait(timeout=_STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def serve():
-    """The body of a local worker process: read its :class:`WorkerSpec`, then :func:`work`."""
+    """The body of a local worker process: read its spec, then :func:`work`.
+
+    The worker starts before its coordinator has checked anything: an error it meets before
+    its release (a broken experiment file, say) is its coordinator's to report, which then
+    never releases it. It waits for that verdict: never released, it ends without a word;
+    released, it reports the error itself.
+    """
     from mlx.console import one_line_errors, quiet_libraries
 
-    spec = WorkerSpec(**json.loads(os.environ.pop(_SPEC_VARIABLE)))
+    spec = WorkerSpec(**json.loads(os.environ.pop(SPEC_VARIABLE)))
     _exit_with_parent(spec.parent_pid)
     quiet_libraries()
-    one_line_errors(_quietly_interrupted(work))(
-        spec.path,
-        ready=_released,
-        tracking_uri=spec.tracking_uri,
-        storage=spec.storage,
-        seed=spec.seed,
-        timeout=spec.timeout,
-        heartbeat=spec.heartbeat,
-        worker_id=spec.worker_id,
-        coordinator=spec.coordinator,
-        overrides=parse(spec.overrides or []),
-    )
+    release = _Release()
+
+    @one_line_errors
+    @_quietly_interrupted
+    def serve_once():
+        try:
+            return work(
+                spec.path,
+                ready=release.wait,
+                tracking_uri=spec.tracking_uri,
+                storage=spec.storage,
+                heartbeat=spec.heartbeat,
+                worker_id=spec.worker_id,
+                coordinator=tracking.coordinator_tag(spec.parent_pid),
+                overrides=parse(spec.overrides),
+            )
+        except Exception:
+            release.wait()
+            raise
+
+    serve_once()
 
 
 def _quietly_interrupted(func):
@@ -346,10 +241,19 @@ def _quietly_interrupted(func):
     return wrapper
 
 
-def _released():
-    """Block until the coordinator releases this worker; end quietly if it never does."""
-    if sys.stdin.readline() != _GO:
-        sys.exit(0)
+class _Release:
+    """The coordinator's release, read once from stdin; never released, the worker ends."""
+
+    def __init__(self):
+        self.released = False
+
+    def wait(self):
+        """Block until the coordinator releases this worker; end quietly if it never does."""
+        if self.released:
+            return
+        if sys.stdin.readline() != GO:
+            sys.exit(0)
+        self.released = True
 
 
 def _exit_with_parent(pid):

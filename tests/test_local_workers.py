@@ -180,7 +180,7 @@ def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_t
     process = subprocess.Popen(
         command,
         cwd=tmp_path,
-        env={**env, "MLX_TEST_STALL_FROM": "6"},
+        env={**env, "MLX_TEST_STALL_FROM": "6", "PYTHONFAULTHANDLER": "1"},
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -196,7 +196,11 @@ def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_t
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     assert len(running) == 2, "the coordinator and its worker were not both inside a trial"
     os.killpg(process.pid, signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    try:
+        _, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGABRT)  # faulthandler prints where each thread is
+        pytest.fail(f"Ctrl-C did not stop the run in 120 s:\n{process.communicate()[1][-12000:]}")
     assert process.returncode == 130, err[-3000:]
     assert err.count("mlx: interrupted") == 1 and "Traceback" not in err, err[-3000:]
 
@@ -208,3 +212,58 @@ def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_t
     interrupted = [t for t in study.trials if t.user_attrs.get(INTERRUPTED)]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(interrupted) == 2 and len(complete) == 10
+
+
+def _load_recorder(tmp_path):
+    """An experiment file that records the pid of every process that loads it."""
+    loads = tmp_path / "loads.log"
+    prelude = f"with open({str(loads)!r}, 'a') as _log:\n    _log.write(f'{{os.getpid()}}\\n')\n"
+    path = write_experiment(tmp_path, name="early", sleep=0.05, n_trials=4, prelude=prelude)
+    return path, loads
+
+
+def test_the_command_starts_its_workers_early_and_the_run_takes_them_over(tmp_path):
+    """``mlx run --workers 2`` starts its worker before it loads the file; the run uses it.
+
+    Had the run not recognised the worker started early (its file, overrides or stores spelt
+    differently), it would have started another one: three processes would load the file.
+    """
+    path, loads = _load_recorder(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLX_"))}
+    command = [sys.executable, "-m", "mlx", "run", str(path), "--workers", "2", "--no-test"]
+    command += ["--seed", "3", "--set", "n_trials=6", "--storage", "optuna.db"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    pids = loads.read_text().split()
+    assert len(pids) == len(set(pids)) == 2, pids
+    assert (tmp_path / "optuna.db").exists() and not (tmp_path / "mlx-optuna.db").exists()
+
+
+# The data cannot be read: at once in a local worker (BLAS pinned by its coordinator), a few
+# seconds later in the coordinator, so that the worker meets the error first.
+_FAILING_DATA = """
+import os
+import time
+
+
+def _no_data():
+    time.sleep(0 if os.environ.get("OMP_NUM_THREADS") else 3)
+    raise OSError("the data folder is not mounted")
+"""
+
+
+def test_a_worker_started_early_leaves_an_error_before_its_release_to_its_coordinator(tmp_path):
+    """The worker meets the data's error first, before its release: the coordinator alone says.
+
+    The worker printed its own ``mlx: error: ...`` line above its coordinator's.
+    """
+    path = write_experiment(tmp_path, name="no-data", prelude=_FAILING_DATA)
+    path.write_text(path.read_text().replace("lambda: load_iris(return_X_y=True)", "_no_data"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLX_"))}
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "mlx", "run", str(path), "--workers", "2"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.count("the data folder is not mounted") == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]

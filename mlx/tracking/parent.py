@@ -80,9 +80,9 @@ def next_run_number(tracker, experiment_name):
     return max(numbers, default=0) + 1
 
 
-def coordinator_tag():
-    """Who coordinates a run started here: ``host:pid``."""
-    return f"{platform.node()}:{os.getpid()}"
+def coordinator_tag(pid=None):
+    """Who coordinates a run started here: ``host:pid`` (this process's, by default)."""
+    return f"{platform.node()}:{pid or os.getpid()}"
 
 
 def coordinator_alive(parent):
