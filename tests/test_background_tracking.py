@@ -90,6 +90,7 @@ def test_a_tracking_server_gets_its_child_runs_in_the_background():
     assert not _writes.background_wanted("postgresql://u@h/db")
 
 
+@pytest.mark.slow  # the default group is near its 6-minute budget
 def test_background_writes_log_what_inline_writes_log(tmp_path, server, monkeypatch):
     _run(tmp_path, server, "inline", monkeypatch, background=False)
     _run(tmp_path, server, "background", monkeypatch, background=True)
@@ -163,7 +164,13 @@ Tracker.log = _slow_log
 """
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(
+    "stop",
+    [
+        pytest.param(signal.SIGINT, id="ctrl-c"),
+        pytest.param(signal.SIGTERM, id="sigterm", marks=pytest.mark.slow),
+    ],
+)
 def test_an_interrupt_loses_no_finished_trial_queued_in_the_background(tmp_path, server, stop):
     stall_from, name = 3, f"slow-server-{stop.name}"
     path = write_experiment(tmp_path, name, sleep=0, n_trials=6, prelude=SLOW_SERVER)

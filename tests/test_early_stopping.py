@@ -41,7 +41,10 @@ experiment = mlx.Experiment(
 """
 
 
-@pytest.mark.parametrize("module", ["sklearn.neural_network", "mlx.estimators"])
+@pytest.mark.parametrize(
+    "module",
+    [pytest.param("sklearn.neural_network", marks=pytest.mark.slow), "mlx.estimators"],
+)
 def test_early_stopping_stops_on_the_validation_curve_and_the_refit_uses_the_best_epoch(
     tmp_path, module, monkeypatch
 ):

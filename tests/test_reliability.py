@@ -251,7 +251,7 @@ def test_local_workers_share_one_budget_exactly(tmp_path):
     assert len(workers) == 2, workers
 
 
-@pytest.mark.parametrize("total", [2, 3, 10])
+@pytest.mark.parametrize("total", [2, pytest.param(3, marks=pytest.mark.slow), 10])
 def test_resume_with_n_trials_sets_the_total(tmp_path, total):
     """A new --n-trials on resume is the new total: fewer cancels waiting slots, more adds.
 
@@ -275,7 +275,9 @@ def test_resume_with_n_trials_sets_the_total(tmp_path, total):
     assert not ran & {str(t.number) for t in cancelled}  # cancelled slots never ran
 
 
-@pytest.mark.parametrize("choice", ["--allow-test-reuse", "--no-test"])
+@pytest.mark.parametrize(
+    "choice", [pytest.param("--allow-test-reuse", marks=pytest.mark.slow), "--no-test"]
+)
 def test_the_printed_resume_command_keeps_the_runs_test_choice(tmp_path, choice):
     """Word for word, the command that Ctrl-C prints continues the run as it was started."""
     path = _write(tmp_path, n_trials=4, sleep=0.05)
