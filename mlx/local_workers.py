@@ -25,11 +25,21 @@ GO = "go\n"
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Seconds a stopping local worker gets to end its trial before it is killed.
 _STOP_GRACE = 30
-# A local worker's program. Stopped by SIGINT (Ctrl-C, or its coordinator stopping) while it
-# still imports, it ends quietly, as it does later (see mlx.workers.serve): its coordinator
-# says so.
+# A local worker's program. A Ctrl-C at the terminal reaches it and its coordinator, which
+# then stops it with SIGINT too: the first SIGINT stops it, and the later ones must not cut its
+# stop short (its trial recorded as interrupted, its child run ended). Stopped while it still
+# imports, it ends quietly, as it does later (see mlx.workers.serve): its coordinator says so.
 _BOOTSTRAP = """
+import signal
 import sys
+
+
+def _stop(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGINT, _stop)
 try:
     from mlx.workers import serve
     serve()

@@ -13,6 +13,7 @@ once every trial has ended, gets them all back.
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from _sleepy import write_experiment
@@ -163,12 +164,13 @@ def test_a_refused_run_stops_its_starting_workers_quietly(tmp_path):
 def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_the_run(tmp_path):
     """Ctrl-C at the terminal (SIGINT to the process group), each process inside a trial.
 
-    One message, the coordinator's (the worker said ``mlx: interrupted`` too); the resume
-    replaces the two interrupted trials and ends with the whole budget.
+    One message, the coordinator's (the worker said ``mlx: interrupted`` too), every run ended;
+    the resume replaces the two interrupted trials and ends with the whole budget.
     """
     import signal
     import time
 
+    import mlflow
     import optuna
     from optuna.trial import TrialState
 
@@ -195,7 +197,12 @@ def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_t
             study = optuna.load_study(study_name=names[0], storage=storage)
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     assert len(running) == 2, "the coordinator and its worker were not both inside a trial"
+    (worker,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     os.killpg(process.pid, signal.SIGINT)
+    # The coordinator stops its worker with SIGINT too; here that arrives while the worker is
+    # ending its trial, which it must not cut short (a traceback, its child run left RUNNING).
+    time.sleep(0.01)
+    os.kill(int(worker), signal.SIGINT)
     try:
         _, err = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -203,6 +210,9 @@ def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_t
         pytest.fail(f"Ctrl-C did not stop the run in 120 s:\n{process.communicate()[1][-12000:]}")
     assert process.returncode == 130, err[-3000:]
     assert err.count("mlx: interrupted") == 1 and "Traceback" not in err, err[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
 
     resumed = subprocess.run(
         [*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True
