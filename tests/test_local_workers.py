@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _signals import default_sigint
 from _sleepy import write_experiment
 
 import mlx
@@ -186,6 +187,7 @@ def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_t
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,  # as from a terminal, whoever started the tests
     )
     storage = f"sqlite:///{tmp_path / 'mlx-optuna.db'}"
     deadline = time.monotonic() + 120
