@@ -279,3 +279,49 @@ def test_a_worker_started_early_leaves_an_error_before_its_release_to_its_coordi
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.count("the data folder is not mounted") == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_a_worker_stopped_mid_trial_gives_its_slot_back_to_the_running_search(tmp_path):
+    """``kill -INT`` of one worker: the run goes on and still ends with the whole budget.
+
+    The worker's trial ends interrupted, without a result; the coordinator replaces it while
+    the search runs (it counted as spent: the run ended with one trial fewer than asked for).
+    """
+    import signal
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from mlx.search.slots import INTERRUPTED, REPLACES
+
+    path = write_experiment(tmp_path, name="one-stopped", sleep=0.4, n_trials=8)
+    # Only the worker (its BLAS pinned by the coordinator) stalls, inside its first trial.
+    text = path.read_text()
+    stall = 'stall = trial.number >= int(os.environ.get("MLX_TEST_STALL_FROM", 10**9))'
+    assert stall in text
+    path.write_text(text.replace(stall, 'stall = bool(os.environ.get("OMP_NUM_THREADS"))'))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLX_"))}
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "mlx", "run", str(path), "--workers", "2", "--no-test"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{tmp_path / 'mlx-optuna.db'}"
+    deadline, running = time.monotonic() + 60, []
+    while len(running) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        names = optuna.get_all_study_names(storage) if (tmp_path / "mlx-optuna.db").exists() else []
+        if names:
+            study = optuna.load_study(study_name=names[0], storage=storage)
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert len(running) == 2, "the worker never started its trial"
+    (worker,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    os.kill(int(worker), signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-3000:]
+
+    study = optuna.load_study(study_name=names[0], storage=storage)
+    (stopped,) = [t for t in study.trials if t.user_attrs.get(INTERRUPTED)]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 8, err[-3000:]
+    assert [t.user_attrs.get(REPLACES) for t in complete].count(stopped.number) == 1

@@ -16,7 +16,7 @@ from mlx.exceptions import first_line
 from mlx.search.heartbeat import Heartbeat, heartbeat_interval
 from mlx.search.retry import retrying
 from mlx.search.slots import INTERRUPTED as INTERRUPTED_ATTR
-from mlx.search.slots import Slots, budget, fail_lost
+from mlx.search.slots import Slots, budget, fail_lost, replace_interrupted
 from mlx.search.study import quiet_optuna
 
 __all__ = ["INTERRUPTED", "Ran", "coordinate", "optimize"]
@@ -113,10 +113,19 @@ def coordinate(
             )
             if ran.stopped:  # the sampler has nothing left to try (an exhausted grid)
                 stopped = True
+        timed_out = deadline is not None and time.monotonic() >= deadline
+        # A worker stopped mid-trial (its own Ctrl-C, SIGTERM) gave no result: its slot goes
+        # back to the budget while the search runs, as a resumed search would give it back.
+        replaced = [] if timed_out or stopped else replace_interrupted(study)
+        if replaced:
+            logger.warning(
+                "trial %s was interrupted in a worker; a new slot replaces it",
+                ", ".join(map(str, replaced)),
+            )
+            continue
         counts = budget(study)
         if on_poll is not None:
             on_poll(counts)
-        timed_out = deadline is not None and time.monotonic() >= deadline
         if counts.running == 0 and (counts.waiting == 0 or timed_out or stopped):
             return
         time.sleep(_POLL_SECONDS)

@@ -481,13 +481,17 @@ def replace_lost(study, frozen):
 
 
 def replace_interrupted(study):
-    """Replace every trial stopped by Ctrl-C or SIGTERM that no slot replaces yet."""
+    """Replace every trial stopped by Ctrl-C or SIGTERM that no slot replaces yet.
+
+    Returns the numbers of the trials replaced.
+    """
     trials = retrying(study.get_trials, deepcopy=False)
     replaced = {t.user_attrs[REPLACES] for t in trials if REPLACES in t.user_attrs}
-    for frozen in trials:
-        if frozen.user_attrs.get(INTERRUPTED) and frozen.number not in replaced:
-            fixed = frozen.system_attrs.get("fixed_params")
-            enqueue(study, 1, fixed_params=fixed, user_attrs={REPLACES: frozen.number})
+    interrupted = [t for t in trials if t.user_attrs.get(INTERRUPTED) and t.number not in replaced]
+    for frozen in interrupted:
+        fixed = frozen.system_attrs.get("fixed_params")
+        enqueue(study, 1, fixed_params=fixed, user_attrs={REPLACES: frozen.number})
+    return [frozen.number for frozen in interrupted]
 
 
 def fail_lost(study, storage, *, running_are_lost=False):
