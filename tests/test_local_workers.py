@@ -162,6 +162,27 @@ def test_a_refused_run_stops_its_starting_workers_quietly(tmp_path):
     )
 
 
+def _both_inside_a_trial(process, folder):
+    """Wait until the run of ``process`` (``--workers 2``, default stores in ``folder``) has two
+    trials running, one in each process: ``(storage URL, study name, the worker's pid)``."""
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    storage, names, running = f"sqlite:///{folder / 'mlx-optuna.db'}", [], []
+    deadline = time.monotonic() + 120
+    while len(running) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        names = optuna.get_all_study_names(storage) if (folder / "mlx-optuna.db").exists() else []
+        if names:
+            study = optuna.load_study(study_name=names[0], storage=storage)
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert len(running) == 2, "the coordinator and its worker were not both inside a trial"
+    (worker,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    return storage, names[0], int(worker)
+
+
 def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_the_run(tmp_path):
     """Ctrl-C at the terminal (SIGINT to the process group), each process inside a trial.
 
@@ -189,22 +210,12 @@ def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_t
         start_new_session=True,
         preexec_fn=default_sigint,  # as from a terminal, whoever started the tests
     )
-    storage = f"sqlite:///{tmp_path / 'mlx-optuna.db'}"
-    deadline = time.monotonic() + 120
-    running = []
-    while len(running) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.5)
-        names = optuna.get_all_study_names(storage) if (tmp_path / "mlx-optuna.db").exists() else []
-        if names:
-            study = optuna.load_study(study_name=names[0], storage=storage)
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    assert len(running) == 2, "the coordinator and its worker were not both inside a trial"
-    (worker,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    storage, study_name, worker = _both_inside_a_trial(process, tmp_path)
     os.killpg(process.pid, signal.SIGINT)
     # The coordinator stops its worker with SIGINT too; here that arrives while the worker is
     # ending its trial, which it must not cut short (a traceback, its child run left RUNNING).
     time.sleep(0.01)
-    os.kill(int(worker), signal.SIGINT)
+    os.kill(worker, signal.SIGINT)
     try:
         _, err = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -220,7 +231,7 @@ def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_t
         [*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    study = optuna.load_study(study_name=names[0], storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=storage)
     interrupted = [t for t in study.trials if t.user_attrs.get(INTERRUPTED)]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(interrupted) == 2 and len(complete) == 10
@@ -288,7 +299,6 @@ def test_a_worker_stopped_mid_trial_gives_its_slot_back_to_the_running_search(tm
     the search runs (it counted as spent: the run ended with one trial fewer than asked for).
     """
     import signal
-    import time
 
     import optuna
     from optuna.trial import TrialState
@@ -306,21 +316,12 @@ def test_a_worker_stopped_mid_trial_gives_its_slot_back_to_the_running_search(tm
         env.pop(name, None)
     command = [sys.executable, "-m", "mlx", "run", str(path), "--workers", "2", "--no-test"]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    storage = f"sqlite:///{tmp_path / 'mlx-optuna.db'}"
-    deadline, running = time.monotonic() + 60, []
-    while len(running) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-        names = optuna.get_all_study_names(storage) if (tmp_path / "mlx-optuna.db").exists() else []
-        if names:
-            study = optuna.load_study(study_name=names[0], storage=storage)
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    assert len(running) == 2, "the worker never started its trial"
-    (worker,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-    os.kill(int(worker), signal.SIGINT)
+    storage, study_name, worker = _both_inside_a_trial(process, tmp_path)
+    os.kill(worker, signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 0, err[-3000:]
 
-    study = optuna.load_study(study_name=names[0], storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=storage)
     (stopped,) = [t for t in study.trials if t.user_attrs.get(INTERRUPTED)]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 8, err[-3000:]
