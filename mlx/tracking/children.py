@@ -109,13 +109,22 @@ class ChildRuns:
         logged; a run whose writes failed ends KILLED here too.
         """
         self._writes.drain()
+        # A Ctrl-C may have cut a run's creation short after MLflow made it: its id never came
+        # back, so it is looked for among the parent's RUNNING children.
+        unknown = {str(number) for number, run in self._runs.items() if run.id is None}
         runs = [*self._runs.values(), *self._ending]
         self._runs, self._ending = {}, []
-        for run in runs:
-            if run.id is None or run.ended:  # never created, or ended well
-                continue
-            self.tracker.log(run.id, tags={schema.TAG_ERROR: error, schema.TAG_STATE: "FAIL"})
-            self.tracker.end_run(run.id, "KILLED")
+        ids = [run.id for run in runs if run.id is not None and not run.ended]
+        if unknown:
+            ids += [
+                child.info.run_id
+                for child in self.tracker.children(self.parent_id, "attributes.status = 'RUNNING'")
+                if child.data.tags.get(schema.TAG_TRIAL) in unknown
+                and child.data.tags.get(schema.TAG_WORKER) == self.worker
+            ]
+        for run_id in ids:
+            self.tracker.log(run_id, tags={schema.TAG_ERROR: error, schema.TAG_STATE: "FAIL"})
+            self.tracker.end_run(run_id, "KILLED")
 
 
 def _trial_tags(study_name, number, state):
