@@ -128,7 +128,10 @@ def run(
     from mlx.overrides import assignments as texts
     from mlx.overrides import parse, with_flags
 
-    overrides = parse(assignments)
+    # --n-trials, --seed and the like are --set's short forms: merged once, here, so that the
+    # workers started early and the run get the same overrides.
+    flags = {"n_trials": n_trials, "timeout": timeout, "seed": seed, "register": register}
+    overrides = with_flags(parse(assignments), flags)
     with contextlib.ExitStack() as stack:
         if workers == 1:
             # Drawing the figures in a helper process pays matplotlib's import on another core
@@ -137,11 +140,10 @@ def run(
         else:
             # The workers import and load the data while this process does (mlx.run starts
             # them too, but after this process has imported scikit-learn, Optuna and MLflow).
-            flags = {"n_trials": n_trials, "timeout": timeout, "seed": seed, "register": register}
             early = started_early(
                 file,
                 workers - 1,
-                texts(with_flags(overrides, flags)),
+                texts(overrides),
                 tracking_uri=tracking_uri,
                 storage=storage,
                 heartbeat=heartbeat,
@@ -153,9 +155,6 @@ def run(
 
         result = run_experiment(
             experiment,
-            n_trials=n_trials,
-            timeout=timeout,
-            seed=seed,
             tracking_uri=tracking_uri,
             storage=storage,
             no_test=no_test,
@@ -165,7 +164,6 @@ def run(
             workers=workers,
             heartbeat=heartbeat,
             overrides=overrides,
-            register=register,
         )
     click.echo(result.summary())
 

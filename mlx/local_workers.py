@@ -158,16 +158,16 @@ def started_early(path, n, overrides=(), *, tracking_uri=None, storage=None, hea
     spec = _spec(path, overrides, tracking_uri, storage, heartbeat)
     entry = (spec, _start(spec, n))
     _early.append(entry)
+    interrupted = False
     try:
         yield
     except BaseException:
-        if entry in _early:
-            _early.remove(entry)
-            _stop(entry[1], interrupt=True)
+        interrupted = True
         raise
-    if entry in _early:
-        _early.remove(entry)
-        _stop(entry[1], interrupt=False)
+    finally:
+        if entry in _early:  # not taken over
+            _early.remove(entry)
+            _stop(entry[1], interrupt=interrupted)
 
 
 def _taken_over(spec, n):

@@ -150,13 +150,14 @@ def run(
     Interrupted
         Ctrl-C or SIGTERM: the parent run ended KILLED, the finished trials are kept.
     """
+    flags = {"n_trials": n_trials, "timeout": timeout, "seed": seed, "register": register}
+    overrides = moverrides.with_flags(overrides, flags)
+    register = overrides.get("register")
     if no_test and register:
         raise ExperimentError(
             f"--register {register} registers the tested model, but --no-test tests nothing: "
             f"drop one of them (`mlx test FILE --register {register}` tests and registers later)."
         )
-    flags = {"n_trials": n_trials, "timeout": timeout, "seed": seed, "register": register}
-    overrides = moverrides.with_flags(overrides, flags)
     with contextlib.ExitStack() as stack:
         # Local workers start first: they import and load the data while this process does.
         helpers = stack.enter_context(

@@ -116,14 +116,15 @@ def coordinate(
         timed_out = deadline is not None and time.monotonic() >= deadline
         # A worker stopped mid-trial (its own Ctrl-C, SIGTERM) gave no result: its slot goes
         # back to the budget while the search runs, as a resumed search would give it back.
-        replaced = [] if timed_out or stopped else replace_interrupted(study)
+        trials = retrying(study.get_trials, deepcopy=False)  # one read of the study a look
+        replaced = [] if timed_out or stopped else replace_interrupted(study, trials)
         if replaced:
             logger.warning(
                 "trial %s was interrupted in a worker; a new slot replaces it",
                 ", ".join(map(str, replaced)),
             )
             continue
-        counts = budget(study)
+        counts = budget(study, trials)
         if on_poll is not None:
             on_poll(counts)
         if counts.running == 0 and (counts.waiting == 0 or timed_out or stopped):

@@ -110,20 +110,30 @@ def planned(study):
     return retrying(lambda: study.user_attrs.get(BUDGET))
 
 
-def counted_trials(study):
+def counted_trials(study, trials=None):
     """``(trials, lost)``: the trials that count against the budget, and how many do not.
 
     Lost and interrupted trials that a slot replaced, and cancelled slots, do not count.
+    ``trials``: the study's trials, if just read.
     """
-    trials = retrying(study.get_trials, deepcopy=False)
-    replaced = {t.user_attrs[REPLACES] for t in trials if REPLACES in t.user_attrs}
+    if trials is None:
+        trials = retrying(study.get_trials, deepcopy=False)
+    replaced = _replaced(trials)
     counted = [t for t in trials if t.number not in replaced and not t.user_attrs.get(CANCELLED)]
     return counted, len(replaced)
 
 
-def budget(study):
-    """Count the study's trials; a lost trial that a slot replaced counts as ``lost`` only."""
-    trials, lost = counted_trials(study)
+def _replaced(trials):
+    """The numbers of the trials that a slot replaces."""
+    return {t.user_attrs[REPLACES] for t in trials if REPLACES in t.user_attrs}
+
+
+def budget(study, trials=None):
+    """Count the study's trials; a lost trial that a slot replaced counts as ``lost`` only.
+
+    ``trials``: the study's trials, if just read.
+    """
+    trials, lost = counted_trials(study, trials)
     counts = Budget(lost=lost)
     for trial in trials:
         if trial.state == TrialState.WAITING:
@@ -480,13 +490,14 @@ def replace_lost(study, frozen):
     enqueue(study, 1, fixed_params=fixed, user_attrs={REPLACES: frozen.number})
 
 
-def replace_interrupted(study):
+def replace_interrupted(study, trials=None):
     """Replace every trial stopped by Ctrl-C or SIGTERM that no slot replaces yet.
 
-    Returns the numbers of the trials replaced.
+    ``trials``: the study's trials, if just read. Returns the numbers of the trials replaced.
     """
-    trials = retrying(study.get_trials, deepcopy=False)
-    replaced = {t.user_attrs[REPLACES] for t in trials if REPLACES in t.user_attrs}
+    if trials is None:
+        trials = retrying(study.get_trials, deepcopy=False)
+    replaced = _replaced(trials)
     interrupted = [t for t in trials if t.user_attrs.get(INTERRUPTED) and t.number not in replaced]
     for frozen in interrupted:
         fixed = frozen.system_attrs.get("fixed_params")
