@@ -1,6 +1,7 @@
 """mlx.tracking: the MLflow store, written and read through a real SQLite store."""
 
 import numpy as np
+import pytest
 from mlflow import MlflowClient
 
 
@@ -21,33 +22,126 @@ def test_log_splits_batches_at_mlflow_limits(stores):
     assert logged.data.metrics["one"] == 1.0
 
 
-def test_a_child_run_whose_creation_ctrl_c_cut_short_is_ended_killed(stores, monkeypatch):
+def _children(tracker, name, worker, show_running_after):
+    from mlx.tracking import ChildRuns
+
+    experiment_id = tracker.experiment_id(name)
+    parent_id = tracker.start_run(experiment_id, "parent")
+    children = ChildRuns(
+        tracker, experiment_id, parent_id, "study", worker, "accuracy", show_running_after
+    )
+    return children, parent_id
+
+
+def _record(number, state="COMPLETE", **fields):
+    import time
+
+    from mlx.search import TrialRecord
+
+    fields = {"value": 0.9, "fit_time": 0.01, **fields}
+    return TrialRecord(number, {"k": 3}, state, end_time=time.time(), **fields)
+
+
+@pytest.mark.parametrize("when", ["start", "end"])
+def test_a_child_run_whose_creation_ctrl_c_cut_short_is_ended_killed(stores, monkeypatch, when):
     """Ctrl-C right after MLflow created a trial's run, before its id came back.
 
-    The process never learnt the run's id, so stopping it left the run RUNNING.
+    The process never learnt the run's id, so stopping it left the run RUNNING. The run is
+    made when the trial starts (shown RUNNING at once) or when it ends (a short trial).
     """
-    import pytest
-
     from mlx.tracking import ChildRuns, Tracker, schema
 
-    uri, _ = stores
-    tracker = Tracker(uri)
-    experiment_id = tracker.experiment_id("cut-short")
-    parent_id = tracker.start_run(experiment_id, "parent")
-    children = ChildRuns(tracker, experiment_id, parent_id, "study", "host-1", "accuracy")
+    tracker = Tracker(stores[0])
+    children, parent_id = _children(tracker, "cut-short", "host-1", 0 if when == "start" else 60)
     start_run = Tracker.start_run
 
     def created_then_interrupted(self, *args, **kwargs):
         start_run(self, *args, **kwargs)
         raise KeyboardInterrupt
 
+    if when == "end":
+        children.start(3)
     monkeypatch.setattr(Tracker, "start_run", created_then_interrupted)
     with pytest.raises(KeyboardInterrupt):
-        children.start(3)
+        children.start(3) if when == "start" else children.finish(_record(3))
     monkeypatch.undo()
-    other = ChildRuns(tracker, experiment_id, parent_id, "study", "host-2", "accuracy")
+    ids = children.experiment_id, children.parent_id
+    other = ChildRuns(tracker, *ids, "study", "host-2", "accuracy", show_running_after=0)
     other.start(3)  # another process's run of the same number is not this one's to end
 
     children.abandon("interrupted (Ctrl-C)")
     states = {r.data.tags[schema.TAG_WORKER]: r.info.status for r in tracker.children(parent_id)}
     assert states == {"host-1": "KILLED", "host-2": "RUNNING"}
+
+
+def test_a_short_trial_gets_its_run_when_it_ends_already_final(stores, monkeypatch):
+    """Three store writes, none rewriting a tag or the name: the run is made as it finished."""
+    import inspect
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from mlx.tracking import Tracker, schema
+
+    tracker = Tracker(stores[0])
+    children, parent_id = _children(tracker, "short", "host-1", 60)
+    calls = []
+    for name in ("create_run", "log_batch", "update_run_info", "set_tag"):
+        original = getattr(SqlAlchemyStore, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            bound = inspect.signature(_original).bind(self, *args, **kwargs).arguments
+            calls.append((_name, bound))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(SqlAlchemyStore, name, counted)
+    children.start(4)
+    assert not tracker.children(parent_id)  # not made while the trial runs
+    children.finish(_record(4, "PRUNED", warnings=["UserWarning: w"]))
+    monkeypatch.undo()
+    assert [c[0] for c in calls] == ["create_run", "log_batch", "update_run_info"]
+    assert not calls[1][1]["tags"]  # no tag rewritten
+    assert calls[2][1]["run_name"] is None  # not renamed as it ends
+    (run,) = tracker.children(parent_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == schema.trial_name(4, None, "PRUNED")
+    assert run.data.tags[schema.TAG_STATE] == "PRUNED"
+    assert run.data.tags[schema.TAG_WARNINGS] == "UserWarning: w"
+    assert run.data.tags[schema.TAG_WORKER] == "host-1"
+    assert run.data.params == {"k": "3"}
+    assert run.data.metrics[schema.val("accuracy")] == 0.9
+    assert run.info.start_time <= run.info.end_time
+
+
+def test_a_long_trial_is_shown_running_while_it_runs(stores):
+    import time
+
+    from mlx.tracking import Tracker, schema
+
+    tracker = Tracker(stores[0])
+    children, parent_id = _children(tracker, "long", "host-1", 0.2)
+    children.start(5)
+    deadline = time.monotonic() + 10
+    while not tracker.children(parent_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (running,) = tracker.children(parent_id)
+    assert running.info.status == "RUNNING"
+    assert running.data.tags[schema.TAG_STATE] == "RUNNING"
+    children.finish(_record(5))
+    (run,) = tracker.children(parent_id)
+    assert run.info.run_id == running.info.run_id
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[schema.TAG_STATE] == "COMPLETE"
+    assert run.info.run_name == schema.trial_name(5, None, "COMPLETE")
+
+
+def test_a_trial_stopped_before_its_run_was_made_gets_one_killed(stores):
+    from mlx.tracking import Tracker, schema
+
+    tracker = Tracker(stores[0])
+    children, parent_id = _children(tracker, "stopped", "host-1", 60)
+    children.start(6)
+    children.abandon("interrupted (Ctrl-C)")
+    (run,) = tracker.children(parent_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[schema.TAG_ERROR] == "interrupted (Ctrl-C)"
+    assert run.data.tags[schema.TAG_TRIAL] == "6"
