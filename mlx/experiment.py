@@ -124,6 +124,12 @@ class Experiment:
     max_fit_seconds : float, default=None
         A hard limit on the seconds of one fit of a trial (with cross-validation, the mean over
         the folds), as ``max_model_bytes``. Timings vary with the machine's load.
+    train_score : bool, default=True
+        Score each trial on its training rows too (``train_<metric>``, and the train curve of
+        epoch-by-epoch training), so that the gap to the validation score shows overfitting.
+        It costs a prediction on the training rows per trial (per epoch, per fold); False
+        skips it, as scikit-learn's ``return_train_score=False`` does. The search does not
+        depend on it.
 
     Attributes
     ----------
@@ -164,6 +170,7 @@ class Experiment:
         register: str | None = None,
         max_model_bytes: int | None = None,
         max_fit_seconds: float | None = None,
+        train_score: bool = True,
     ) -> None:
         # The arguments as given: with_overrides builds the experiment again from them, so that
         # an overridden value meets the same checks (and defaults) as one written in the file.
@@ -210,6 +217,12 @@ class Experiment:
         self.max_model_bytes = _check_limit("max_model_bytes", max_model_bytes, integer=True)
         self.max_fit_seconds = _check_limit("max_fit_seconds", max_fit_seconds)
         self.register = _check_register(register)
+        if not isinstance(train_score, bool):
+            raise ExperimentError(
+                f"train_score must be True or False, got {train_score!r}; "
+                f"--set train_score=False skips scoring the training rows."
+            )
+        self.train_score = train_score
         self.path: Path | None = None
         self.description: str = ""
         self.overrides: dict[str, Any] = {}

@@ -136,6 +136,7 @@ def objective(experiment, prepared):
         max_epochs=experiment.max_epochs,
         folds=prepared.fold_rows(),
         limits=experiment.limits,
+        train_score=experiment.train_score,
     )
 
 

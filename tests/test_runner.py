@@ -400,6 +400,50 @@ def test_an_mlx_mlp_trains_epoch_by_epoch(stores):
     np.testing.assert_array_equal(model.predict(X), result.model.predict(X))
 
 
+@pytest.mark.parametrize("validation", ["holdout", 3])
+def test_train_score_false_skips_the_training_rows_and_changes_nothing_else(stores, validation):
+    """Without the training score: no train metric or curve, the same search and result."""
+    from mlx.estimators import MLPClassifier
+
+    uri, storage = stores
+    client = MlflowClient(uri)
+    runs = {}
+    for train_score in (True, False):
+        experiment = Experiment(
+            f"iris-train-score-{train_score}",
+            _iris,
+            make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(8,), max_iter=4)),
+            {"mlpclassifier__learning_rate_init": FloatDistribution(1e-3, 1e-1, log=True)},
+            n_trials=3,
+            validation=validation,
+            train_score=train_score,
+        )
+        # The same test split twice, on purpose: both runs must test alike.
+        result = run(
+            experiment,
+            tracking_uri=uri,
+            storage=storage,
+            show_progress=False,
+            allow_test_reuse=not train_score,
+        )
+        children = sorted(_children(client, result.run_id), key=lambda c: c.info.run_name)
+        runs[train_score] = result, children
+    (kept, with_train), (skipped, without) = runs[True], runs[False]
+    assert skipped.best_params == kept.best_params
+    assert skipped.best_value == kept.best_value
+    assert skipped.test_scores == kept.test_scores
+    for a, b in zip(with_train, without, strict=True):
+        assert schema.train("accuracy") in a.data.metrics
+        assert schema.train("accuracy") not in b.data.metrics
+        assert b.data.metrics[schema.val("accuracy")] == a.data.metrics[schema.val("accuracy")]
+        assert not client.get_metric_history(b.info.run_id, schema.train("accuracy"))
+
+
+def test_train_score_must_be_a_bool():
+    with pytest.raises(Exception, match="train_score must be True or False"):
+        Experiment("x", _iris, KNeighborsClassifier(), {}, train_score="no")
+
+
 def test_the_splits_are_logged_as_datasets(iris):
     result, client, _, _ = iris
     parent = client.get_run(result.run_id)

@@ -188,8 +188,9 @@ def learning_curve_figure(curves, metric_name, title):
     fig = Figure(figsize=(5, 4))
     ax = fig.subplots()
     for split in ("train", "val"):
-        values = curves.get(split) or []
-        ax.plot(range(1, len(values) + 1), values, marker=".", label=split)
+        values = curves.get(split) or []  # no train curve with train_score=False
+        if values:
+            ax.plot(range(1, len(values) + 1), values, marker=".", label=split)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric_name)
     ax.set_title(title)

@@ -187,10 +187,23 @@ class Objective:
     limits : dict or None
         ``{"model_bytes": ..., "fit_seconds": ...}``, the limits of the experiment (see
         :mod:`mlx.search.limits`): each trial records its costs and constraints in the study.
+    train_score : bool, default=True
+        Whether a trial is scored on its training rows too (the record's ``train_score`` and
+        train curve).
     """
 
     def __init__(
-        self, candidates, scorer, train, val, *, seed, max_epochs=None, folds=None, limits=None
+        self,
+        candidates,
+        scorer,
+        train,
+        val,
+        *,
+        seed,
+        max_epochs=None,
+        folds=None,
+        limits=None,
+        train_score=True,
     ):
         self.candidates = dict(candidates)
         self.scorer = scorer
@@ -200,6 +213,7 @@ class Objective:
         self.max_epochs = max_epochs
         self.folds = folds
         self.limits = dict(limits or {})
+        self.train_score = train_score
         # The fitted leading steps of a Pipeline and what they output, by setting (see
         # _features); a few settings are kept, each holding transformed copies of the data.
         self._feature_cache = {}
@@ -277,7 +291,7 @@ class Objective:
         if epochs is None:
             last.fit(Xt_train, y_train)
             record.fit_time = time.perf_counter() - start
-            record.train_score = float(self.scorer(last, Xt_train, y_train))
+            record.train_score = self._train_score(last, Xt_train, y_train)
             return self.scorer(last, Xt_val, y_val), estimator
         stopper = EarlyStopping.of(last)
         record.fit_time, value = time.perf_counter() - start, float("nan")
@@ -285,9 +299,10 @@ class Objective:
         for epoch, last, _ in iter_epochs(estimator, Xt_train, y_train, epochs, transformed=True):
             record.fit_time += time.perf_counter() - start
             value = float(self.scorer(last, Xt_val, y_val))
-            record.train_score = float(self.scorer(last, Xt_train, y_train))
             record.curves["val"].append(value)
-            record.curves["train"].append(record.train_score)
+            record.train_score = self._train_score(last, Xt_train, y_train)
+            if record.train_score is not None:
+                record.curves["train"].append(record.train_score)
             retrying(trial.report, value, epoch)
             if retrying(trial.should_prune):
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {epochs}")
@@ -344,13 +359,18 @@ class Objective:
                     pass
             record.fit_time += time.perf_counter() - start
             record.fold_scores.append(float(self.scorer(last, Xt_held, y_held)))
-            train_scores.append(float(self.scorer(last, Xt_fit, y_fit)))
+            train_scores.append(self._train_score(last, Xt_fit, y_fit))
             mean = float(np.mean(record.fold_scores))
             retrying(trial.report, mean, fold)
             if retrying(trial.should_prune):
                 raise optuna.TrialPruned(f"pruned after fold {fold + 1} of {len(self.folds)}")
-        record.train_score = float(np.mean(train_scores))
+        if self.train_score:
+            record.train_score = float(np.mean(train_scores))
         return mean, fitted
+
+    def _train_score(self, estimator, X, y):
+        """The score of ``estimator`` on the rows it was fitted on; None when not wanted."""
+        return float(self.scorer(estimator, X, y)) if self.train_score else None
 
     def fail(self, number, error):
         """Record ``error`` for trial ``number`` (a trial stopped from outside)."""
