@@ -270,3 +270,26 @@ def test_a_top_up_that_loses_its_lock_counts_the_trials_again(monkeypatch, lost)
         search.add_budget(study, storage, 3 * slots.POOL)
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         assert len(waiting) == slots.POOL, f"{len(waiting)} slots wait for a pool of {slots.POOL}"
+
+
+def test_a_claim_stopped_before_its_trial_starts_fails_it_as_interrupted(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) after the claim took the trial, before the claim returned.
+
+    Left RUNNING, the trial was reported lost on resume ("its process stopped") though its
+    process had stopped cleanly; now it is interrupted, and a slot replaces it.
+    """
+    storage = search.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = search.create_study("stopped-claim", storage=storage, seed=0)
+    search.add_budget(study, storage, 2)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(slots.optuna, "Trial", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        slots.Slots(study, storage).claim()
+    monkeypatch.undo()
+    (trial,) = study.get_trials(deepcopy=False)
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs[slots.INTERRUPTED] is True
+    assert slots.replace_interrupted(study, study.get_trials(deepcopy=False)) == [trial.number]

@@ -380,7 +380,14 @@ class Slots:
                 trial_id = self._claim_waiting(read=True)
                 if trial_id is None and not self._topped_up():
                     return None
-        return retrying(optuna.Trial, self.study, trial_id), trial_id
+        try:
+            return retrying(optuna.Trial, self.study, trial_id), trial_id
+        except KeyboardInterrupt:
+            # Claimed RUNNING, not started: left so, it would be taken for lost (its process
+            # gone) rather than interrupted. Failed as interrupted, a slot replaces it.
+            retrying(self.storage.set_trial_user_attr, trial_id, INTERRUPTED, True)
+            retrying(self.storage.set_trial_state_values, trial_id, state=TrialState.FAIL)
+            raise
 
     def _topped_up(self):
         """Whether slots wait now, after topping the pool up (PostgreSQL) if none did."""
