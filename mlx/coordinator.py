@@ -21,7 +21,16 @@ from mlx.overrides import to_json
 from mlx.stores import is_local, redact_url
 from mlx.tracking import schema
 
-__all__ = ["ends", "recover", "refuse_running", "reopen", "resumable", "start", "untested"]
+__all__ = [
+    "add_unwritten",
+    "ends",
+    "recover",
+    "refuse_running",
+    "reopen",
+    "resumable",
+    "start",
+    "untested",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +180,33 @@ def reopen(experiment, parent, stores):
     )
 
 
+def add_unwritten(study, parent, lost_only=False):
+    """Child runs, ended KILLED, for the study's finished trials that have none.
+
+    A trial whose process died before its run was made, or that ran while the store failed,
+    has none (see :func:`mlx.tracking.add_unwritten`); each gets the reason the study holds.
+    ``lost_only``: only the trials whose process died, the others' writes may still be queued.
+    """
+    trials = search.retrying(study.get_trials, deepcopy=False)
+    dead = search.lost_trials(trials)
+    finished = []
+    for t in trials:
+        # A slot cancelled unused (a smaller budget on resume) never ran.
+        if (
+            not t.state.is_finished()
+            or t.datetime_start is None
+            or t.user_attrs.get(search.CANCELLED)
+        ):
+            continue
+        lost = t.number in dead
+        if lost or not lost_only:
+            error = t.user_attrs.get("error") or (search.LOST if lost else None)
+            finished.append((t.number, t.state.name, error))
+    tracking.add_unwritten(
+        parent.tracker, parent.experiment_id, parent.run_id, study.study_name, finished
+    )
+
+
 def recover(experiment, study, stores, parent, n_trials):
     """Account for what an interrupted run left, and set its budget to ``n_trials``.
 
@@ -183,15 +219,7 @@ def recover(experiment, study, stores, parent, n_trials):
     search.replace_interrupted(study)
     running = study.get_trials(deepcopy=False, states=(search.TrialState.RUNNING,))
     tracking.end_orphans(parent.tracker, parent.run_id, alive={str(t.number) for t in running})
-    # A trial that ran while the store failed may have no child run (written in the background).
-    finished = [
-        (t.number, t.state.name)
-        for t in study.get_trials(deepcopy=False)
-        if t.state.is_finished() and t.datetime_start is not None
-    ]
-    tracking.add_unwritten(
-        parent.tracker, parent.experiment_id, parent.run_id, study.study_name, finished
-    )
+    add_unwritten(study, parent)
     search.set_budget(study, stores.storage, n_trials, fixed_models(experiment))
     finished = search.budget(study).finished
     logger.warning(

@@ -145,3 +145,38 @@ def test_a_trial_stopped_before_its_run_was_made_gets_one_killed(stores):
     assert run.info.status == "KILLED"
     assert run.data.tags[schema.TAG_ERROR] == "interrupted (Ctrl-C)"
     assert run.data.tags[schema.TAG_TRIAL] == "6"
+
+
+@pytest.mark.parametrize("lost_only", [False, True])
+def test_finished_trials_without_a_child_run_get_one_killed(stores, lost_only):
+    """A trial whose process died before its run was made (a short trial's is made at its end).
+
+    With ``lost_only`` (another process's writes may still be queued) only the lost trial is
+    recorded; otherwise also one whose run was never written.
+    """
+    from mlx import coordinator, search
+    from mlx.search import slots
+    from mlx.tracking import ParentRun, Tracker, schema
+
+    uri, storage_url = stores
+    storage = search.open_storage(storage_url)
+    study = search.create_study("unwritten", storage=storage, seed=0)
+    search.add_budget(study, storage, 3)
+    claims = slots.Slots(study, storage)
+    lost, _ = claims.claim()
+    search.fail_lost(study, storage, running_are_lost=True)  # its process died
+    unwritten, _ = claims.claim()
+    study.tell(unwritten, 0.5)
+    tracker = Tracker(uri)
+    experiment_id = tracker.experiment_id("unwritten")
+    parent = ParentRun(tracker, tracker.start_run(experiment_id, "parent"), experiment_id, "p")
+
+    coordinator.add_unwritten(study, parent, lost_only=lost_only)
+    runs = {r.data.tags[schema.TAG_TRIAL]: r for r in tracker.children(parent.run_id)}
+    expected = {str(lost.number)} | (set() if lost_only else {str(unwritten.number)})
+    assert set(runs) == expected
+    assert runs[str(lost.number)].info.status == "KILLED"
+    assert runs[str(lost.number)].data.tags[schema.TAG_ERROR] == search.LOST
+    assert runs[str(lost.number)].data.tags[schema.TAG_STATE] == "FAIL"
+    coordinator.add_unwritten(study, parent)  # once each
+    assert len(tracker.children(parent.run_id)) == 2

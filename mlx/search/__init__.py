@@ -27,12 +27,15 @@ from mlx.search.objective import (
 )
 from mlx.search.retry import retrying
 from mlx.search.slots import (
+    CANCELLED,
+    LOST,
     REPLACES,
     Budget,
     add_budget,
     budget,
     enqueue,
     fail_lost,
+    lost_trials,
     planned,
     replace_interrupted,
     set_budget,
@@ -55,6 +58,8 @@ __all__ = [
     "BEST_EPOCH",
     "DEFAULT_STORAGE_FILE",
     "MODEL_PARAM",
+    "CANCELLED",
+    "LOST",
     "REPLACES",
     "Budget",
     "Objective",
@@ -73,6 +78,7 @@ __all__ = [
     "default_sampler",
     "enqueue",
     "fail_lost",
+    "lost_trials",
     "fit_model",
     "fixed_shares",
     "is_single",

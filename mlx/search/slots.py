@@ -54,6 +54,7 @@ __all__ = [
     "BUDGET",
     "CANCELLED",
     "INTERRUPTED",
+    "LOST",
     "MODELS",
     "REPLACES",
     "Budget",
@@ -63,6 +64,7 @@ __all__ = [
     "counted_trials",
     "enqueue",
     "fail_lost",
+    "lost_trials",
     "planned",
     "replace_interrupted",
     "replace_lost",
@@ -76,6 +78,8 @@ REPLACES = "mlx.replaces"
 # The user attributes of a trial stopped by Ctrl-C or SIGTERM, and of a slot cancelled unused.
 INTERRUPTED = "mlx.interrupted"
 CANCELLED = "mlx.cancelled"
+# The error of a trial whose process died (no heartbeat, or left RUNNING by a dead run).
+LOST = "lost: its process stopped"
 # The study's user attributes that hold its budget (the n_trials of the run that set it last)
 # and, when each model has a fixed share of it, the models in the order they take turns.
 BUDGET = "mlx.n_trials"
@@ -126,6 +130,11 @@ def counted_trials(study, trials=None):
 def _replaced(trials):
     """The numbers of the trials that a slot replaces."""
     return {t.user_attrs[REPLACES] for t in trials if REPLACES in t.user_attrs}
+
+
+def lost_trials(trials):
+    """The numbers of the ``trials`` whose process died: replaced by a slot, not interrupted."""
+    return _replaced(trials) - {t.number for t in trials if t.user_attrs.get(INTERRUPTED)}
 
 
 def budget(study, trials=None):
@@ -527,7 +536,7 @@ def fail_lost(study, storage, *, running_are_lost=False):
         return
     for frozen, trial_id in list(_trials(study, storage, TrialState.RUNNING)):
         try:
-            storage.set_trial_user_attr(trial_id, "error", "lost: its process stopped")
+            storage.set_trial_user_attr(trial_id, "error", LOST)
             storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue

@@ -5,10 +5,14 @@ A trial costs three store writes. A trial that runs for more than a second gets 
 (params, metrics and final tags) and its end (status, end time and final name in one write).
 A shorter trial's run is made when it ends, already named and tagged as it finished: then
 ``log_batch`` carries no tags and the end no new name, each of which costs MLflow a
-transaction of its own (1.4 and 0.5 ms of the 11 a trial's writes cost on SQLite). What a
-trial produced arrives as a record with the fields of :class:`mlx.search.TrialRecord`. Against a tracking server the writes are made in order on a
-background thread (see :mod:`mlx.tracking._writes`): call :meth:`ChildRuns.flush` when a batch
-of trials ends.
+transaction of its own (1.4 and 0.5 ms of the 11 a trial's writes cost on SQLite).
+
+What a trial produced arrives as a record with the fields of :class:`mlx.search.TrialRecord`.
+Against a tracking server the writes are made in order on a background thread (see
+:mod:`mlx.tracking._writes`): call :meth:`ChildRuns.flush` when a batch of trials ends. There
+every run is made when its trial starts: a background write costs the trial nothing, and a
+trial told to the study while its writes are still queued then has a run that whoever ends the
+search finds RUNNING and waits for (:func:`end_orphans` with ``settle``), rather than none.
 """
 
 import threading
@@ -49,9 +53,10 @@ class ChildRuns:
         Who runs the trials (``host-pid``, a worker id), recorded on each child.
     metric_name : str
         The experiment's metric, for the names of the scores.
-    show_running_after : float, default=SHOW_RUNNING_AFTER
+    show_running_after : float, default=None
         Seconds a trial runs before its child run is made, RUNNING; a trial that ends sooner
-        gets its run when it ends. 0 makes every run when its trial starts.
+        gets its run when it ends. 0 makes every run when its trial starts. None:
+        ``SHOW_RUNNING_AFTER`` with writes made in the trial's thread, 0 with background writes.
     """
 
     def __init__(
@@ -62,7 +67,7 @@ class ChildRuns:
         study_name,
         worker,
         metric_name,
-        show_running_after=SHOW_RUNNING_AFTER,
+        show_running_after=None,
     ):
         self.tracker = tracker
         self.experiment_id = experiment_id
@@ -70,11 +75,13 @@ class ChildRuns:
         self.study_name = study_name
         self.worker = worker
         self.metric_name = metric_name
-        self.show_running_after = show_running_after
         self._runs = {}  # trial number -> _Run, from its start to its finish
         self._ending = []  # finished trials' _Runs whose end may still be queued
         background = _writes.background_wanted(tracker.uri)
         self._writes = _writes.Background() if background else _writes.Inline()
+        if show_running_after is None:
+            show_running_after = 0.0 if background else SHOW_RUNNING_AFTER
+        self.show_running_after = show_running_after
         self._later = _Later(self._show_running)
 
     @property
@@ -352,16 +359,18 @@ def end_orphans(tracker, parent_id, alive, settle=0.0):
 def add_unwritten(tracker, experiment_id, parent_id, study_name, trials):
     """Child runs, ended KILLED, for finished trials that have none; returns how many.
 
-    ``trials`` are ``(number, state)`` of the study's finished trials. A trial that ran while the
-    store failed may have had its child run's creation queued in the background and never
-    made; a resumed run records it, so that every trial that ran has its child run.
+    ``trials`` are ``(number, state, error)`` of the study's finished trials, ``error`` the
+    reason the study holds for a trial that was stopped (None for none). A trial whose process
+    died before its run was made (a short trial's run is made when it ends), or that ran while
+    the store failed (its run's creation queued in the background and never made), has none:
+    it is recorded here, so that every trial that ran has its child run.
     """
     have = {c.data.tags.get(schema.TAG_TRIAL) for c in tracker.children(parent_id)}
     added = 0
-    for number, state in trials:
+    for number, state, error in trials:
         if str(number) in have:
             continue
-        tags = {**_trial_tags(study_name, number, state), schema.TAG_ERROR: _UNWRITTEN}
+        tags = {**_trial_tags(study_name, number, state), schema.TAG_ERROR: error or _UNWRITTEN}
         name = schema.trial_name(number)
         run_id = tracker.start_run(experiment_id, name, tags=tags, parent_id=parent_id)
         tracker.end_run(run_id, "KILLED")
