@@ -192,3 +192,41 @@ def test_the_feature_cache_changes_no_result():
     uncached = _search_pipeline(space, 8, cache_size=0)
     assert [t.params for t in cached.trials] == [t.params for t in uncached.trials]
     assert [t.value for t in cached.trials] == [t.value for t in uncached.trials]
+
+
+def test_ctrl_c_while_the_study_is_told_a_result_takes_effect_once_it_is_told(monkeypatch):
+    """A tell cut short left a finished trial RUNNING (a resume then called it lost)."""
+    import os
+    import signal
+    import time
+
+    from optuna.trial import TrialState
+
+    X, y = _iris()
+    objective = search.Objective(
+        {"model": (KNeighborsClassifier(), {"n_neighbors": IntDistribution(1, 9)})},
+        get_scorer("accuracy"),
+        (X[::2], y[::2]),
+        (X[1::2], y[1::2]),
+        seed=0,
+    )
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="maximize")
+    search.enqueue(study, 3)
+    tell = optuna.Study.tell
+
+    def interrupted_tell(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while the result is being told
+        time.sleep(0.05)
+        return tell(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "tell", interrupted_tell)
+    # Python's own Ctrl-C handler, also where the tests run with SIGINT ignored.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            search.optimize(study, storage, objective)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [TrialState.COMPLETE, TrialState.WAITING, TrialState.WAITING]

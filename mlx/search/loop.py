@@ -6,6 +6,8 @@ coordinator runs :func:`coordinate`, which also waits for the other processes' l
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 from typing import NamedTuple
 
@@ -85,7 +87,8 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
                 record.value, state = None, TrialState.FAIL
                 raise
             finally:
-                retrying(study.tell, trial, record.value, state=state, skip_if_finished=True)
+                with _signals_held():
+                    retrying(study.tell, trial, record.value, state=state, skip_if_finished=True)
             if interruption is not None:
                 raise interruption
             if stopped():
@@ -152,6 +155,30 @@ def _run_trial(storage, objective, trial, trial_id):
     record = objective.finish(trial, state, value)
     record.interrupted = interruption is not None
     return record, state, interruption
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C or SIGTERM during the block takes effect once it ends, not inside it.
+
+    A tell cut short leaves a finished trial RUNNING (its child run logged, its result lost),
+    and a resumed run then takes it for lost. The signal is raised again after the block, to
+    whatever handled it before (Python's KeyboardInterrupt, mlx's SIGTERM handler, a worker's
+    own). Signals can be held only in the main thread; elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
+    before = {s: signal.signal(s, lambda signum, _: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 def _interrupted(trial, exc):
