@@ -538,8 +538,10 @@ def _trial_counts(study, audit, parent):
     """Trials by state, logged on the parent; refuses a search where none completed."""
     budget = search.budget(study)
     counts = {"COMPLETE": budget.complete, "PRUNED": budget.pruned, "FAIL": budget.fail}
-    if budget.lost:
-        counts["LOST"] = budget.lost
+    # Trials that a slot replaced, named for what stopped them (a resumed run has some).
+    for state, count in (("INTERRUPTED", budget.interrupted), ("LOST", budget.lost)):
+        if count:
+            counts[state] = count
     parent.log(tags={schema.trials_tag(k): str(v) for k, v in counts.items()})
     if counts["COMPLETE"]:
         return counts

@@ -293,3 +293,10 @@ def test_a_claim_stopped_before_its_trial_starts_fails_it_as_interrupted(tmp_pat
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs[slots.INTERRUPTED] is True
     assert slots.replace_interrupted(study, study.get_trials(deepcopy=False)) == [trial.number]
+    # The run's summary tells an interrupted trial from a lost one (its process died).
+    counted = slots.budget(study)
+    assert (counted.interrupted, counted.lost, counted.waiting) == (1, 0, 1)
+    slots.Slots(study, storage).claim()
+    search.fail_lost(study, storage, running_are_lost=True)
+    counted = slots.budget(study)
+    assert (counted.interrupted, counted.lost, counted.waiting) == (1, 1, 1)

@@ -95,7 +95,11 @@ _LOCK_CLASS = 0x6D6C78
 
 @dataclass
 class Budget:
-    """Trials of a study that count against its budget, by state (lost trials excluded)."""
+    """Trials of a study that count against its budget, by state; and the replaced ones.
+
+    ``lost`` and ``interrupted`` count the trials that a slot replaced, which do not count:
+    lost when their process died, interrupted when Ctrl-C or SIGTERM stopped them.
+    """
 
     waiting: int = 0
     running: int = 0
@@ -103,6 +107,7 @@ class Budget:
     pruned: int = 0
     fail: int = 0
     lost: int = 0
+    interrupted: int = 0
 
     @property
     def finished(self):
@@ -138,12 +143,15 @@ def lost_trials(trials):
 
 
 def budget(study, trials=None):
-    """Count the study's trials; a lost trial that a slot replaced counts as ``lost`` only.
+    """Count the study's trials; a trial that a slot replaced counts as lost or interrupted only.
 
     ``trials``: the study's trials, if just read.
     """
-    trials, lost = counted_trials(study, trials)
-    counts = Budget(lost=lost)
+    if trials is None:
+        trials = retrying(study.get_trials, deepcopy=False)
+    lost = len(lost_trials(trials))
+    trials, replaced = counted_trials(study, trials)
+    counts = Budget(lost=lost, interrupted=replaced - lost)
     for trial in trials:
         if trial.state == TrialState.WAITING:
             counts.waiting += 1
