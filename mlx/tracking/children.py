@@ -103,22 +103,12 @@ class ChildRuns:
             if run.maker is not None:
                 return
             run.maker = _RUNNING
-        tags = {
-            **_trial_tags(self.study_name, run.number, "RUNNING"),
-            schema.TAG_WORKER: self.worker,
-        }
-
-        def create():
-            run.id = self.tracker.start_run(
-                self.experiment_id,
-                schema.trial_name(run.number),
-                tags=tags,
-                parent_id=self.parent_id,
-                start_time=run.start_time,
-            )
-
         try:
-            self._writes.submit(run, create, f"creating the child run of trial {run.number}")
+            self._writes.submit(
+                run,
+                lambda: self._create(run, "RUNNING"),
+                f"creating the child run of trial {run.number}",
+            )
         except Exception as exc:  # made inline on the waiting thread: raised by finish
             run.error = exc
             if threading.current_thread() is threading.main_thread():
@@ -155,20 +145,9 @@ class ChildRuns:
                 run.ended = True
 
         else:
-            tags = {
-                **_trial_tags(self.study_name, record.number, record.state),
-                schema.TAG_WORKER: self.worker,
-                **tags,
-            }
 
             def log_and_end():
-                run.id = self.tracker.start_run(
-                    self.experiment_id,
-                    name,
-                    tags=tags,
-                    parent_id=self.parent_id,
-                    start_time=run.start_time,
-                )
+                self._create(run, record.state, name, tags)
                 self.tracker.log(run.id, params=params, metrics=metrics, steps=steps)
                 self.tracker.end_run(run.id, status, end_time=record.end_time)
                 run.ended = True
@@ -179,21 +158,25 @@ class ChildRuns:
         """Wait for the queued writes; a :class:`~mlx.exceptions.TrackingError` if one failed."""
         self._writes.flush()
 
+    def _create(self, run, state, name=None, tags=None):
+        """Make ``run``'s child run (RUNNING, as MLflow makes every run), tagged in ``state``."""
+        tags = {
+            **_trial_tags(self.study_name, run.number, state),
+            schema.TAG_WORKER: self.worker,
+            **(tags or {}),
+        }
+        run.id = self.tracker.start_run(
+            self.experiment_id,
+            name or schema.trial_name(run.number),
+            tags=tags,
+            parent_id=self.parent_id,
+            start_time=run.start_time,
+        )
+
     def _make_killed(self, run, error):
         """Make, ended KILLED, the run of a trial stopped before its run was made."""
-        tags = {
-            **_trial_tags(self.study_name, run.number, "FAIL"),
-            schema.TAG_WORKER: self.worker,
-            schema.TAG_ERROR: error,
-        }
         try:
-            run.id = self.tracker.start_run(
-                self.experiment_id,
-                schema.trial_name(run.number),
-                tags=tags,
-                parent_id=self.parent_id,
-                start_time=run.start_time,
-            )
+            self._create(run, "FAIL", tags={schema.TAG_ERROR: error})
             self.tracker.end_run(run.id, "KILLED")
         except Exception:  # the store fails: a resumed run adds the trial's run (add_unwritten)
             pass
