@@ -23,6 +23,10 @@ _QUIET_LEVELS = {
     # MLflow logs a database error with its whole traceback before raising it; mlx reports the
     # raised error in one line.
     "mlflow.store.db.utils": logging.CRITICAL,
+    # SQLAlchemy logs, with its traceback, a cursor or connection that failed to close: a
+    # Ctrl-C landing inside that clean-up printed one after "mlx: interrupted" (seen once in a
+    # worker). What matters is raised, and reported in one line.
+    "sqlalchemy": logging.CRITICAL,
 }
 
 
