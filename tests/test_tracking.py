@@ -180,3 +180,29 @@ def test_finished_trials_without_a_child_run_get_one_killed(stores, lost_only):
     assert runs[str(lost.number)].data.tags[schema.TAG_STATE] == "FAIL"
     coordinator.add_unwritten(study, parent)  # once each
     assert len(tracker.children(parent.run_id)) == 2
+
+
+def test_held_background_writes_wait_for_the_release_or_their_time():
+    """Writes held between two trials wait for the next trial (at most the hold's seconds)."""
+    import threading
+    import time
+
+    from mlx.tracking import _writes
+
+    done = threading.Event()
+    writes = _writes.Background()
+    writes.hold(30)
+    writes.submit("trial-1", done.set, "a write")
+    assert not done.wait(0.3)  # held
+    writes.release()
+    assert done.wait(5)
+    done.clear()
+    start = time.monotonic()
+    writes.hold(0.3)
+    writes.submit("trial-2", done.set, "a write")
+    assert done.wait(5) and time.monotonic() - start >= 0.3  # the hold runs out by itself
+    done.clear()
+    writes.hold(30)
+    writes.submit("trial-3", done.set, "a write")
+    writes.flush()  # a flush does not wait for the hold
+    assert done.is_set()

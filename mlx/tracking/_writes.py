@@ -59,6 +59,12 @@ class Inline:
     def drain(self):
         pass
 
+    def hold(self, seconds):
+        pass
+
+    def release(self):
+        pass
+
 
 class Background:
     """Writes made in order by one daemon thread; a failure raises at the next check or flush.
@@ -80,6 +86,7 @@ class Background:
         self._error = None
         self._failed = set()
         self._thread = None
+        self._held_until = 0.0
 
     def submit(self, key, task, what):
         """Queue ``task()``; ``what`` names it in the error if it fails."""
@@ -97,8 +104,25 @@ class Background:
         self.drain()
         self.check()
 
+    def hold(self, seconds):
+        """Start no queued write for ``seconds``, or until :meth:`release`.
+
+        Between two trials the process claims, samples and tells the study: Python work and
+        database round trips that the thread's HTTP calls (and the server answering them on
+        the same machine) would slow. Held, the writes wait for the next trial's fit.
+        """
+        with self._done:
+            self._held_until = time.monotonic() + seconds
+
+    def release(self):
+        """Let the queued writes go (see :meth:`hold`)."""
+        with self._done:
+            self._held_until = 0.0
+            self._done.notify_all()
+
     def drain(self):
         """Wait (up to two minutes) until every queued write is made, without raising."""
+        self.release()
         deadline = time.monotonic() + _DRAIN_SECONDS
         with self._done:
             self._done.wait_for(lambda: self._pending == 0, deadline - time.monotonic())
@@ -119,6 +143,9 @@ class Background:
                         self._thread = None
                         return
                 continue
+            with self._done:
+                while (held := self._held_until - time.monotonic()) > 0:
+                    self._done.wait(held)
             try:
                 if key not in self._failed:
                     task()

@@ -36,6 +36,10 @@ SHOW_RUNNING_AFTER = 1.0
 _RUNNING, _ENDED = "running", "ended"
 # Seconds the thread that makes runs RUNNING waits for work before it ends.
 _IDLE_SECONDS = 5.0
+# Seconds at most that background writes wait for the next trial to start (see Background.hold):
+# longer than telling the study and claiming a trial (60 ms on PostgreSQL), short enough that a
+# finished trial does not look RUNNING for long when no trial follows.
+_HOLD_SECONDS = 0.5
 # Seconds a stopping process waits for a RUNNING creation in progress on that thread.
 _SHOW_WAIT_SECONDS = 30.0
 
@@ -92,6 +96,7 @@ class ChildRuns:
     def start(self, number):
         """Trial ``number`` starts: its child run is made RUNNING if it is still running later."""
         run = self._runs[number] = _Run(number, time.time())
+        self._writes.release()  # the last trial's writes, held while the study was told
         if self.show_running_after > 0:
             self._later.call(run, self.show_running_after)
         else:
@@ -153,6 +158,7 @@ class ChildRuns:
                 run.ended = True
 
         self._writes.submit(run, log_and_end, f"logging trial {record.number}'s child run")
+        self._writes.hold(_HOLD_SECONDS)
 
     def flush(self):
         """Wait for the queued writes; a :class:`~mlx.exceptions.TrackingError` if one failed."""
