@@ -45,7 +45,7 @@ _SHOW_WAIT_SECONDS = 30.0
 
 
 class ChildRuns:
-    """The child runs of the trials this process runs, opened when each trial starts.
+    """The child runs of the trials this process runs, one per trial (see the module's docstring).
 
     Parameters
     ----------
