@@ -185,7 +185,8 @@ def add_unwritten(study, parent, lost_only=False):
 
     A trial whose process died before its run was made, or that ran while the store failed,
     has none (see :func:`mlx.tracking.add_unwritten`); each gets the reason the study holds.
-    ``lost_only``: only the trials whose process died, the others' writes may still be queued.
+    ``lost_only``: only the trials whose process died (the others' writes may still be queued);
+    the store is not read when there are none.
     """
     trials = search.retrying(study.get_trials, deepcopy=False)
     dead = search.lost_trials(trials)
@@ -202,6 +203,8 @@ def add_unwritten(study, parent, lost_only=False):
         if lost or not lost_only:
             error = t.user_attrs.get("error") or (search.LOST if lost else None)
             finished.append((t.number, t.state.name, error))
+    if not finished:
+        return
     tracking.add_unwritten(
         parent.tracker, parent.experiment_id, parent.run_id, study.study_name, finished
     )

@@ -527,10 +527,9 @@ def _search(experiment, study, stores, parent, trial_objective, show_progress, c
     # or to a worker whose background writes have not landed yet (it gets a few seconds).
     settle = _ORPHAN_SETTLE_SECONDS if children.background else 0.0
     tracking.end_orphans(parent.tracker, parent.run_id, alive=set(), settle=settle)
-    # A short trial's run is made when it ends: one whose process died has none. With writes
-    # in the background, another process's trial may have its writes still queued: only the
-    # lost ones (their process died) are added then.
-    coordinator.add_unwritten(study, parent, lost_only=children.background)
+    # A short trial's run is made when it ends: one whose process died has none. Every other
+    # trial's run is written (or queued, in the background) before the study hears of it.
+    coordinator.add_unwritten(study, parent, lost_only=True)
     return records
 
 
