@@ -170,7 +170,12 @@ def _signals_held():
         yield
         return
     caught = []
-    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
+    # An ignored signal stays ignored; one whose handler Python did not set (None) is left alone.
+    held = [
+        s
+        for s in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(s) not in (signal.SIG_IGN, None)
+    ]
     before = {s: signal.signal(s, lambda signum, _: caught.append(signum)) for s in held}
     try:
         yield

@@ -359,12 +359,13 @@ class Objective:
                     pass
             record.fit_time += time.perf_counter() - start
             record.fold_scores.append(float(self.scorer(last, Xt_held, y_held)))
-            train_scores.append(self._train_score(last, Xt_fit, y_fit))
+            if self.train_score:
+                train_scores.append(float(self.scorer(last, Xt_fit, y_fit)))
             mean = float(np.mean(record.fold_scores))
             retrying(trial.report, mean, fold)
             if retrying(trial.should_prune):
                 raise optuna.TrialPruned(f"pruned after fold {fold + 1} of {len(self.folds)}")
-        if self.train_score:
+        if train_scores:
             record.train_score = float(np.mean(train_scores))
         return mean, fitted
 
