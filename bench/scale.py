@@ -32,9 +32,9 @@ Columns:
   database, and scoring the trial (measured separately: ``scoring ms``). Start-up and the end
   of the run are not in it (they are ``fixed s``), nor the idle tail of processes that found
   no slot left.
-- ``coordination ms/trial``: ``overhead`` minus ``scoring ms``: what sharing the search costs
-  a trial beyond its own work (fitting and scoring): claiming a slot, Optuna's sampling and
-  bookkeeping on PostgreSQL, the child run's writes, heartbeats.
+- ``coordination ms/trial``: ``overhead`` minus ``scoring ms`` (timed in each repeat): what
+  sharing the search costs a trial beyond its own work (fitting and scoring): claiming a slot,
+  Optuna's sampling and bookkeeping on PostgreSQL, the child run's writes, heartbeats.
 - ``wall-based ms/trial``: the issue's literal reading, ``(wall * N - sum fit_time) /
   n_trials``: the overhead including the fixed costs spread over the trials.
 
@@ -173,8 +173,12 @@ def _optuna_floor(n_trials):
     seed, the same one-parameter space, the heartbeat mlx turns on for a database server, and
     an objective that returns at once (the fit and scoring are outside the coordination).
     """
+    import warnings
+
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line a trial, as mlx's are quiet
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     with postgres_database("mlx_bench_floor") as db:
         storage = optuna.storages.RDBStorage(
             pg_url(db), heartbeat_interval=DEFAULT_HEARTBEAT, grace_period=3 * DEFAULT_HEARTBEAT
@@ -190,8 +194,12 @@ def _optuna_floor(n_trials):
             storage.engine.dispose()
 
 
-def _scoring_seconds():
-    """Time to score one fitted trial model as a trial does (train and validation rows)."""
+def _scoring_timer():
+    """A function that times scoring one fitted trial model as a trial does (train and val rows).
+
+    Called once per repeat, beside the runs of that repeat, so that the scoring subtracted from
+    a run's overhead was measured under the same load (it moved by 5 ms between two prints).
+    """
     from mlx.data import prepare
     from mlx.experiment import load_experiment
 
@@ -203,13 +211,17 @@ def _scoring_seconds():
     dataset, parts = prepared.dataset, prepared.parts
     X, y = np.asarray(dataset.X), np.asarray(dataset.y)
     model = experiment.estimator.set_params(n_clusters=12, random_state=0).fit(X[parts.train])
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        experiment.scorer(model, X[parts.train], y[parts.train])
-        experiment.scorer(model, X[parts.val], y[parts.val])
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    def seconds():
+        times = []
+        for _ in range(9):
+            start = time.perf_counter()
+            experiment.scorer(model, X[parts.train], y[parts.train])
+            experiment.scorer(model, X[parts.val], y[parts.val])
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    return seconds
 
 
 def main():
@@ -225,12 +237,13 @@ def main():
     env = _environment(args.blas_default)
     if not args.blas_default:
         os.environ.update(dict.fromkeys(_THREADS, "1"))  # for the scoring time measured here
-    scoring = _scoring_seconds()
+    scoring_seconds = _scoring_timer()
 
     modes = [False, True] if args.inline_too else [False]
     configs = [(n, inline) for n in args.workers for inline in modes]
     rows = {config: [] for config in configs}
     floor = []  # Optuna's own loop, seconds a trial, once per repeat
+    scoring = []  # seconds to score a trial, once per repeat
     with tempfile.TemporaryDirectory() as tmp, postgres_database("mlx_bench_mlflow") as db:
         tmp = Path(tmp)
         (tmp / "server").mkdir()
@@ -242,6 +255,7 @@ def main():
                     rows[n, inline].append(_one_run(folder, server, n, args.trials, env, inline))
                     shutil.rmtree(folder, ignore_errors=True)
                 floor.append(_optuna_floor(args.trials))
+                scoring.append(scoring_seconds())
 
     def median(n, key):
         return statistics.median(r[key] for r in rows[n])
@@ -252,15 +266,16 @@ def main():
         return f"{mid:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
 
     for n in configs:
-        for r in rows[n]:
+        for r, scored in zip(rows[n], scoring, strict=True):
             r["fixed"] = r["wall"] - r["search"]
-            r["coordination"] = r["overhead"] - scoring
+            r["coordination"] = r["overhead"] - scored
     base = median(configs[0], "wall")
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"mlx KMeans(n_init=8, max_iter=40) on 80,000 x 16 float64 blobs, {args.trials} trials, "
         f"mean fit {1000 * median(configs[0], 'fit'):.0f} ms, scoring "
-        f"{1000 * scoring:.1f} ms per trial; {os.cpu_count()} cores, load average {load} (1/5/15 "
+        f"{1000 * statistics.median(scoring):.1f} [{1000 * min(scoring):.1f}-"
+        f"{1000 * max(scoring):.1f}] ms per trial; {os.cpu_count()} cores, load average {load} (1/5/15 "
         f"min) at the end; BLAS threads: {'default' if args.blas_default else '1 per process'}; "
         f"Optuna on PostgreSQL, MLflow server on PostgreSQL; median [min-max] of "
         f"{args.repeats} repeat{'s' if args.repeats > 1 else ''}\n"
