@@ -513,6 +513,7 @@ def _search(experiment, study, stores, parent, trial_objective, show_progress, c
             trial_objective,
             timeout=experiment.timeout,
             on_start=children.start,
+            on_fit=children.fitting,
             on_trial=on_trial,
             on_poll=on_poll,
         )

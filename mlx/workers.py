@@ -113,6 +113,7 @@ def work(
             objective(experiment, prepared),
             timeout=experiment.timeout,
             on_start=children.start,
+            on_fit=children.fitting,
             on_trial=children.finish,
         ).count
         children.flush()  # background writes (a tracking server) land before the worker ends

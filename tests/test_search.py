@@ -139,6 +139,48 @@ def test_a_conditional_search_space_function():
     assert objective.configuration(study.best_params) == ("model", built)
 
 
+def test_the_work_deferred_to_the_fit_comes_after_the_sampling_and_before_the_fit():
+    """``on_fit`` (the tracking writes held between trials) runs once a trial is sampled.
+
+    Sampling is Python work on the storage that a writer thread would slow; the fit leaves the
+    interpreter to it. A trial that fails before its fit still gets it, when it ends.
+    """
+    events = []
+
+    class Knn(KNeighborsClassifier):
+        def fit(self, X, y):
+            events.append("fit")
+            return super().fit(X, y)
+
+    def space(trial):
+        events.append("sample")
+        if trial.number == 1:
+            raise ValueError("a space that fails")
+        return {"n_neighbors": trial.suggest_int("n_neighbors", 1, 9)}
+
+    X, y = _iris()
+    objective = search.Objective(
+        {"model": (Knn(), space)}, get_scorer("accuracy"), (X, y), (X, y), seed=0
+    )
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="maximize")
+    search.enqueue(study, 3)
+    search.optimize(
+        study,
+        storage,
+        objective,
+        on_start=lambda number: events.append(f"start {number}"),
+        on_fit=lambda number: events.append(f"on_fit {number}"),
+        on_trial=lambda record: events.append(f"end {record.number}"),
+    )
+    assert events == [
+        *["start 0", "sample", "on_fit 0", "fit", "end 0"],
+        *["start 1", "sample", "on_fit 1", "end 1"],
+        *["start 2", "sample", "on_fit 2", "fit", "end 2"],
+    ]
+    search.fit_begins()  # outside a trial: nothing to do, no error
+
+
 class _CountingScaler(StandardScaler):
     """A scaler that counts its fits (across clones: the count is the class's)."""
 

@@ -165,7 +165,7 @@ def test_on_postgres_a_pool_of_slots_waits_not_the_whole_budget():
             most = max(most, waiting())
             study.tell(claimed[0], 1.0)
         trials = study.get_trials(deepcopy=False)
-        assert len(trials) == 3 * slots.POOL + 2 and most < slots.POOL
+        assert len(trials) == 3 * slots.POOL + 2 and most <= slots.POOL
         assert all(t.state == TrialState.COMPLETE for t in trials)
         models = [t.system_attrs["fixed_params"][search.MODEL_PARAM] for t in trials]
         assert models == ["a", "b"] * (len(trials) // 2)  # the turns of the fixed shares
@@ -242,6 +242,9 @@ def test_a_top_up_that_loses_its_lock_counts_the_trials_again(monkeypatch, lost)
                         sqlalchemy.text(
                             "SELECT pg_terminate_backend(pid) FROM pg_locks"
                             " WHERE locktype = 'advisory' AND classid = :kind AND objid = :study"
+                            # Only this test's database: another test's study has the same id.
+                            " AND database = (SELECT oid FROM pg_database"
+                            " WHERE datname = current_database())"
                         ),
                         {"kind": slots._LOCK_CLASS, "study": study_id},
                     ).scalars()
@@ -270,6 +273,51 @@ def test_a_top_up_that_loses_its_lock_counts_the_trials_again(monkeypatch, lost)
         search.add_budget(study, storage, 3 * slots.POOL)
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         assert len(waiting) == slots.POOL, f"{len(waiting)} slots wait for a pool of {slots.POOL}"
+
+
+def test_the_pool_is_topped_up_while_a_trial_runs_and_a_failed_top_up_is_done_again(
+    monkeypatch, caplog
+):
+    """After a claim took the last slot it knew of, the pool is topped up on a thread.
+
+    The loop asks for it as the trial's fit begins (``top_up_ahead``). The fault: that top-up
+    fails (the server went away); the next claim then finds no slot and tops up itself. Either
+    way the budget runs exactly, each trial once.
+    """
+    import threading
+
+    from optuna.exceptions import StorageInternalError
+
+    with postgres_database("mlx_slots") as db:
+        storage = search.open_storage(pg_url(db))
+        study = search.create_study("ahead", storage=storage, seed=0)
+        search.add_budget(study, storage, 2 * slots.POOL + 3)
+        claims = slots.Slots(study, storage)
+        for _ in range(slots.POOL):
+            trial, _ = claims.claim()
+            claims.top_up_ahead()
+            study.tell(trial, 1.0)
+        claims.close()
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        assert len(waiting) == slots.POOL, "the pool was not topped up ahead of the next claim"
+
+        top_up, failed = slots._top_up_locked, []
+
+        def failing_on_the_thread(*args):
+            if threading.current_thread().name == "mlx-slots" and not failed:
+                failed.append(True)
+                raise StorageInternalError("server closed the connection unexpectedly")
+            return top_up(*args)
+
+        monkeypatch.setattr(slots, "_top_up_locked", failing_on_the_thread)
+        while (claimed := claims.claim()) is not None:
+            claims.top_up_ahead()
+            study.tell(claimed[0], 1.0)
+        claims.close()
+        assert failed and "slots not topped up ahead" in caplog.text
+        trials = study.get_trials(deepcopy=False)
+        assert len(trials) == 2 * slots.POOL + 3
+        assert all(t.state == TrialState.COMPLETE for t in trials)
 
 
 def test_a_claim_stopped_before_its_trial_starts_fails_it_as_interrupted(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from mlx.search.candidates import MODEL_PARAM, fixed_shares, is_single, split_params
 from mlx.search.early_stopping import BEST_EPOCH
 from mlx.search.limits import chosen_trial, cost_of, trial_costs
-from mlx.search.loop import Ran, coordinate, optimize
+from mlx.search.loop import Ran, coordinate, fit_begins, optimize
 from mlx.search.objective import (
     Objective,
     TrialRecord,
@@ -79,6 +79,7 @@ __all__ = [
     "enqueue",
     "fail_lost",
     "lost_trials",
+    "fit_begins",
     "fit_model",
     "fixed_shares",
     "is_single",

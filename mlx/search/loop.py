@@ -21,7 +21,7 @@ from mlx.search.slots import INTERRUPTED as INTERRUPTED_ATTR
 from mlx.search.slots import Slots, budget, fail_lost, replace_interrupted
 from mlx.search.study import quiet_optuna
 
-__all__ = ["INTERRUPTED", "Ran", "coordinate", "optimize"]
+__all__ = ["INTERRUPTED", "Ran", "coordinate", "fit_begins", "optimize"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ INTERRUPTED = "interrupted (Ctrl-C)"
 _POLL_SECONDS = 0.25
 
 
+# What the running trial of this thread defers to its fit (see fit_begins).
+_deferred = threading.local()
+
+
 class Ran(NamedTuple):
     """What :func:`optimize` did: trials run by this process; whether the study was stopped."""
 
@@ -39,12 +43,27 @@ class Ran(NamedTuple):
     stopped: bool
 
 
-def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial=None):
+def fit_begins():
+    """Called by an objective once its trial's parameters are chosen, as its fit begins.
+
+    The loop defers work of its own to this moment (topping up the slots, the ``on_fit``
+    callback of :func:`optimize`): a fit spends its time in numpy, which lets other threads
+    run, while during the claim, the sampling and the tell their Python work would slow the
+    trial's own calls to the storage. An objective that never calls it has that work done
+    when it returns. Outside a trial of :func:`optimize`, it does nothing.
+    """
+    work, _deferred.work = getattr(_deferred, "work", None), None
+    if work is not None:
+        work()
+
+
+def optimize(study, storage, objective, *, timeout=None, on_start=None, on_fit=None, on_trial=None):
     """Claim and run trials of ``study`` until its budget is spent or ``timeout`` passes.
 
     Slots are claimed one at a time through ``storage``, so any number of processes may run
-    this on the same study. ``on_start(number)`` is called when a trial starts and
-    ``on_trial(record)`` when it ends. A trial that raises is told FAIL (its error in the record
+    this on the same study. ``on_start(number)`` is called when a trial starts,
+    ``on_fit(number)`` when its fit begins (see :func:`fit_begins`) and ``on_trial(record)``
+    when it ends. A trial that raises is told FAIL (its error in the record
     and the trial's ``error`` user attribute) and the search goes on; an error raised by a
     callback stops it. Ctrl-C or SIGTERM (a ``KeyboardInterrupt``) ends the running trial as
     FAIL, marked interrupted (the record's ``interrupted`` is set; a resumed search replaces
@@ -73,7 +92,13 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
                 _interrupted(trial, exc)
                 retrying(study.tell, trial, state=TrialState.FAIL, skip_if_finished=True)
                 raise
-            record, state, interruption = _run_trial(storage, objective, trial, trial_id)
+            _deferred.work = _fit_work(slots, on_fit, trial.number)
+            try:
+                record, state, interruption = _run_trial(storage, objective, trial, trial_id)
+            finally:
+                undone, _deferred.work = _deferred.work, None
+            if undone is not None and interruption is None:  # the objective did not say so
+                undone()
             ran += 1
             try:
                 # The trial's child run ends before the study hears of it: whoever sees the
@@ -92,12 +117,22 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_trial
             if interruption is not None:
                 raise interruption
             if stopped():
-                return Ran(ran, stopped=True)
-    return Ran(ran, stopped=False)
+                break
+    # A top-up of slots still under way ends first (after an error, it ends with the process).
+    slots.close()
+    return Ran(ran, stopped=stopped())
 
 
 def coordinate(
-    study, storage, objective, *, timeout=None, on_start=None, on_trial=None, on_poll=None
+    study,
+    storage,
+    objective,
+    *,
+    timeout=None,
+    on_start=None,
+    on_fit=None,
+    on_trial=None,
+    on_poll=None,
 ):
     """Run trials until the study's budget is spent and every trial of any process has ended.
 
@@ -112,7 +147,13 @@ def coordinate(
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         if remaining != 0.0:
             ran = optimize(
-                study, storage, objective, timeout=remaining, on_start=on_start, on_trial=on_trial
+                study,
+                storage,
+                objective,
+                timeout=remaining,
+                on_start=on_start,
+                on_fit=on_fit,
+                on_trial=on_trial,
             )
             if ran.stopped:  # the sampler has nothing left to try (an exhausted grid)
                 stopped = True
@@ -133,6 +174,17 @@ def coordinate(
         if counts.running == 0 and (counts.waiting == 0 or timed_out or stopped):
             return
         time.sleep(_POLL_SECONDS)
+
+
+def _fit_work(slots, on_fit, number):
+    """What trial ``number`` defers to its fit: the slots' top-up, then ``on_fit(number)``."""
+
+    def work():
+        slots.top_up_ahead()
+        if on_fit is not None:
+            on_fit(number)
+
+    return work
 
 
 def _run_trial(storage, objective, trial, trial_id):

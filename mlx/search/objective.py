@@ -30,6 +30,7 @@ from mlx.pipelines import final_step, last_step, with_last_step
 from mlx.search.candidates import MODEL_PARAM, choose, is_single, split_params
 from mlx.search.early_stopping import BEST_EPOCH, EarlyStopping, own_early_stopping_off
 from mlx.search.limits import constrain
+from mlx.search.loop import fit_begins
 from mlx.search.retry import retrying
 
 __all__ = [
@@ -256,6 +257,7 @@ class Objective:
                         params if record.model is None else {MODEL_PARAM: model, **params}
                     )
                     estimator = self.build(params, model)
+                    fit_begins()
                     if self.folds is None:
                         value, estimator = self._fit_and_score(trial, estimator, record)
                     else:

@@ -37,6 +37,7 @@ import collections
 import contextlib
 import fcntl
 import logging
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ import sqlalchemy
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from mlx.exceptions import first_line
 from mlx.search.candidates import MODEL_PARAM, fixed_shares
 from mlx.search.heartbeat import heartbeat_interval
 from mlx.search.retry import retried_as_a_whole, retrying
@@ -367,7 +369,8 @@ class Slots:
     PostgreSQL a pool of them, topped up when none is left): their ids are read once and tried
     in order (another process may have claimed some meanwhile: its claim wins, the next id is
     tried), and the study is read again only when they run out, so that a claim is one store
-    write, as Optuna's own ``ask`` is.
+    write, as Optuna's own ``ask`` is. Once a claim took the last of them, :meth:`top_up_ahead`
+    tops the pool up on a thread while the trial runs; :meth:`close` waits for that top-up.
     """
 
     def __init__(self, study, storage):
@@ -377,6 +380,8 @@ class Slots:
         self._waiting = []
         self._adds = _adds_trials(storage)
         self._pool = _pool(storage)
+        self._refill = None
+        self._refill_due = False
 
     def claim(self):
         """Claim a trial: ``(trial, trial_id)``, or None when the budget is spent."""
@@ -394,9 +399,11 @@ class Slots:
         else:
             trial_id = self._claim_waiting()
             while trial_id is None:
+                self._wait_for_refill()
                 trial_id = self._claim_waiting(read=True)
                 if trial_id is None and not self._topped_up():
                     return None
+            self._refill_due = self._pool is not None and not self._waiting
         try:
             return retrying(optuna.Trial, self.study, trial_id), trial_id
         except KeyboardInterrupt:
@@ -405,6 +412,36 @@ class Slots:
             retrying(self.storage.set_trial_user_attr, trial_id, INTERRUPTED, True)
             retrying(self.storage.set_trial_state_values, trial_id, state=TrialState.FAIL)
             raise
+
+    def close(self):
+        """Wait for a top-up under way (see :meth:`claim`), so that no write outlives the search."""
+        self._wait_for_refill()
+
+    def top_up_ahead(self):
+        """Top the pool up on a thread, if the last claim took the last slot this process knew.
+
+        Topping up costs a store write per slot (about 5 ms each on PostgreSQL), which the next
+        claim would otherwise wait for; the loop calls this as the trial's fit begins (see
+        :func:`mlx.search.loop.fit_begins`). A top-up that fails is only logged: the next
+        claim that finds no slot tops up itself.
+        """
+        if not self._refill_due:
+            return
+        self._refill_due = False
+
+        def refill():
+            try:
+                _top_up_locked(self.study, self.storage, self._study_id, self._pool)
+            except Exception as exc:
+                logger.warning("slots not topped up ahead: %s", first_line(exc))
+
+        self._refill = threading.Thread(target=refill, name="mlx-slots", daemon=True)
+        self._refill.start()
+
+    def _wait_for_refill(self):
+        if self._refill is not None:
+            self._refill.join()
+            self._refill = None
 
     def _topped_up(self):
         """Whether slots wait now, after topping the pool up (PostgreSQL) if none did."""
@@ -423,8 +460,9 @@ class Slots:
                 )
             ]
         while self._waiting:
+            # Through the study's cached storage, which knows the ids of the trials just read.
             trial_id = retrying(
-                self.storage.get_trial_id_from_study_id_trial_number,
+                self.study._storage.get_trial_id_from_study_id_trial_number,
                 self._study_id,
                 self._waiting.pop(0),
             )

@@ -107,9 +107,10 @@ class Background:
     def hold(self, seconds):
         """Start no queued write for ``seconds``, or until :meth:`release`.
 
-        Between two trials the process claims, samples and tells the study: Python work and
-        database round trips that the thread's HTTP calls (and the server answering them on
-        the same machine) would slow. Held, the writes wait for the next trial's fit.
+        Between two fits the process tells the study, claims and samples the next trial:
+        Python work and database round trips that the thread's HTTP calls (and the server
+        answering them on the same machine) would slow. Held, the writes wait for the next
+        trial's fit, which spends its time in numpy and so leaves the interpreter to them.
         """
         with self._done:
             self._held_until = time.monotonic() + seconds

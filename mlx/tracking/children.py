@@ -36,7 +36,7 @@ SHOW_RUNNING_AFTER = 1.0
 _RUNNING, _ENDED = "running", "ended"
 # Seconds the thread that makes runs RUNNING waits for work before it ends.
 _IDLE_SECONDS = 5.0
-# Seconds at most that background writes wait for the next trial to start (see Background.hold):
+# Seconds at most that background writes wait for the next trial's fit (see Background.hold):
 # longer than telling the study and claiming a trial (60 ms on PostgreSQL), short enough that a
 # finished trial does not look RUNNING for long when no trial follows.
 _HOLD_SECONDS = 0.5
@@ -94,13 +94,26 @@ class ChildRuns:
         return self._writes.background
 
     def start(self, number):
-        """Trial ``number`` starts: its child run is made RUNNING if it is still running later."""
+        """Trial ``number`` starts: its child run is made RUNNING now, or later if still running.
+
+        With background writes, "now" is when its fit begins (:meth:`fitting`).
+        """
         run = self._runs[number] = _Run(number, time.time())
-        self._writes.release()  # the last trial's writes, held while the study was told
         if self.show_running_after > 0:
             self._later.call(run, self.show_running_after)
-        else:
+        elif not self.background:
             self._show_running(run)
+
+    def fitting(self, number):
+        """Trial ``number``'s fit begins: the background writes held since the last trial go.
+
+        Held while the study was told, the next trial claimed and sampled (see
+        :meth:`~mlx.tracking._writes.Background.hold`), they now run beside the fit.
+        """
+        run = self._runs.get(number)
+        if run is not None and self.background and self.show_running_after == 0:
+            self._show_running(run)
+        self._writes.release()
 
     def _show_running(self, run):
         """Make ``run`` RUNNING (one store write), unless its trial has ended already."""
