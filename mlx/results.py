@@ -6,7 +6,7 @@ model types, and the refit model; to the caller, a :class:`RunResult`.
 
 import html
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -240,19 +240,28 @@ def validation_interval(experiment: Experiment, prepared: Prepared, model: Any) 
 
 
 def test_once(
-    experiment: Experiment, prepared: Prepared, model: Any, parent: ParentRun
-) -> tuple[dict[str, float], dict[str, Interval]]:
-    """The single evaluation of the test split: ``(scores, intervals)``, logged on the parent.
+    experiment: Experiment,
+    prepared: Prepared,
+    model: Any,
+    parent: ParentRun,
+    meanwhile: Callable[[], Any] = lambda: None,
+) -> tuple[dict[str, float], dict[str, Interval], Any]:
+    """The single evaluation of the test split, logged on the parent.
 
     Metrics with their bootstrap intervals (whole groups resampled when the data has groups),
     tables, figures, and misclassified clips as sounds for audio models. The run must have
     claimed the test split in the ledger first (:func:`mlx.tracking.claim_test`): even a crash
     mid-evaluation counts as a use. A resumed run whose evaluation was logged already (it died
-    later, while logging the model) reads it back instead of evaluating again.
+    later) reads it back instead of evaluating again.
+
+    ``meanwhile()`` is called once, while the painter draws the test's figures (work that need
+    not wait for them, such as logging the model); before the figures and the metrics are
+    logged, so that a crash in it leaves the evaluation incomplete, to be made again on resume.
+    Returns ``(scores, intervals, what meanwhile returned)``.
     """
     logged = _logged_test(parent)
     if logged is not None:
-        return logged
+        return *logged, meanwhile()
     X_test, y_test = prepared.rows("test")
     evaluated = evaluation.evaluate(
         model,
@@ -274,11 +283,12 @@ def test_once(
         tracker.log_bytes(run_id, data, f"{folder}/{file}")
     if evaluated["no_interval"]:
         tracker.log_dict(run_id, evaluated["no_interval"], schema.NO_INTERVAL)
+    done = meanwhile()
     log_figures(parent, figures)
     scores, intervals = evaluated["metrics"], evaluated["intervals"]
     # The metrics last: once they are logged, the evaluation is complete.
     parent.log(metrics=_test_metrics(scores, intervals))
-    return scores, intervals
+    return scores, intervals, done
 
 
 def _test_metrics(scores, intervals):

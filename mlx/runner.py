@@ -12,6 +12,7 @@ happens in between.
 """
 
 import contextlib
+import functools
 import logging
 import os
 import platform
@@ -298,27 +299,31 @@ def _conclude(ctx, study, parent, trial_objective, records, test, use_count):
     experiment, prepared = ctx.experiment, ctx.prepared
     counts = _trial_counts(study, prepared.audit, parent)
     best = _best(experiment, study, trial_objective, parent)
+    # Handed to the painter first: drawn while the model is refit, tested and logged.
+    searched = results.search_figures(experiment, study, records, best)
     model, X_fit = _refit(experiment, prepared, trial_objective, best)
     interval = results.validation_interval(experiment, prepared, model)
     if interval is not None:
         name = schema.best_val(experiment.metric_name)
         parent.log(metrics={schema.ci_low(name): interval[0], schema.ci_high(name): interval[1]})
-    test_scores, intervals = None, {}
-    if test is not None:
+    log_the_model = functools.partial(results.log_model, model, X_fit, best.logged, parent)
+    no_test = test is None
+    if no_test:
+        test_scores, intervals, model_uri = None, {}, log_the_model()
+    else:
         use_count = tracking.claim_test(
             parent.tracker, parent.run_id, ctx.fingerprint, allow_reuse=test
         )
-        test_scores, intervals = results.test_once(experiment, prepared, model, parent)
-    no_test = test is None
-    # Drawn by the painter while the model comparison and the model are logged.
-    searched = results.search_figures(experiment, study, records, best)
+        # The model is logged while the painter draws the test's figures.
+        test_scores, intervals, model_uri = results.test_once(
+            experiment, prepared, model, parent, meanwhile=log_the_model
+        )
+    results.log_figures(parent, searched)
     if experiment.limits:
         _log_costs(experiment, study, best, model, parent)
     results.compare_models(
         experiment, prepared, study, trial_objective, parent, best, model, no_test
     )
-    model_uri = results.log_model(model, X_fit, best.logged, parent)
-    results.log_figures(parent, searched)
     registered = _register(experiment, parent, model_uri, test_scores, intervals, best)
     result = results.RunResult(
         experiment_name=experiment.name,

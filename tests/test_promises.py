@@ -35,6 +35,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import mlx
 from mlx import data as mdata
+from mlx import results
 from mlx.exceptions import MlxError, TestReuseError
 from mlx.tracking import schema
 
@@ -534,3 +535,46 @@ def test_under_ci_a_skip_fails_unless_its_reason_is_allowed(tmp_path):
         assert f"but {variable} is set" in output
         assert re.search(r"SKIPPED \[1\] test_skips.py:\d+: could not import 'torch'", output)
         assert "PASSED test_skips.py::test_runs" in output
+
+
+# --- a run that fails after its test evaluation began is resumed to one use ---------------------
+
+
+def test_a_run_that_failed_logging_its_model_resumes_to_one_test_use_and_one_model(stores):
+    """The model is logged while the test's figures are drawn, before the test metrics.
+
+    The fault: logging the model fails. The evaluation is then incomplete (no test metric, the
+    mark of a complete one); the resumed run evaluates it again as the same use of the split
+    (the count stays 1), and logs the model once. Red with the metrics logged before the model.
+    """
+    experiment = mlx.Experiment(
+        "promise-model-fails", _iris, KNeighborsClassifier(), {}, n_trials=2
+    )
+    log_model = results.log_model
+
+    def full_store(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    results.log_model = full_store
+    try:
+        with pytest.raises(OSError, match="no space left"):
+            _run(experiment, stores)
+    finally:
+        results.log_model = log_model
+    client = MlflowClient(stores[0])
+    (failed,) = client.search_runs(
+        [client.get_experiment_by_name("promise-model-fails").experiment_id],
+        f"tags.`{schema.TAG_ROLE}` = 'parent'",
+    )
+    assert failed.info.status == "FAILED"
+    assert not [k for k in failed.data.metrics if k.startswith(schema.test(""))]
+
+    result = _run(experiment, stores, resume=True)
+    assert result.run_id == failed.info.run_id and result.test_use_count == 1
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics[schema.test("accuracy")] == result.test_scores["accuracy"]
+    models = client.search_logged_models([run.info.experiment_id])
+    assert [m.source_run_id for m in models] == [result.run_id]
+    figures = {a.path for a in client.list_artifacts(result.run_id, schema.ARTIFACT_TEST)}
+    assert f"{schema.ARTIFACT_TEST}/confusion_matrix.png" in figures
