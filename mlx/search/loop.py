@@ -63,11 +63,12 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_fit=N
     Slots are claimed one at a time through ``storage``, so any number of processes may run
     this on the same study. ``on_start(number)`` is called when a trial starts,
     ``on_fit(number)`` when its fit begins (see :func:`fit_begins`) and ``on_trial(record)``
-    when it ends. A trial that raises is told FAIL (its error in the record
-    and the trial's ``error`` user attribute) and the search goes on; an error raised by a
-    callback stops it. Ctrl-C or SIGTERM (a ``KeyboardInterrupt``) ends the running trial as
-    FAIL, marked interrupted (the record's ``interrupted`` is set; a resumed search replaces
-    it), reports it, then propagates. Returns a :class:`Ran`.
+    when it ends. A trial that raises is told FAIL (its error in the record and the trial's
+    ``error`` user attribute) and the search goes on; an error raised by a callback stops it
+    (``on_fit``'s, raised inside the objective, fails the trial instead). Ctrl-C or SIGTERM
+    (a ``KeyboardInterrupt``) ends the running trial as FAIL, marked interrupted (the record's
+    ``interrupted`` is set; a resumed search replaces it), reports it, then propagates. Returns
+    a :class:`Ran`.
     """
     quiet_optuna()
     deadline = None if timeout is None else time.monotonic() + timeout
