@@ -256,8 +256,9 @@ def paint(sketches: Mapping[str, Sketch]) -> Iterator[tuple[str, bytes]]:
     """``(name, PNG bytes)`` of each sketch that draws a figure, in the order given.
 
     Every sketch is handed to the helper now, so they are drawn while the caller does other
-    work (logging the earlier ones); without a helper (:func:`start` not called, or it died),
-    or where it failed, a sketch is drawn in this process.
+    work (logging the earlier ones); one that came while the helper was still starting is
+    handed to it when collected, if it is ready then. Without a helper (:func:`start` not
+    called, or it died), or where it failed, a sketch is drawn in this process.
     """
     pending = [(name, sketch, _PAINTER.submit(sketch)) for name, sketch in sketches.items()]
     return _collected(pending)
@@ -265,6 +266,9 @@ def paint(sketches: Mapping[str, Sketch]) -> Iterator[tuple[str, bytes]]:
 
 def _collected(pending):
     for name, sketch, future in pending:
+        if future is None:  # the helper was still starting when the sketch came: is it ready?
+            # (Drawn here, the figure would cost this process matplotlib's import first.)
+            future = _PAINTER.submit(sketch)
         ok, png = (False, None) if future is None else future.result()
         if not ok:
             png = render(sketch)

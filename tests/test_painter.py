@@ -90,6 +90,23 @@ def test_a_helper_still_starting_leaves_the_figures_to_this_process():
     assert dict(painter.paint({"a.png": CONFUSION})) == {"a.png": painter.render(CONFUSION)}
 
 
+def test_a_sketch_that_came_while_the_helper_started_goes_to_it_once_ready(monkeypatch):
+    """Collected after the helper is ready, it is drawn there, not here (no matplotlib import)."""
+    old = _ready_helper()
+    old.process.kill()  # fault injection, as above: a new helper starts
+    old.process.wait()
+    painter.start()
+    figures = painter.paint({"a.png": CONFUSION})  # handed over while the helper imports
+    assert painter._PAINTER._helper.ready.wait(120), "the helper did not start"
+    png = painter.render(CONFUSION)
+
+    def not_here(sketch):
+        raise AssertionError("drawn in this process")
+
+    monkeypatch.setattr(painter, "render", not_here)
+    assert dict(figures) == {"a.png": png}
+
+
 def test_study_plots_number_trials_as_the_study_did():
     study = optuna.create_study(direction="maximize")
     for value in (0.5, None, 0.7, 0.6):  # trial 1 pruned: the complete ones are 0, 2, 3
