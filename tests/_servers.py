@@ -52,9 +52,56 @@ def pg_url(dbname, user=PG_ADMIN, password=None, driver="psycopg2"):
     return f"postgresql+{driver}://{auth}@{PG_HOST}:{PG_PORT}/{dbname}"
 
 
+# Tests that use the PostgreSQL server hold a shared lock on this file; the test that restarts
+# the server holds it exclusively, so that it never restarts under another test process's feet
+# (seen: a test of the other pytest-xdist worker failed, "the database system is shutting down").
+_SERVER_LOCK = Path(os.environ.get("TMPDIR", "/tmp")) / f"mlx-tests-postgres-{PG_PORT}.lock"
+_server_lock = {"file": None, "users": 0}
+
+
+@contextlib.contextmanager
+def _using_postgres():
+    """Within the block, no other test process restarts the PostgreSQL server."""
+    import fcntl
+
+    if _server_lock["users"] == 0:
+        _server_lock["file"] = open(_SERVER_LOCK, "a")  # noqa: SIM115 (held across the block)
+        fcntl.flock(_server_lock["file"], fcntl.LOCK_SH)
+    _server_lock["users"] += 1
+    try:
+        yield
+    finally:
+        _server_lock["users"] -= 1
+        if _server_lock["users"] == 0:
+            _server_lock["file"].close()  # closing releases the lock
+            _server_lock["file"] = None
+
+
+@contextlib.contextmanager
+def postgres_to_itself():
+    """Within the block, no other test process uses the PostgreSQL server (to restart it).
+
+    Waits for the other processes' tests on it to end; this process's own shared hold (its
+    databases) is turned exclusive on the same file, then shared again.
+    """
+    import fcntl
+
+    with _using_postgres():
+        fcntl.flock(_server_lock["file"], fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(_server_lock["file"], fcntl.LOCK_SH)
+
+
 @contextlib.contextmanager
 def postgres_database(prefix="mlx_test", owner=None):
     """Create a fresh database, yield its name, drop it (and its connections) afterwards."""
+    with _using_postgres():
+        yield from _postgres_database(prefix, owner)
+
+
+def _postgres_database(prefix, owner):
     require_postgres()
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with contextlib.closing(_admin_connection()) as conn, conn.cursor() as cur:

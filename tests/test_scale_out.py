@@ -31,6 +31,7 @@ from _servers import (
     pg_url,
     postgres_database,
     postgres_role,
+    postgres_to_itself,
     require_postgres,
 )
 from _signals import default_sigint
@@ -520,26 +521,29 @@ def test_a_postgres_restart_mid_search_is_survived(server, storage, launch):
         pytest.skip("restarting PostgreSQL (pg_ctlcluster) needs root")
     version = max(os.listdir("/etc/postgresql"), key=float)
     seed, n_trials = 5, 12
-    workers = [
-        launch(f"machine-{i}", *_worker_args(storage, server, seed, f"worker-{i}")) for i in (1, 2)
-    ]
-    coordinator = launch(
-        "machine-0", *_coordinator_args(storage, server, seed, "--n-trials", str(n_trials))
-    )
-    stores = _Stores(server, storage)
-    processes = [coordinator, *workers]
+    # The other test process's tests on this server wait meanwhile (they would see it go down).
+    with postgres_to_itself():
+        workers = [
+            launch(f"machine-{i}", *_worker_args(storage, server, seed, f"worker-{i}"))
+            for i in (1, 2)
+        ]
+        coordinator = launch(
+            "machine-0", *_coordinator_args(storage, server, seed, "--n-trials", str(n_trials))
+        )
+        stores = _Stores(server, storage)
+        processes = [coordinator, *workers]
 
-    def all_joined():
-        parent = stores.parent()
-        who = {c.data.tags[schema.TAG_WORKER] for c in stores.children(parent)} if parent else set()
-        return {"worker-1", "worker-2"} <= who
+        def all_joined():
+            parent = stores.parent()
+            children = stores.children(parent) if parent else []
+            return {"worker-1", "worker-2"} <= {c.data.tags[schema.TAG_WORKER] for c in children}
 
-    # Every process is in the search (the restart is not the one a worker starts into).
-    _wait_until(all_joined, "both workers running trials", processes)
-    assert len(_counted(stores.trials())) < n_trials - 2
-    restart = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
-    subprocess.run(restart, check=True, timeout=120)
-    outputs = [process.finish() for process in processes]
+        # Every process is in the search (the restart is not the one a worker starts into).
+        _wait_until(all_joined, "both workers running trials", processes)
+        assert len(_counted(stores.trials())) < n_trials - 2
+        restart = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
+        subprocess.run(restart, check=True, timeout=120)
+        outputs = [process.finish() for process in processes]
     # The restart hit the search (the storage calls were retried), not its end.
     assert any("storage unavailable" in output for output in outputs), outputs
     # Trials whose heartbeat could not be recorded during the restart may have been replaced.
