@@ -25,13 +25,18 @@ GO = "go\n"
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Seconds a stopping local worker gets to end its trial before it is killed.
 _STOP_GRACE = 30
-# A local worker's program. A Ctrl-C at the terminal reaches it and its coordinator, which
-# then stops it with SIGINT too: the first SIGINT stops it, and the later ones must not cut its
-# stop short (its trial recorded as interrupted, its child run ended). Stopped while it still
-# imports, it ends quietly, as it does later (see mlx.workers.serve): its coordinator says so.
-_BOOTSTRAP = """
+# How a local worker stops on SIGINT. A Ctrl-C at the terminal reaches it and its coordinator,
+# which then stops it with SIGINT too: the first SIGINT stops it, and the later ones must not cut
+# its stop short (its trial recorded as interrupted, its child run ended). Python ignores an
+# exception raised in a callback (it prints "Exception ignored in ..." and goes on), and a SIGINT
+# during an import can land in one, importlib's module-lock cleanup: that stop is raised again
+# once the callback has returned. Stopped while it still imports, the worker ends quietly, as it
+# does later (see mlx.workers.serve): its coordinator says so.
+_STOP_ON_SIGINT = """
+import _thread
 import signal
 import sys
+import threading
 
 
 def _stop(signum, frame):
@@ -39,13 +44,28 @@ def _stop(signum, frame):
     raise KeyboardInterrupt
 
 
+def _unraisable(unraisable):
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        signal.signal(signal.SIGINT, _stop)
+        threading.Timer(0.01, _thread.interrupt_main).start()
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
 signal.signal(signal.SIGINT, _stop)
+sys.unraisablehook = _unraisable
+"""
+# A local worker's program.
+_BOOTSTRAP = (
+    _STOP_ON_SIGINT
+    + """
 try:
     from mlx.workers import serve
     serve()
 except KeyboardInterrupt:
     sys.exit(130)
 """
+)
 
 # Workers that `started_early` started, until `local_workers` takes them over.
 _early: list[tuple["WorkerSpec", list[subprocess.Popen]]] = []

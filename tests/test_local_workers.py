@@ -162,6 +162,42 @@ def test_a_refused_run_stops_its_starting_workers_quietly(tmp_path):
     )
 
 
+_STOPPED_IN_A_CALLBACK = """
+import os
+import time
+import weakref
+
+
+class Module:
+    pass
+
+
+def cleanup(ref):  # as importlib's module-lock cleanup, where a SIGINT once landed
+    os.kill(os.getpid(), signal.SIGINT)
+    sum(range(10))
+
+
+try:
+    module = Module()
+    ref = weakref.ref(module, cleanup)
+    del module
+    time.sleep(10)
+    print("not stopped")
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_worker_stopped_inside_a_callback_python_ignores_is_stopped_quietly():
+    """A SIGINT that lands in a callback (Python prints its exception and goes on) still stops
+    the worker, without a word: once it printed "Exception ignored" and imported on."""
+    from mlx.local_workers import _STOP_ON_SIGINT
+
+    program = _STOP_ON_SIGINT + _STOPPED_IN_A_CALLBACK
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "")
+
+
 def _both_inside_a_trial(process, folder):
     """Wait until the run of ``process`` (``--workers 2``, default stores in ``folder``) has two
     trials running, one in each process: ``(storage URL, study name, the worker's pid)``."""
