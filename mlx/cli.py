@@ -123,7 +123,6 @@ def run(
     --n-trials, --timeout, --seed and --register are short for --set n_trials=N and so on.
     """
     from mlx import painter
-    from mlx.experiment import load_experiment
     from mlx.local_workers import started_early
     from mlx.overrides import assignments as texts
     from mlx.overrides import parse, with_flags
@@ -149,6 +148,10 @@ def run(
                 heartbeat=heartbeat,
             )
             stack.enter_context(early)
+        # Imported once the helper or the workers have started: it imports scikit-learn (a
+        # second or more), which they would otherwise wait for.
+        from mlx.experiment import load_experiment
+
         experiment = load_experiment(file)
         quiet_libraries()
         from mlx.runner import run as run_experiment

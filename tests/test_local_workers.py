@@ -281,6 +281,36 @@ def _load_recorder(tmp_path):
     return path, loads
 
 
+_WHAT_STARTS_BEFORE_SCIKIT_LEARN = """
+import sys
+
+import mlx.local_workers
+from mlx import painter
+from mlx.cli import cli
+
+seen = []
+mlx.local_workers._start = lambda spec, n: seen.append(("workers", "sklearn" in sys.modules)) or []
+painter.start = lambda: seen.append(("helper", "sklearn" in sys.modules))
+try:
+    cli.main(sys.argv[1:], standalone_mode=False)
+finally:
+    print(seen)
+"""
+
+
+@pytest.mark.parametrize(("options", "started"), [((), "helper"), (("--workers", "2"), "workers")])
+def test_the_command_starts_its_helper_or_workers_before_it_imports_scikit_learn(
+    tmp_path, options, started
+):
+    """They import for a second or two on the other core while this process does: started
+    after its own imports, they would make the run wait for them."""
+    path = tmp_path / "stops.py"
+    path.write_text("raise SystemExit(0)  # loaded after the start, if all goes well\n")
+    command = [sys.executable, "-c", _WHAT_STARTS_BEFORE_SCIKIT_LEARN, "run", str(path), *options]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert done.stdout.strip() == f"[({started!r}, False)]", done.stdout + done.stderr[-2000:]
+
+
 def test_the_command_starts_its_workers_early_and_the_run_takes_them_over(tmp_path):
     """``mlx run --workers 2`` starts its worker before it loads the file; the run uses it.
 
