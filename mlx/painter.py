@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["ENVIRONMENT", "Sketch", "paint", "render", "start"]
+__all__ = ["ENVIRONMENT", "Sketch", "paint", "render", "start", "warm_up"]
 
 # PNG resolution, as MLflow's log_figure saved the figures before they moved to the helper.
 _DPI = 100
@@ -56,6 +56,7 @@ def render(sketch: Sketch) -> bytes | None:
     Drawn in matplotlib's default style, whatever the process's settings: Optuna's plots switch
     pyplot to its ggplot style for good, which would restyle every later figure of the process.
     """
+    _PAINTER.warmed()
     import matplotlib.style
 
     with matplotlib.style.context("default"):
@@ -101,18 +102,10 @@ def _serve():
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401  (Optuna's plots)
     import optuna
-    import optuna.importance  # noqa: F401  (the importance plot's forest: 0.1 s, paid here)
-    import optuna.visualization.matplotlib  # noqa: F401
-    import sklearn.metrics  # noqa: F401  (the Display classes)
-    from matplotlib.figure import Figure
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the in-memory studies' notices
-    # Fonts and the text layout engine load with the first figure drawn.
-    warm = Figure(figsize=(1, 1))
-    warm.subplots().set_title("mlx")
-    warm.savefig(io.BytesIO(), format="png")
+    _warm_up()
     _send(answers, pickle.dumps(_READY))
     while True:
         try:
@@ -124,6 +117,20 @@ def _serve():
         except BaseException:  # drawn again by the run, which then raises it properly
             answer = (False, None)
         _send(answers, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _warm_up():
+    """Import what the figures need and draw a first one: about a second, paid once."""
+    import matplotlib.pyplot  # noqa: F401  (Optuna's plots)
+    import optuna.importance  # noqa: F401  (the importance plot's forest: 0.1 s)
+    import optuna.visualization.matplotlib  # noqa: F401
+    import sklearn.metrics  # noqa: F401  (the Display classes)
+    from matplotlib.figure import Figure
+
+    # Fonts and the text layout engine load with the first figure drawn.
+    warm = Figure(figsize=(1, 1))
+    warm.subplots().set_title("mlx")
+    warm.savefig(io.BytesIO(), format="png")
 
 
 class _Helper:
@@ -223,6 +230,7 @@ class _Painter:
     def __init__(self):
         self._helper: _Helper | None = None
         self._lock = threading.Lock()
+        self._warming: threading.Thread | None = None
 
     def start(self):
         with self._lock:
@@ -234,6 +242,21 @@ class _Painter:
         with self._lock:
             helper = self._helper
         return None if helper is None else helper.submit(sketch)
+
+    def warm_up(self):
+        with self._lock:
+            helper = self._helper
+            if self._warming is None and (helper is None or not helper.alive):
+                self._warming = threading.Thread(
+                    target=_quietly(_warm_up), name="mlx-warm-up", daemon=True
+                )
+                self._warming.start()
+
+    def warmed(self):
+        """Wait for the warm-up under way, if any: matplotlib is not for two threads at once."""
+        warming = self._warming
+        if warming is not None:
+            warming.join()
 
     def close(self):
         with self._lock:
@@ -250,6 +273,25 @@ def start() -> None:
     if os.environ.get(ENVIRONMENT, "").strip().lower() in ("0", "false", "no"):
         return
     _PAINTER.start()
+
+
+def warm_up() -> None:
+    """Import what drawing in this process needs, on a thread, unless a helper draws.
+
+    For a process without a helper, once its own trials are over: the import, due before its
+    first figure anyway, is then paid while it waits for its workers' last trials and refits
+    (mostly BLAS, out of the GIL). A figure drawn here waits for it to end; a warm-up that
+    fails leaves the import, and the error, to the first figure.
+    """
+    _PAINTER.warm_up()
+
+
+def _quietly(func):
+    def call():
+        with contextlib.suppress(Exception):
+            func()
+
+    return call
 
 
 def paint(sketches: Mapping[str, Sketch]) -> Iterator[tuple[str, bytes]]:

@@ -471,10 +471,10 @@ def _claimed_all(helpers):
     Called again at each look at the study: what it does is done once.
     """
     helpers.claimed_all()
-    # Its core is free now: the figures' helper imports matplotlib there, while the workers
-    # end their trials and this process refits (with local workers it was not started, as
-    # they needed the cores for trials).
-    painter.start()
+    # With local workers no figure helper runs (the cores are theirs: a helper's imports would
+    # slow the trials and the refit), so this process draws the figures: it imports for them
+    # while it waits for the workers' last trials and refits.
+    painter.warm_up()
 
 
 def _search(experiment, study, stores, parent, trial_objective, show_progress, claimed_all=None):

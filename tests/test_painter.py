@@ -3,6 +3,8 @@
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import matplotlib.style
@@ -165,6 +167,69 @@ def test_no_helper_starts_when_turned_off(monkeypatch):
     painter.start()
     assert painter._PAINTER._helper.process.poll() is not None  # the closed one, not a new one
     assert painter._PAINTER.submit(CONFUSION) is None
+
+
+def test_without_a_helper_the_warm_up_runs_once_on_a_thread_and_figures_wait_for_it(
+    monkeypatch,
+):
+    monkeypatch.setattr(painter, "_PAINTER", painter._Painter())  # no helper started
+    warming, ended, calls, drawn = threading.Event(), threading.Event(), [], []
+
+    def slow_warm_up():
+        calls.append(threading.current_thread().name)
+        warming.set()
+        time.sleep(0.5)
+        ended.set()
+
+    def figure():
+        drawn.append(ended.is_set())
+        return confusion_figure(np.eye(2, dtype=int), ["a", "b"])
+
+    monkeypatch.setattr(painter, "_warm_up", slow_warm_up)
+    painter.warm_up()
+    painter.warm_up()  # each look at the study asks again
+    assert warming.wait(10)
+    ((name, png),) = painter.paint({"a.png": painter.Sketch(figure)})
+    assert png.startswith(b"\x89PNG") and drawn == [True]  # matplotlib, one thread at a time
+    assert calls == ["mlx-warm-up"]
+
+
+def test_a_helper_draws_so_no_warm_up_here(monkeypatch):
+    _ready_helper()
+    monkeypatch.setattr(painter, "_warm_up", lambda: pytest.fail("warmed up with a helper"))
+    painter.warm_up()
+    assert painter._PAINTER._warming is None
+
+
+def test_a_run_with_local_workers_starts_no_helper_and_warms_up_here(
+    stores, write_experiment, tmp_path, monkeypatch
+):
+    """The cores are the workers': a helper's second of imports would slow their last trials
+    and the refit. This process imports for its figures while it waits for them instead."""
+    from click.testing import CliRunner
+
+    from mlx.cli import cli
+
+    monkeypatch.setattr(painter, "_PAINTER", painter._Painter())
+    path = write_experiment(
+        """
+        from sklearn.datasets import load_iris
+        from sklearn.neighbors import KNeighborsClassifier
+
+        experiment = mlx.Experiment(
+            name="painted",
+            data=lambda: load_iris(return_X_y=True),
+            estimator=KNeighborsClassifier(),
+            search_space={"n_neighbors": IntDistribution(1, 10)},
+            n_trials=4,
+        )
+        """
+    )
+    done = CliRunner().invoke(cli, ["run", str(path), "--workers", "2"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert painter._PAINTER._helper is None
+    assert painter._PAINTER._warming is not None and not painter._PAINTER._warming.is_alive()
+    assert len(_figures(tmp_path)) >= 3
 
 
 def _figures(folder):
