@@ -198,9 +198,10 @@ def test_a_worker_stopped_inside_a_callback_python_ignores_is_stopped_quietly():
     assert (done.returncode, done.stdout, done.stderr) == (130, "", "")
 
 
-def _both_inside_a_trial(process, folder):
+def _both_inside_a_trial(process, folder, from_number=0):
     """Wait until the run of ``process`` (``--workers 2``, default stores in ``folder``) has two
-    trials running, one in each process: ``(storage URL, study name, the worker's pid)``."""
+    trials numbered ``from_number`` or more running, one in each process: ``(storage URL, study
+    name, the worker's pid)``."""
     import time
 
     import optuna
@@ -213,7 +214,8 @@ def _both_inside_a_trial(process, folder):
         names = optuna.get_all_study_names(storage) if (folder / "mlx-optuna.db").exists() else []
         if names:
             study = optuna.load_study(study_name=names[0], storage=storage)
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            running = [t for t in trials if t.number >= from_number]
     assert len(running) == 2, "the coordinator and its worker were not both inside a trial"
     (worker,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     return storage, names[0], int(worker)
@@ -246,7 +248,8 @@ def test_ctrl_c_stops_the_coordinator_and_its_worker_mid_trial_and_resume_ends_t
         start_new_session=True,
         preexec_fn=default_sigint,  # as from a terminal, whoever started the tests
     )
-    storage, study_name, worker = _both_inside_a_trial(process, tmp_path)
+    # Both in a stalled trial: a short one could end before the signal comes.
+    storage, study_name, worker = _both_inside_a_trial(process, tmp_path, from_number=6)
     os.killpg(process.pid, signal.SIGINT)
     # The coordinator stops its worker with SIGINT too; here that arrives while the worker is
     # ending its trial, which it must not cut short (a traceback, its child run left RUNNING).

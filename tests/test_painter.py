@@ -195,10 +195,14 @@ def test_without_a_helper_the_warm_up_runs_once_on_a_thread_and_figures_wait_for
 
 
 def test_a_helper_draws_so_no_warm_up_here(monkeypatch):
-    _ready_helper()
-    monkeypatch.setattr(painter, "_warm_up", lambda: pytest.fail("warmed up with a helper"))
-    painter.warm_up()
-    assert painter._PAINTER._warming is None
+    monkeypatch.setattr(painter, "_PAINTER", painter._Painter())  # a run here may have warmed up
+    try:
+        _ready_helper()
+        monkeypatch.setattr(painter, "_warm_up", lambda: pytest.fail("warmed up with a helper"))
+        painter.warm_up()
+        assert painter._PAINTER._warming is None
+    finally:
+        painter._PAINTER.close()
 
 
 def test_a_run_with_local_workers_starts_no_helper_and_warms_up_here(
