@@ -8,7 +8,9 @@ function and its arguments) and come back as PNG bytes, the bytes this process w
 Whatever the helper cannot do (it was not started or died, a sketch does not pickle or unpickle
 there, a figure raises) is drawn in this process instead, so a figure is never lost and a
 figure's own error is raised here, with its traceback. One helper serves every run of the
-process (a notebook, a test session); it ends when this process does.
+process (a notebook, a test session); it ends when this process does. A process that runs
+without a helper (a run with local workers: the cores are theirs) can :func:`warm_up` instead:
+import on a thread ahead of its first figure.
 
 The helper is a plain ``python -c`` child, not a multiprocessing one: spawning would import the
 user's ``__main__`` script again in the helper, running its top-level code a second time.
