@@ -205,9 +205,7 @@ def test_a_helper_draws_so_no_warm_up_here(monkeypatch):
         painter._PAINTER.close()
 
 
-def test_a_run_with_local_workers_starts_no_helper_and_warms_up_here(
-    stores, write_experiment, tmp_path, monkeypatch
-):
+def test_a_run_with_local_workers_starts_no_helper_and_warms_up_here(stores, tmp_path, monkeypatch):
     """The cores are the workers': a helper's second of imports would slow their last trials
     and the refit. This process imports for its figures while it waits for them instead."""
     from click.testing import CliRunner
@@ -215,21 +213,8 @@ def test_a_run_with_local_workers_starts_no_helper_and_warms_up_here(
     from mlx.cli import cli
 
     monkeypatch.setattr(painter, "_PAINTER", painter._Painter())
-    path = write_experiment(
-        """
-        from sklearn.datasets import load_iris
-        from sklearn.neighbors import KNeighborsClassifier
-
-        experiment = mlx.Experiment(
-            name="painted",
-            data=lambda: load_iris(return_X_y=True),
-            estimator=KNeighborsClassifier(),
-            search_space={"n_neighbors": IntDistribution(1, 10)},
-            n_trials=4,
-        )
-        """
-    )
-    done = CliRunner().invoke(cli, ["run", str(path), "--workers", "2"], catch_exceptions=False)
+    command = ["run", str(EXPERIMENTS / "iris_knn.py"), "--n-trials", "4", "--workers", "2"]
+    done = CliRunner().invoke(cli, command, catch_exceptions=False)
     assert done.exit_code == 0, done.output
     assert painter._PAINTER._helper is None
     assert painter._PAINTER._warming is not None and not painter._PAINTER._warming.is_alive()
