@@ -218,8 +218,14 @@ class FlatNetwork:
             self.g[name] = self.grads[start:stop].reshape(shape)
             start = stop
 
-    def __reduce__(self):
-        return (_rebuild_network, (type(self), self.config, self.params))
+    def __getstate__(self):
+        # What rebuilds the network: the rest is the last batch's scratch (buffers, caches),
+        # many times the parameters' size, which a pickle or a skops file of a model leaves out.
+        return {"config": self.config, "params": self.params}
+
+    def __setstate__(self, state):
+        self.__init__(**state["config"])
+        self.params[...] = state["params"]
 
     def initialise(self, rng):
         raise NotImplementedError
