@@ -224,8 +224,7 @@ class FlatNetwork:
         return {"config": self.config, "params": self.params}
 
     def __setstate__(self, state):
-        self.__init__(**state["config"])
-        self.params[...] = state["params"]
+        self.__dict__.update(vars(_rebuild_network(type(self), state["config"], state["params"])))
 
     def initialise(self, rng):
         raise NotImplementedError
