@@ -52,7 +52,11 @@ def quiet_libraries():
     # matplotlib is imported when a figure is drawn (a worker never draws one): it picks its
     # backend from MPLBACKEND then; switched here if something imported it already.
     if "matplotlib" in sys.modules:
-        sys.modules["matplotlib"].use("Agg")
+        # An import statement, not sys.modules: it waits for an import still under way on
+        # another thread (a run's warm-up, earlier in the same process).
+        import matplotlib
+
+        matplotlib.use("Agg")
     else:
         os.environ["MPLBACKEND"] = "Agg"
 

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 from click.testing import CliRunner
@@ -243,3 +244,36 @@ def test_mlx_test_evaluates_a_no_test_run_once_through_the_ledger(stores, write_
     assert _invoke("run", path, "--no-test").exit_code == 0
     refused = _invoke("test", path)
     assert refused.exit_code == 3 and "--allow-test-reuse" in refused.stderr
+
+
+def test_the_backend_is_set_once_a_matplotlib_import_under_way_on_a_thread_ends():
+    """In one process (a test session, a notebook), a run's warm-up thread may still be
+    importing matplotlib when a command sets the backend: the module is then in sys.modules,
+    half made, without its ``use`` yet."""
+    script = textwrap.dedent(
+        """
+        import importlib.abc, sys, threading, time
+        import mlflow  # what quiet_libraries imports first, imported already
+        from mlx.console import quiet_libraries
+
+        class SlowRcsetup(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "matplotlib.rcsetup":  # imported early in matplotlib's __init__
+                    inside.set()
+                    time.sleep(2)
+                return None  # then found as usual
+
+        inside = threading.Event()
+        sys.meta_path.insert(0, SlowRcsetup())
+        threading.Thread(target=__import__, args=("matplotlib",)).start()
+        assert inside.wait(60)
+        quiet_libraries()
+        import matplotlib
+        print(matplotlib.get_backend())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1].lower() == "agg"
