@@ -1,9 +1,12 @@
 """mlx.search: the objective, and one sampler and pruner policy for every process of a study."""
 
+import types
+
 import optuna
 import pytest
 from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState
 from sklearn.datasets import load_iris
 from sklearn.metrics import get_scorer
 from sklearn.neighbors import KNeighborsClassifier
@@ -12,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mlx import run, search
 from mlx.experiment import load_experiment
+from mlx.search import loop
 from mlx.tracking import schema
 from mlx.workers import work
 
@@ -242,8 +246,6 @@ def test_ctrl_c_while_the_study_is_told_a_result_takes_effect_once_it_is_told(mo
     import signal
     import time
 
-    from optuna.trial import TrialState
-
     X, y = _iris()
     objective = search.Objective(
         {"model": (KNeighborsClassifier(), {"n_neighbors": IntDistribution(1, 9)})},
@@ -255,14 +257,14 @@ def test_ctrl_c_while_the_study_is_told_a_result_takes_effect_once_it_is_told(mo
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, direction="maximize")
     search.enqueue(study, 3)
-    tell = optuna.Study.tell
+    tell = loop._tell
 
-    def interrupted_tell(self, *args, **kwargs):
+    def interrupted_tell(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while the result is being told
         time.sleep(0.05)
-        return tell(self, *args, **kwargs)
+        return tell(*args, **kwargs)
 
-    monkeypatch.setattr(optuna.Study, "tell", interrupted_tell)
+    monkeypatch.setattr(loop, "_tell", interrupted_tell)
     # Python's own Ctrl-C handler, also where the tests run with SIGINT ignored.
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -272,3 +274,45 @@ def test_ctrl_c_while_the_study_is_told_a_result_takes_effect_once_it_is_told(mo
         signal.signal(signal.SIGINT, before)
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states == [TrialState.COMPLETE, TrialState.WAITING, TrialState.WAITING]
+
+
+class _Scripted:
+    """An objective whose trials complete, are pruned after a report, or fail, by number."""
+
+    def __call__(self, trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if trial.number % 3 == 1:
+            trial.report(x / 2, step=3)
+            raise optuna.TrialPruned()
+        if trial.number % 3 == 2:
+            raise ValueError("a failing trial")
+        return x
+
+    def fail(self, number, error):
+        pass
+
+    def finish(self, trial, state, value):
+        return types.SimpleNamespace(number=trial.number, value=value, interrupted=False)
+
+
+def _told(tmp_path, name):
+    storage = search.open_storage(f"sqlite:///{tmp_path / name}.db")
+    study = optuna.create_study(
+        storage=storage, direction="maximize", sampler=optuna.samplers.TPESampler(seed=0)
+    )
+    search.enqueue(study, 6)
+    search.optimize(study, storage, _Scripted())
+    return [(t.state, t.value, t.params) for t in study.get_trials()]
+
+
+def test_the_loop_tells_results_as_study_tell_does(tmp_path, monkeypatch):
+    """The loop records a result without Study.tell's read-back; the study ends up the same.
+
+    A pruned trial takes its last reported value, as Study.tell gives it, a failed one none.
+    """
+    told = _told(tmp_path, "beneath")
+    monkeypatch.setattr(loop, "_tell_beneath", None)  # as with an Optuna that lacks it
+    assert told == _told(tmp_path, "study-tell")
+    states = [state for state, _, _ in told]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL] * 2
+    assert told[1][1] == told[1][2]["x"] / 2 and told[2][1] is None

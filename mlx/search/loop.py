@@ -12,6 +12,7 @@ import time
 from typing import NamedTuple
 
 import optuna
+from optuna.study import _tell as _optuna_tell
 from optuna.trial import TrialState
 
 from mlx.exceptions import first_line
@@ -34,6 +35,8 @@ _POLL_SECONDS = 0.25
 
 # What the running trial of this thread defers to its fit (see fit_begins).
 _deferred = threading.local()
+# What Study.tell calls to record a result (see _tell); private to Optuna, so looked up.
+_tell_beneath = getattr(_optuna_tell, "_tell_with_warning", None)
 
 
 class Ran(NamedTuple):
@@ -55,6 +58,21 @@ def fit_begins():
     work, _deferred.work = getattr(_deferred, "work", None), None
     if work is not None:
         work()
+
+
+def _tell(study, trial, value=None, state=None):
+    """Tell ``study`` the result of ``trial`` (skipped if it is finished already), as Optuna's
+    own ``optimize`` loop does.
+
+    ``Study.tell`` also reads the finished trial back from the storage and deep-copies it for
+    its return value, which the loop never uses: 1.9 ms a trial on SQLite (a tenth of what
+    tracking a trial costs there). Optuna's ``optimize`` calls the function beneath it, which
+    stops at the storage write; ``Study.tell`` stands in should a later Optuna drop it.
+    """
+    if _tell_beneath is None:
+        study.tell(trial, value, state=state, skip_if_finished=True)
+        return
+    _tell_beneath(study, trial, value, state, skip_if_finished=True)
 
 
 def optimize(study, storage, objective, *, timeout=None, on_start=None, on_fit=None, on_trial=None):
@@ -91,7 +109,7 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_fit=N
                     on_start(trial.number)
             except KeyboardInterrupt as exc:  # between the claim and the trial
                 _interrupted(trial, exc)
-                retrying(study.tell, trial, state=TrialState.FAIL, skip_if_finished=True)
+                retrying(_tell, study, trial, state=TrialState.FAIL)
                 raise
             _deferred.work = _fit_work(slots, on_fit, trial.number)
             try:
@@ -114,7 +132,7 @@ def optimize(study, storage, objective, *, timeout=None, on_start=None, on_fit=N
                 raise
             finally:
                 with _signals_held():
-                    retrying(study.tell, trial, record.value, state=state, skip_if_finished=True)
+                    retrying(_tell, study, trial, record.value, state=state)
             if interruption is not None:
                 raise interruption
             if stopped():
