@@ -196,9 +196,12 @@ def test_partial_fit_refuses_early_stopping(blobs):
 
 
 @quiet_convergence
-def test_pickle_keeps_the_model_and_its_training_state(blobs):
+@pytest.mark.parametrize("solver, momenta", [("adam", 2), ("sgd", 1)])
+def test_pickle_keeps_the_model_and_its_training_state(blobs, solver, momenta):
     X, y = blobs
-    clf = MLPClassifier((8,), max_iter=2, random_state=0).fit(X, y)
+    clf = MLPClassifier((256,), solver=solver, max_iter=2, random_state=0).fit(X, y)
+    # The optimiser is saved as its momenta (Adam two buffers, SGD one), not its scratch buffer.
+    assert len(pickle.dumps(clf._optimizer)) < (momenta + 0.5) * clf._network.params.nbytes
     copy = pickle.loads(pickle.dumps(clf))
     assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
     clf.partial_fit(X, y)

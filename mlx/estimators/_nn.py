@@ -295,18 +295,42 @@ class Network:
 # --- optimisers -----------------------------------------------------------------------------
 
 
-class SGD:
+class _Optimiser:
+    """What the optimisers share: a scratch buffer for one step, left out of a saved model.
+
+    A fitted estimator keeps its optimiser's state (momenta) to go on training (``warm_start``);
+    the scratch buffer holds nothing between steps, so it is not pickled (it was a quarter of
+    a pickled MLP) and is allocated again on loading.
+    """
+
+    def __init__(self, n_params, dtype):
+        self._scratch = np.empty(n_params, dtype=dtype)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        scratch = state.pop("_scratch")
+        state["_scratch_shape"] = (scratch.size, scratch.dtype.str)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        size, dtype = state.pop("_scratch_shape")
+        self.__dict__.update(state)
+        self._scratch = np.empty(size, dtype=dtype)
+
+
+class SGD(_Optimiser):
     """Stochastic gradient descent with (Nesterov) momentum, on flat buffers.
 
     v <- mu v - eta g;  theta <- theta + v  (or theta + mu v - eta g with Nesterov's momentum).
     """
 
     def __init__(self, n_params, dtype, *, learning_rate, momentum=0.9, nesterov=True):
+        super().__init__(n_params, dtype)
         self.learning_rate = learning_rate
         self.momentum = momentum
         self.nesterov = nesterov
         self.velocity = np.zeros(n_params, dtype=dtype)
-        self._scratch = np.empty(n_params, dtype=dtype)
 
     def step(self, params, grads):
         v, eta_g = self.velocity, self._scratch
@@ -320,7 +344,7 @@ class SGD:
             params += v
 
 
-class Adam:
+class Adam(_Optimiser):
     """Adam (Kingma & Ba, 2015) on flat buffers.
 
     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
@@ -328,12 +352,12 @@ class Adam:
     """
 
     def __init__(self, n_params, dtype, *, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        super().__init__(n_params, dtype)
         self.learning_rate = learning_rate
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.t = 0
         self.m = np.zeros(n_params, dtype=dtype)
         self.v = np.zeros(n_params, dtype=dtype)
-        self._scratch = np.empty(n_params, dtype=dtype)
 
     def step(self, params, grads):
         b1, b2, s = self.beta_1, self.beta_2, self._scratch
