@@ -495,7 +495,8 @@ def _search(experiment, study, stores, parent, trial_objective, show_progress, c
     def on_trial(record):
         records[record.number] = record
         children.finish(record)
-        progress.update(1)
+        if not record.interrupted:  # a new slot replaces it: not one of the budget's trials
+            progress.update(1)
         # Trials over the experiment's limits on cost are not the best, however good.
         scores = [
             r.value

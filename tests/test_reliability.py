@@ -9,6 +9,7 @@ middle of one.
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -195,6 +196,8 @@ def test_ctrl_c_kills_the_runs_keeps_the_trials_and_resume_finishes(tmp_path, st
     by_state = {c.info.status for c in children}
     assert "RUNNING" not in by_state and "KILLED" in by_state
     kept = states[TrialState.COMPLETE]
+    # The progress bar counts the finished trials, not the interrupted one a slot replaces.
+    assert re.findall(r"(\d+)/8 \[", err)[-1] == str(kept)
     # mlx list and mlx show give the best of the finished trials, not as refit or tested.
     best = max(t.value for t in study.trials if t.state == TrialState.COMPLETE)
     (row,) = json.loads(_run(tmp_path, "list", "--json").stdout)
