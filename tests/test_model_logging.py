@@ -135,6 +135,7 @@ def test_a_deep_net_is_logged_as_its_parameters_in_skops_format(model):
     again = skops_io.loads(data, trusted=skops_io.get_untrusted_types(data=data))
     np.testing.assert_array_equal(again.predict_proba(X), model.predict_proba(X))
     # The network as its parameters and configuration, in a pickle and in skops's file alike
-    # (which adds a header and a zip entry per array).
+    # (which adds a header and a zip entry per array: about 35 KB for these small nets, so
+    # twice the pickle plus 20 KB; the scratch buffers had made it 28 times the pickle).
     assert len(pickle.dumps(model._network)) < model._network.params.nbytes + 2000
-    assert len(data) < 2 * len(pickle.dumps(model))
+    assert len(data) < 2 * len(pickle.dumps(model)) + 20_000
